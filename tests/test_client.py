@@ -1,0 +1,406 @@
+"""The cloud client against the sandbox over real HTTP (loopback), for every operation and rule."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+
+import pytest
+
+from flexus_ops.cloud.client import FlexusClient, shared_client
+from flexus_ops.cloud.errors import (
+    AuthenticationError,
+    InvalidInput,
+    JobTimeout,
+    NotFound,
+    ServiceError,
+    TransportError,
+)
+from flexus_ops.cloud.models import JobResult
+from flexus_ops.config import Settings
+from tests.live import SK, LiveSandbox, serve
+
+UNKNOWN_ID = "00000000-0000-4000-8000-000000000000"
+
+
+def servers_in(live: LiveSandbox, status: str, *, locked: bool = False) -> list[str]:
+    return [
+        sid
+        for sid, server in live.sandbox.backend.servers.items()
+        if server_status(live, sid) == status and bool(server_locked(live, sid)) == locked
+    ]
+
+
+def server_view(live: LiveSandbox, server_id: str) -> dict:
+    return live.sandbox.backend.server_view(server_id)
+
+
+def server_status(live: LiveSandbox, server_id: str) -> str:
+    return server_view(live, server_id)["status"]
+
+
+def server_locked(live: LiveSandbox, server_id: str) -> bool:
+    return bool(server_view(live, server_id)["locked"])
+
+
+def operations(live: LiveSandbox) -> list[str]:
+    return [record.operation for record in live.sandbox.request_log]
+
+
+async def test_show_server_parses_every_wire_shape(live: LiveSandbox) -> None:
+    server_id = next(iter(live.sandbox.backend.servers))
+    async with FlexusClient(live.settings()) as client:
+        server = await client.show_server(server_id)
+    assert server.id == server_id
+    assert server.status in {"ACTIVE", "SHUTOFF"}
+    assert server.flavor is not None and isinstance(server.flavor.vcpus, str)
+    assert server.image is not None and server.image.id
+    assert server.private_ips, "every sandbox server has a fixed address"
+    assert all(a.version == "4" for entries in (server.addresses or {}).values() for a in entries)
+    assert server.availability_zone and server.availability_zone.startswith("cn-north-4")
+    # The request went over the wire, signed, with the project header.
+    assert operations(live) == ["ShowServer"]
+
+
+async def test_unknown_server_is_not_found_with_code_and_request_id(live: LiveSandbox) -> None:
+    async with FlexusClient(live.settings()) as client:
+        with pytest.raises(NotFound) as caught:
+            await client.show_server(UNKNOWN_ID)
+    assert caught.value.status == 404
+    assert caught.value.code == "Ecs.0114"
+    assert caught.value.request_id
+    assert UNKNOWN_ID in caught.value.message
+
+
+@pytest.mark.parametrize(
+    ("call", "field"),
+    [
+        (lambda c: c.show_server("not-a-uuid"), "server_id"),
+        (lambda c: c.list_servers(limit=1001), "limit"),
+        (lambda c: c.list_servers(limit=0), "limit"),
+        (lambda c: c.list_servers(status="RUNNING"), "status"),
+        (lambda c: c.list_servers(offset=-1), "offset"),
+        (lambda c: c.list_servers(colour="red"), "colour"),
+        (lambda c: c.batch_stop([]), "server_ids"),
+        (lambda c: c.batch_stop([UNKNOWN_ID, UNKNOWN_ID]), "server_ids"),
+        (lambda c: c.batch_reboot([UNKNOWN_ID], type="GENTLE"), "type"),
+        (lambda c: c.batch_reset_password([UNKNOWN_ID], "short"), "new_password"),
+        (lambda c: c.batch_reset_password([UNKNOWN_ID], "norootallowed1A"), "new_password"),
+        (lambda c: c.batch_reset_password([UNKNOWN_ID], None), "new_password"),
+        (lambda c: c.update_server(UNKNOWN_ID, name="bad name!"), "name"),
+        (lambda c: c.update_server(UNKNOWN_ID, description="<script>"), "description"),
+        (lambda c: c.update_server(UNKNOWN_ID, hostname="-web"), "hostname"),
+        (lambda c: c.update_server(UNKNOWN_ID, hostname="a..b"), "hostname"),
+        (lambda c: c.update_server(UNKNOWN_ID, user_data="%%%not base64"), "user_data"),
+        (lambda c: c.update_server(UNKNOWN_ID, user_data=base64.b64encode(b"x" * 40000).decode()), "user_data"),
+        (lambda c: c.update_server(UNKNOWN_ID), "server"),
+        (lambda c: c.show_job("../../etc"), "job_id"),
+    ],
+)
+async def test_bad_input_names_the_field_and_sends_nothing(live: LiveSandbox, call, field: str) -> None:
+    async with FlexusClient(live.settings()) as client:
+        with pytest.raises(InvalidInput) as caught:
+            await call(client)
+    assert caught.value.field == field
+    assert caught.value.rule
+    assert live.sandbox.request_log == [], "an invalid request must never reach the cloud"
+
+
+async def test_invalid_input_error_is_bounded() -> None:
+    with pytest.raises(InvalidInput) as caught:
+        await FlexusClient(Settings()).update_server(UNKNOWN_ID, name="x" * 1_000_000)
+    assert len(str(caught.value)) < 400
+
+
+async def test_list_filters_and_page_number_semantics() -> None:
+    with serve(servers=40) as live:
+        async with FlexusClient(live.settings()) as client:
+            everything = await client.list_servers(limit=1000)
+            assert everything.count == 40
+            page2 = await client.list_servers(limit=10, offset=2)
+            assert [s.id for s in page2.servers] == [s.id for s in everything.servers[10:20]]
+            assert page2.count == 40
+            page0 = await client.list_servers(limit=10, offset=0)
+            assert [s.id for s in page0.servers] == [s.id for s in everything.servers[:10]]
+
+            shutoff = await client.list_servers(status="SHUTOFF", limit=1000)
+            assert shutoff.servers and all(s.status == "SHUTOFF" for s in shutoff.servers)
+
+            name = everything.servers[3].name
+            assert name
+            fuzzy = await client.list_servers(name=name[1:-1], limit=1000)
+            assert everything.servers[3].id in {s.id for s in fuzzy.servers}
+
+            tag = next(t for s in everything.servers for t in (s.tags or []))
+            tagged = await client.list_servers(tags=tag, limit=1000)
+            not_tagged = await client.list_servers(not_tags=tag, limit=1000)
+            assert tagged.count + not_tagged.count == 40
+            assert "not-tags" in live.sandbox.request_log[-1].query
+
+            ip = everything.servers[5].private_ips[0]
+            exact = await client.list_servers(ip_eq=ip)
+            assert [s.id for s in exact.servers] == [everything.servers[5].id]
+
+            # server_id overrides every other filter; an unknown id still yields an entry.
+            wanted = [everything.servers[0].id, UNKNOWN_ID]
+            by_id = await client.list_servers(server_id=wanted, status="SHUTOFF", name="zzz-no-match")
+            assert {s.id for s in by_id.servers} == set(wanted)
+            ghost = next(s for s in by_id.servers if s.id == UNKNOWN_ID)
+            assert ghost.name is None and ghost.fault
+
+
+async def test_list_all_reads_first_page_then_the_rest_concurrently() -> None:
+    with serve(servers=2500) as live:
+        async with FlexusClient(live.settings()) as client:
+            servers = await client.list_all_servers()
+        assert len(servers) == 2500
+        assert len({s.id for s in servers}) == 2500
+        pages = [r.query.get("offset") for r in live.sandbox.request_log]
+        assert pages == ["1", "2", "3"] or sorted(pages) == ["1", "2", "3"]
+        assert pages[0] == "1"
+
+
+async def test_batch_of_2500_is_three_concurrent_requests_with_every_job_id() -> None:
+    with serve(servers=2500, job_seconds=0.1) as live:
+        targets = list(live.sandbox.backend.servers)
+        will_stop = {sid for sid in servers_in(live, "ACTIVE")}
+        assert len(targets) == 2500 and 0 < len(will_stop) < 2500
+        async with FlexusClient(live.settings()) as client:
+            submission = await client.batch_stop(targets)
+            assert len(submission.jobs) == 3
+            assert [len(job.server_ids) for job in submission.jobs] == [1000, 1000, 500]
+            assert sorted(sid for job in submission.jobs for sid in job.server_ids) == sorted(targets)
+            writes = live.sandbox.writes()
+            assert len(writes) == 3 and all(w.operation == "BatchStopServers" for w in writes)
+            results = await client.wait_for_jobs(submission.job_ids)
+        outcomes = {o.server_id: o for result in results for o in result.servers}
+        assert set(outcomes) == set(targets)
+        for sid in targets:
+            if sid in will_stop:
+                assert outcomes[sid].status == "SUCCESS"
+                assert server_status(live, sid) == "SHUTOFF"
+            else:  # already SHUTOFF, or locked: refused per server, with the reason kept
+                assert outcomes[sid].status == "FAIL"
+                assert outcomes[sid].error_code in {"Ecs.0100", "Ecs.0605"}
+
+
+async def test_stop_reports_per_server_failures_and_keeps_reasons(live: LiveSandbox) -> None:
+    active = servers_in(live, "ACTIVE")
+    locked = [sid for sid in live.sandbox.backend.servers if server_locked(live, sid)]
+    shutoff = servers_in(live, "SHUTOFF")
+    assert locked and shutoff
+    targets = [active[0], locked[0], shutoff[0]]
+    live.sandbox.knobs.failing_server_ids = {active[1]}
+    targets.append(active[1])
+    seen: list[JobResult] = []
+    async with FlexusClient(live.settings()) as client:
+        submission = await client.batch_stop(targets, type="HARD")
+        assert server_view(live, active[0])["OS-EXT-STS:task_state"] == "powering-off"
+        assert server_status(live, active[0]) == "ACTIVE", "a stopping server still shows ACTIVE"
+        (result,) = await client.wait_for_jobs(submission.job_ids, on_progress=seen.append)
+    assert result.status == "FAIL"
+    by_id = {o.server_id: o for o in result.servers}
+    assert by_id[active[0]].status == "SUCCESS"
+    assert by_id[locked[0]].error_code == "Ecs.0605"
+    assert by_id[shutoff[0]].error_code == "Ecs.0100"
+    assert by_id[active[1]].status == "FAIL" and by_id[active[1]].fail_reason
+    assert {o.server_id for o in result.failed} == {locked[0], shutoff[0], active[1]}
+    assert seen and seen[-1].status == "FAIL"
+    assert server_status(live, active[0]) == "SHUTOFF"
+
+
+async def test_start_and_reboot_follow_the_state_model(live: LiveSandbox) -> None:
+    shutoff = [s for s in servers_in(live, "SHUTOFF")][:1]
+    active = servers_in(live, "ACTIVE")[:2]
+    async with FlexusClient(live.settings()) as client:
+        started = await client.batch_start(shutoff)
+        rebooted = await client.batch_reboot(active, type="HARD")
+        assert server_status(live, active[0]) == "HARD_REBOOT"
+        results = await client.wait_for_jobs(started.job_ids + rebooted.job_ids)
+    assert all(r.status == "SUCCESS" for r in results)
+    assert server_status(live, shutoff[0]) == "ACTIVE"
+    assert all(server_status(live, sid) == "ACTIVE" for sid in active)
+    bodies = [r.operation for r in live.sandbox.writes()]
+    assert bodies == ["BatchStartServers", "BatchRebootServers"]
+
+
+async def test_reset_password_dry_run_changes_nothing_and_real_run_writes_once(live: LiveSandbox) -> None:
+    password = "Flexus-Test-9pass"
+    targets = servers_in(live, "ACTIVE")[:2]
+    async with FlexusClient(live.settings()) as client:
+        preview = await client.batch_reset_password(targets, None, dry_run=True)
+        assert preview.dry_run and sorted(preview.server_ids) == sorted(targets)
+        assert live.sandbox.writes() == []
+        done = await client.batch_reset_password(targets, password)
+    assert sorted(done.server_ids) == sorted(targets)
+    writes = live.sandbox.writes()
+    assert [w.operation for w in writes] == ["BatchResetServersPassword"]
+    assert password not in repr(live.sandbox.request_log)
+    assert password not in repr(done)
+
+
+async def test_update_server_sends_put_with_user_data(live: LiveSandbox) -> None:
+    server_id = servers_in(live, "ACTIVE")[0]
+    script = base64.b64encode(b"#!/bin/bash\necho hi\n").decode()
+    async with FlexusClient(live.settings()) as client:
+        result = await client.update_server(
+            server_id, name="web-renamed", description="front end", hostname="web-renamed", user_data=script
+        )
+        shown = await client.show_server(server_id)
+    assert result.id == server_id and result.name == "web-renamed"
+    assert all(isinstance(a.version, int) for entries in (result.addresses or {}).values() for a in entries)
+    assert shown.name == "web-renamed" and shown.description == "front end"
+    assert shown.user_data == script
+    (write,) = live.sandbox.writes()
+    assert write.method == "PUT" and write.operation == "UpdateServer"
+
+
+async def test_unknown_ids_in_a_batch_refuse_the_whole_request(live: LiveSandbox) -> None:
+    active = servers_in(live, "ACTIVE")[:1]
+    async with FlexusClient(live.settings()) as client:
+        with pytest.raises(NotFound) as caught:
+            await client.batch_stop([*active, UNKNOWN_ID])
+    assert caught.value.code == "Ecs.0114"
+    assert live.sandbox.writes() == []
+    assert server_status(live, active[0]) == "ACTIVE"
+
+
+async def test_wrong_secret_key_is_401_and_never_retried(live: LiveSandbox) -> None:
+    async with FlexusClient(live.settings(secret_key="wrong-" + SK, retry_attempts=4)) as client:
+        with pytest.raises(AuthenticationError) as caught:
+            await client.list_servers()
+    assert caught.value.code == "APIGW.0301"
+    assert len(live.sandbox.request_log) == 1, "a 401 must not be retried (5 failures lock the AK)"
+
+
+async def test_reads_retry_5xx_but_writes_do_not(live: LiveSandbox) -> None:
+    active = servers_in(live, "ACTIVE")[:1]
+    async with FlexusClient(live.settings()) as client:
+        live.sandbox.knobs.fail_next_5xx = 2
+        page = await client.list_servers(limit=5)
+        assert page.servers
+        assert [r.status for r in live.sandbox.request_log] == [500, 500, 200]
+
+        live.sandbox.knobs.fail_next_5xx = 1
+        with pytest.raises(ServiceError):
+            await client.batch_stop(active)
+    assert [r.operation for r in live.sandbox.request_log[3:]] == ["BatchStopServers"]
+    assert live.sandbox.writes() == []
+
+
+async def test_throttled_write_is_retried_because_it_was_not_processed(live: LiveSandbox) -> None:
+    active = servers_in(live, "ACTIVE")[:1]
+    async with FlexusClient(live.settings(retry_base_seconds=0.3, retry_max_seconds=1.0)) as client:
+        live.sandbox.knobs.rate_limit_per_second = 1.0
+        await client.list_servers(limit=1)  # spends the only token
+        submission = await client.batch_stop(active)
+    assert submission.job_ids
+    statuses = [r.status for r in live.sandbox.request_log if r.operation == "BatchStopServers"]
+    assert statuses[0] == 429 and statuses[-1] == 200
+    assert len(live.sandbox.writes()) == 1, "exactly one stop was processed"
+
+
+async def test_lost_write_answer_is_reported_as_maybe_applied_not_resent(live: LiveSandbox) -> None:
+    active = servers_in(live, "ACTIVE")[:1]
+    live.sandbox.knobs.hang_seconds = 1.0
+    async with FlexusClient(live.settings(timeout_seconds=0.3)) as client:
+        live.sandbox.knobs.hang_next = 1
+        with pytest.raises(TransportError) as caught:
+            await client.batch_stop(active)
+        assert caught.value.may_have_applied
+        await asyncio.sleep(1.2)
+        # A read that times out is simply retried.
+        live.sandbox.knobs.hang_next = 1
+        page = await client.list_servers(limit=1)
+        assert page.servers
+    stops = [r for r in live.sandbox.request_log if r.operation == "BatchStopServers"]
+    assert len(stops) == 1, "the client never re-sent the write"
+
+
+async def test_iam_token_is_fetched_once_and_learns_the_project() -> None:
+    with serve() as live:
+        settings = live.settings(
+            access_key=None,
+            secret_key=None,
+            project_id=None,
+            iam_domain=live.sandbox.options.iam_domain,
+            iam_user=live.sandbox.options.iam_user,
+            iam_password=live.sandbox.options.iam_password,
+        )
+        async with FlexusClient(settings) as client:
+            await asyncio.gather(client.list_servers(limit=1), client.list_servers(limit=2))
+            await client.show_server(next(iter(live.sandbox.backend.servers)))
+            assert await client.project_id() == live.sandbox.options.project_id
+        token_calls = [r for r in live.sandbox.request_log if r.operation == "KeystoneCreateUserTokenByPassword"]
+        assert len(token_calls) == 1
+        assert live.sandbox.options.iam_password not in repr(live.sandbox.request_log)
+
+
+async def test_iam_token_is_refreshed_before_it_expires() -> None:
+    with serve(token_seconds=1.0) as live:
+        settings = live.settings(
+            access_key=None,
+            secret_key=None,
+            iam_domain=live.sandbox.options.iam_domain,
+            iam_user=live.sandbox.options.iam_user,
+            iam_password=live.sandbox.options.iam_password,
+        )
+        async with FlexusClient(settings) as client:
+            await client.list_servers(limit=1)
+            await asyncio.sleep(0.6)  # past half the lifetime: refresh before use
+            await client.list_servers(limit=1)
+        ops = operations(live)
+        assert ops.count("KeystoneCreateUserTokenByPassword") == 2
+        assert all(r.status < 400 for r in live.sandbox.request_log)
+
+
+async def test_wrong_iam_password_is_an_authentication_error() -> None:
+    with serve() as live:
+        settings = live.settings(
+            access_key=None, secret_key=None, iam_domain="d", iam_user="u", iam_password="Wrong-Passw0rd"
+        )
+        async with FlexusClient(settings) as client:
+            with pytest.raises(AuthenticationError):
+                await client.list_servers()
+        assert "Wrong-Passw0rd" not in repr(live.sandbox.request_log)
+
+
+async def test_project_id_is_resolved_from_iam_when_not_configured(live: LiveSandbox) -> None:
+    async with FlexusClient(live.settings(project_id=None)) as client:
+        await client.list_servers(limit=1)
+        await client.list_servers(limit=1)
+        assert await client.project_id() == live.sandbox.options.project_id
+    assert operations(live) == ["KeystoneListProjects", "ListServersDetails", "ListServersDetails"]
+
+
+async def test_wait_for_job_gives_up_with_a_clear_timeout(live: LiveSandbox) -> None:
+    live.sandbox.knobs.job_seconds = 30.0
+    async with FlexusClient(live.settings()) as client:
+        submission = await client.batch_stop(servers_in(live, "ACTIVE")[:1])
+        with pytest.raises(JobTimeout) as caught:
+            await client.wait_for_job(submission.job_ids[0], max_wait_seconds=0.3)
+    assert "RUNNING" in str(caught.value)
+
+
+async def test_embedded_sandbox_is_the_default_and_says_so() -> None:
+    settings = Settings()
+    assert settings.uses_sandbox
+    async with FlexusClient(settings) as client:
+        assert client.is_sandbox
+        assert "SANDBOX" in client.describe_target()
+        page = await client.list_servers(limit=5)
+        assert page.count == settings.sandbox_servers
+        server = await client.show_server(page.servers[0].id)
+        assert server.id == page.servers[0].id
+        assert client.sandbox is not None
+        assert [r.operation for r in client.sandbox.request_log] == ["ListServersDetails", "ShowServer"]
+
+
+async def test_shared_client_is_one_pool_per_loop_and_settings() -> None:
+    settings = Settings()
+    first = shared_client(settings)
+    assert shared_client(settings) is first
+    other = shared_client(Settings(sandbox_seed=99))
+    assert other is not first
+    await first.aclose()
+    await other.aclose()

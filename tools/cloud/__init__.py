@@ -1,0 +1,1 @@
+"""The Huawei Cloud ECS v1 client: signing, configuration, models, errors and the async client."""

@@ -1,0 +1,449 @@
+"""The async ECS v1 client for every Flexus L operation.
+
+Retry rules (reference 9.3): GETs retry on 429, 5xx and lost connections with jittered exponential
+backoff; POST/PUT retry only on 429, which the gateway sends before processing anything; nothing
+retries a 401 (five bad signatures lock the AK for five minutes). A write whose answer was lost
+raises ``TransportError(may_have_applied=True)`` so the caller reconciles instead of re-sending.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import random
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import httpx
+from pydantic import BaseModel, SecretStr, ValidationError
+
+from .. import __version__
+from ..config import AuthMode, Settings
+from . import rules
+from .auth import AkSkAuth, IamTokenAuth
+from .errors import (
+    CloudError,
+    ConfigurationError,
+    FlexusError,
+    InvalidInput,
+    JobTimeout,
+    TransportError,
+    error_from_response,
+)
+from .models import (
+    BatchSubmission,
+    FailedChunk,
+    Job,
+    JobResult,
+    ListServersQuery,
+    ListServersResponse,
+    PowerType,
+    ResetPasswordRequest,
+    ResetPasswordResult,
+    SecurityOptions,
+    ServerDetail,
+    SubmittedJob,
+    UpdateServerRequest,
+    UpdateServerResult,
+)
+from .signer import canonical_query
+
+if TYPE_CHECKING:
+    from ..sandbox import Sandbox
+
+GET_CONTENT_TYPE = "application/json"
+WRITE_CONTENT_TYPE = "application/json;charset=utf-8"  # what the SDK sends, lowercased
+SANDBOX_BASE_URL = "http://sandbox.flexus.invalid"
+
+M = TypeVar("M", bound=BaseModel)
+ProgressCallback = Callable[[JobResult], Awaitable[None] | None]
+
+
+def validated(model: type[M], **data: Any) -> M:
+    """Build a request model, turning pydantic's error into one that names the field and the rule."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False, include_input=False)[0]
+        field = ".".join(str(part) for part in first["loc"]) or model.__name__
+        message = first["msg"].removeprefix("Value error, ")
+        raise InvalidInput(field, message) from None
+
+
+def _chunks(items: Sequence[str], size: int) -> list[list[str]]:
+    return [list(items[start : start + size]) for start in range(0, len(items), size)]
+
+
+class FlexusClient:
+    """One client per process and cloud target; it owns the shared connection pool."""
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        sandbox: Sandbox | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.settings = settings or Settings()
+        mode = self.settings.auth_mode
+        self.sandbox = sandbox
+        if mode is AuthMode.SANDBOX and sandbox is None:
+            from ..sandbox import Sandbox, SandboxOptions  # the sandbox costs nothing unless used
+
+            self.sandbox = Sandbox(
+                SandboxOptions(
+                    servers=self.settings.sandbox_servers,
+                    seed=self.settings.sandbox_seed,
+                    job_seconds=self.settings.sandbox_job_seconds,
+                    region=self.settings.region,
+                )
+            )
+        if self.sandbox is not None and mode is AuthMode.SANDBOX:
+            options = self.sandbox.options
+            base_url = SANDBOX_BASE_URL
+            transport = transport or httpx.ASGITransport(app=self.sandbox.app)
+            self._auth: AkSkAuth | IamTokenAuth = AkSkAuth(
+                options.access_key, options.secret_key, project_id=options.project_id
+            )
+        else:
+            base_url = self.settings.ecs_base_url() or SANDBOX_BASE_URL
+            self._auth = self._auth_from_settings()
+        self.base_url = base_url
+        self._http = httpx.AsyncClient(
+            auth=self._auth,
+            transport=transport,
+            timeout=httpx.Timeout(self.settings.timeout_seconds),
+            limits=httpx.Limits(max_connections=100, max_keepalive_connections=50),
+            headers={"User-Agent": f"flexus-ops/{__version__}"},
+        )
+        self._limit = asyncio.Semaphore(self.settings.max_concurrency)
+        self._project_lock = asyncio.Lock()
+
+    def _auth_from_settings(self) -> AkSkAuth | IamTokenAuth:
+        s = self.settings
+        if s.auth_mode is AuthMode.AKSK:
+            assert s.access_key is not None and s.secret_key is not None
+            return AkSkAuth(
+                s.access_key.get_secret_value(),
+                s.secret_key.get_secret_value(),
+                project_id=s.project_id,
+                security_token=s.security_token.get_secret_value() if s.security_token else None,
+            )
+        iam = s.iam_base_url()
+        assert iam is not None and s.iam_password is not None and s.iam_domain and s.iam_user
+        return IamTokenAuth(
+            iam,
+            domain=s.iam_domain,
+            user=s.iam_user,
+            password=s.iam_password.get_secret_value(),
+            region=s.region,
+            project_id=s.project_id,
+        )
+
+    @property
+    def is_sandbox(self) -> bool:
+        return self.settings.uses_sandbox
+
+    def describe_target(self) -> str:
+        return self.settings.describe_target()
+
+    async def __aenter__(self) -> FlexusClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    async def project_id(self) -> str:
+        """The project id: configured, or resolved once per client like the SDK does."""
+        if self._auth.project_id:
+            return self._auth.project_id
+        async with self._project_lock:
+            if self._auth.project_id:
+                return self._auth.project_id
+            if isinstance(self._auth, IamTokenAuth):
+                await self._auth.ensure_token(self._http)
+            else:
+                iam = self.settings.iam_base_url() or self.base_url
+                response = await self._send("GET", f"{iam}/v3/projects", query=[("name", self.settings.region)])
+                projects = response.json().get("projects", [])
+                if len(projects) != 1:
+                    raise ConfigurationError(
+                        f"found {len(projects)} projects named {self.settings.region}; set HUAWEICLOUD_SDK_PROJECT_ID"
+                    )
+                self._auth.project_id = projects[0]["id"]
+        if not self._auth.project_id:
+            raise ConfigurationError("could not learn the project id; set HUAWEICLOUD_SDK_PROJECT_ID")
+        return self._auth.project_id
+
+    async def _url(self, tail: str) -> str:
+        return f"{self.base_url}/v1/{await self.project_id()}{tail}"
+
+    def _backoff(self, attempt: int) -> float:
+        ceiling = min(self.settings.retry_max_seconds, self.settings.retry_base_seconds * (2**attempt))
+        return ceiling / 2 + random.uniform(0, ceiling / 2)
+
+    async def _send(
+        self,
+        method: str,
+        url: str,
+        *,
+        query: list[tuple[str, Any]] | None = None,
+        body: dict[str, Any] | None = None,
+    ) -> httpx.Response:
+        is_read = method == "GET"
+        content = json.dumps(body).encode("utf-8") if body is not None else None
+        headers = {"Content-Type": GET_CONTENT_TYPE if is_read else WRITE_CONTENT_TYPE}
+        if query:
+            url = f"{url}?{canonical_query(query)}"
+        attempts = self.settings.retry_attempts
+        for attempt in range(attempts + 1):
+            try:
+                async with self._limit:
+                    response = await self._http.request(method, url, content=content, headers=headers)
+            except httpx.TransportError as exc:
+                # A refused connection never reached the cloud; anything later might have.
+                reached = not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
+                if is_read and attempt < attempts:
+                    await asyncio.sleep(self._backoff(attempt))
+                    continue
+                raise TransportError(
+                    f"{method} {httpx.URL(url).path}: {type(exc).__name__}: {exc}",
+                    may_have_applied=reached and not is_read,
+                ) from None
+            if response.status_code < 400:
+                return response
+            error = error_from_response(response)
+            retryable = error.status == 429 or (is_read and error.status >= 500)
+            if retryable and attempt < attempts:
+                await asyncio.sleep(self._backoff(attempt))
+                continue
+            raise error
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # -- reads ------------------------------------------------------------------------------
+
+    async def show_server(self, server_id: str) -> ServerDetail:
+        if problem := rules.problem_with_server_id(server_id):
+            raise InvalidInput("server_id", problem)
+        response = await self._send("GET", await self._url(f"/cloudservers/{server_id}"))
+        return ServerDetail.model_validate(response.json()["server"])
+
+    async def list_servers(self, query: ListServersQuery | None = None, **filters: Any) -> ListServersResponse:
+        """One page. ``offset`` is the page number (1-based), ``limit`` the page size (<= 1000)."""
+        if query is None:
+            query = validated(ListServersQuery, **filters)
+        elif filters:
+            raise TypeError("pass either a ListServersQuery or keyword filters, not both")
+        response = await self._send("GET", await self._url("/cloudservers/detail"), query=query.to_query())
+        return ListServersResponse.model_validate(response.json())
+
+    async def list_all_servers(self, page_size: int = rules.MAX_PAGE_SIZE, **filters: Any) -> list[ServerDetail]:
+        """Every match: the first page tells the count, the other pages are read concurrently."""
+        if "offset" in filters or "marker" in filters or "limit" in filters:
+            raise InvalidInput("offset", "list_all_servers pages by itself; use list_servers for one page")
+        base = validated(ListServersQuery, limit=page_size, offset=1, **filters)
+        first = await self.list_servers(base)
+        if base.server_id:
+            return first.servers
+        pages = -(-first.count // page_size)
+        rest = await asyncio.gather(
+            *(self.list_servers(base.model_copy(update={"offset": page})) for page in range(2, pages + 1))
+        )
+        seen: set[str] = set()
+        servers: list[ServerDetail] = []
+        # A server created or deleted while paging can shift entries between pages; keep each once.
+        for page in [first, *rest]:
+            for server in page.servers:
+                if server.id not in seen:
+                    seen.add(server.id)
+                    servers.append(server)
+        return servers
+
+    async def show_job(self, job_id: str) -> Job:
+        if not job_id or len(job_id) > 64 or not job_id.replace("-", "").isalnum():
+            raise InvalidInput("job_id", "must be the job id a batch call returned (letters, digits, '-')")
+        response = await self._send("GET", await self._url(f"/jobs/{job_id}"))
+        return Job.model_validate(response.json())
+
+    # -- batch power actions -----------------------------------------------------------------
+
+    async def batch_start(self, server_ids: Sequence[str]) -> BatchSubmission:
+        return await self._power("os-start", server_ids, None)
+
+    async def batch_stop(self, server_ids: Sequence[str], type: PowerType = "SOFT") -> BatchSubmission:
+        return await self._power("os-stop", server_ids, type)
+
+    async def batch_reboot(self, server_ids: Sequence[str], type: PowerType = "SOFT") -> BatchSubmission:
+        return await self._power("reboot", server_ids, type)
+
+    async def _power(self, action: str, server_ids: Sequence[str], kind: str | None) -> BatchSubmission:
+        ids = list(server_ids)
+        if problem := rules.problem_with_server_ids(ids, limit=None):
+            raise InvalidInput("server_ids", problem)
+        if kind is not None and kind not in ("SOFT", "HARD"):
+            raise InvalidInput("type", "must be SOFT or HARD")
+        url = await self._url("/cloudservers/action")
+
+        async def submit(chunk: list[str]) -> SubmittedJob:
+            inner: dict[str, Any] = {"servers": [{"id": server_id} for server_id in chunk]}
+            if kind is not None:
+                inner["type"] = kind
+            response = await self._send("POST", url, body={action: inner})
+            return SubmittedJob(job_id=response.json()["job_id"], server_ids=chunk)
+
+        chunks = _chunks(ids, rules.MAX_SERVERS_PER_REQUEST)
+        outcomes = await asyncio.gather(*(submit(chunk) for chunk in chunks), return_exceptions=True)
+        submission = BatchSubmission(action=action)
+        for chunk, outcome in zip(chunks, outcomes, strict=True):
+            if isinstance(outcome, SubmittedJob):
+                submission.jobs.append(outcome)
+            elif isinstance(outcome, CloudError):
+                submission.failed.append(
+                    FailedChunk(server_ids=chunk, status=outcome.status, code=outcome.code, message=outcome.message)
+                )
+            elif isinstance(outcome, TransportError):
+                submission.failed.append(
+                    FailedChunk(
+                        server_ids=chunk,
+                        status=None,
+                        code="TRANSPORT",
+                        message=str(outcome),
+                        may_have_applied=outcome.may_have_applied,
+                    )
+                )
+            else:
+                raise outcome
+        if not submission.jobs:
+            # Nothing was submitted: the first error says why, exactly as for a single request.
+            first = next(o for o in outcomes if isinstance(o, FlexusError))
+            raise first
+        return submission
+
+    # -- password reset and update ----------------------------------------------------------
+
+    async def batch_reset_password(
+        self,
+        server_ids: Sequence[str],
+        new_password: str | SecretStr | None,
+        *,
+        dry_run: bool = False,
+    ) -> ResetPasswordResult:
+        """Reset the OS password of servers (PUT os-reset-passwords). It takes effect after a (re)start.
+
+        ``dry_run=True`` asks the API to check the request without changing anything.
+        """
+        secret = (
+            new_password if isinstance(new_password, SecretStr) or new_password is None else SecretStr(new_password)
+        )
+        request = validated(ResetPasswordRequest, new_password=secret, dry_run=dry_run, server_ids=list(server_ids))
+        if request.new_password is None and not dry_run:
+            raise InvalidInput("new_password", "is required unless dry_run is true")
+        url = await self._url("/cloudservers/os-reset-passwords")
+        body: dict[str, Any] = {}
+        if request.new_password is not None:
+            body["new_password"] = request.new_password.get_secret_value()
+        body["dry_run"] = dry_run
+        body["servers"] = [{"id": server_id} for server_id in request.server_ids]
+        response = await self._send("PUT", url, body=body)
+        accepted = [entry["id"] for entry in response.json().get("response", [])]
+        return ResetPasswordResult(server_ids=accepted, dry_run=dry_run)
+
+    async def update_server(
+        self,
+        server_id: str,
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        hostname: str | None = None,
+        user_data: str | None = None,
+        security_options: SecurityOptions | None = None,
+    ) -> UpdateServerResult:
+        """Change name, description, hostname (takes effect after a reboot), user_data or security options."""
+        if problem := rules.problem_with_server_id(server_id):
+            raise InvalidInput("server_id", problem)
+        request = validated(
+            UpdateServerRequest,
+            name=name,
+            description=description,
+            hostname=hostname,
+            user_data=user_data,
+            security_options=security_options,
+        )
+        try:
+            body = request.to_body()
+        except ValueError as exc:
+            raise InvalidInput("server", str(exc)) from None
+        response = await self._send("PUT", await self._url(f"/cloudservers/{server_id}"), body=body)
+        return UpdateServerResult.model_validate(response.json()["server"])
+
+    # -- jobs --------------------------------------------------------------------------------
+
+    async def wait_for_job(
+        self,
+        job_id: str,
+        *,
+        max_wait_seconds: float = 900.0,
+        on_progress: ProgressCallback | None = None,
+    ) -> JobResult:
+        """Poll ShowJob until SUCCESS or FAIL, backing off; per-server outcomes come from sub_jobs."""
+        started = time.monotonic()
+        interval = self.settings.job_poll_seconds
+        last_status: str | None = None
+        while True:
+            job = await self.show_job(job_id)
+            result = JobResult.from_job(job_id, job)
+            last_status = result.status
+            if on_progress is not None:
+                maybe = on_progress(result)
+                if inspect.isawaitable(maybe):
+                    await maybe
+            if job.is_final:
+                return result
+            waited = time.monotonic() - started
+            if waited + interval > max_wait_seconds:
+                raise JobTimeout(job_id, waited, last_status)
+            await asyncio.sleep(interval)
+            interval = min(interval * 1.5, self.settings.job_poll_max_seconds)
+
+    async def wait_for_jobs(
+        self,
+        job_ids: Sequence[str],
+        *,
+        max_wait_seconds: float = 900.0,
+        on_progress: ProgressCallback | None = None,
+    ) -> list[JobResult]:
+        return list(
+            await asyncio.gather(
+                *(
+                    self.wait_for_job(job_id, max_wait_seconds=max_wait_seconds, on_progress=on_progress)
+                    for job_id in job_ids
+                )
+            )
+        )
+
+
+_shared: dict[tuple[int, str], FlexusClient] = {}
+
+
+def _settings_key(settings: Settings) -> str:
+    import hashlib
+
+    revealed = {name: value.get_secret_value() if isinstance(value, SecretStr) else value for name, value in settings}
+    return hashlib.sha256(repr(sorted(revealed.items())).encode()).hexdigest()
+
+
+def shared_client(settings: Settings | None = None) -> FlexusClient:
+    """The process's client for these settings on the running event loop (one connection pool)."""
+    settings = settings or Settings()
+    key = (id(asyncio.get_running_loop()), _settings_key(settings))
+    client = _shared.get(key)
+    if client is None:
+        client = _shared[key] = FlexusClient(settings)
+    return client

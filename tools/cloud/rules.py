@@ -1,0 +1,135 @@
+"""The field rules of the ECS API, in one place.
+
+Each ``problem_with_*`` function returns ``None`` for a good value or a short sentence that states
+the rule that was broken. The client's request models, the tool input models and the sandbox's
+validation all call these, so the rules cannot drift apart. Sources: the reference's sections 3
+and 5 (SDK docstrings and the ECS/Flexus L documents).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+
+MAX_SERVERS_PER_REQUEST = 1000
+MAX_PAGE_SIZE = 1000
+MAX_USER_DATA_BYTES = 32 * 1024
+
+SERVER_STATUSES = (
+    "ACTIVE",
+    "BUILD",
+    "DELETED",
+    "ERROR",
+    "HARD_REBOOT",
+    "MIGRATING",
+    "REBOOT",
+    "RESIZE",
+    "REVERT_RESIZE",
+    "SHELVED",
+    "SHELVED_OFFLOADED",
+    "SHUTOFF",
+    "UNKNOWN",
+    "VERIFY_RESIZE",
+)
+"""Values the list filter accepts (reference section 3)."""
+
+PASSWORD_SPECIALS = "!@%-_=+[]:./?"  # noqa: S105 - the allowed characters, not a password
+_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+# The SDK's rule (1-64 of CJK, letters, digits, _ - .); the newer 128-character rule is looser,
+# so a name that passes here passes everywhere.
+_NAME = re.compile(r"^[\u4e00-\u9fffA-Za-z0-9_.\-]{1,64}$")
+_HOSTNAME_CHARS = re.compile(r"^[A-Za-z0-9.\-]{1,64}$")
+_FORBIDDEN_IN_PASSWORD = ("root", "toor", "administrator", "rotartsinimda")
+
+
+def problem_with_server_id(value: str) -> str | None:
+    if not _UUID.match(value):
+        return "must be a server UUID like 1b4f6f66-0c5b-4d6e-9b8b-6c2b8f1f0a11"
+    return None
+
+
+def problem_with_server_ids(values: list[str], *, limit: int | None = MAX_SERVERS_PER_REQUEST) -> str | None:
+    if not values:
+        return "must name at least one server"
+    if limit is not None and len(values) > limit:
+        return f"at most {limit} servers per request, got {len(values)}"
+    seen: set[str] = set()
+    for index, value in enumerate(values):
+        problem = problem_with_server_id(value)
+        if problem:
+            return f"item {index}: {problem}"
+        if value in seen:
+            return f"item {index}: duplicate server id {value}"
+        seen.add(value)
+    return None
+
+
+def problem_with_name(value: str) -> str | None:
+    if not _NAME.match(value):
+        return "must be 1-64 characters of letters, digits, CJK characters, '_', '-' or '.'"
+    return None
+
+
+def problem_with_description(value: str) -> str | None:
+    if len(value) > 85:
+        return f"must be at most 85 characters, got {len(value)}"
+    if "<" in value or ">" in value:
+        return "must not contain '<' or '>'"
+    return None
+
+
+def problem_with_hostname(value: str) -> str | None:
+    if not _HOSTNAME_CHARS.match(value):
+        return "must be 1-64 characters of letters, digits, '.' and '-'"
+    if value[0] in ".-" or value[-1] in ".-":
+        return "must not start or end with '.' or '-'"
+    for pair in ("..", "--", ".-", "-."):
+        if pair in value:
+            return f"must not contain '{pair}'"
+    return None
+
+
+def problem_with_user_data(value: str) -> str | None:
+    # Bound the work before decoding: base64 is 4/3 of the decoded size.
+    if len(value) > (MAX_USER_DATA_BYTES * 4) // 3 + 4:
+        return f"must decode to at most {MAX_USER_DATA_BYTES} bytes (32 KB)"
+    try:
+        decoded = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        return "must be base64-encoded"
+    if len(decoded) > MAX_USER_DATA_BYTES:
+        return f"must decode to at most {MAX_USER_DATA_BYTES} bytes (32 KB), got {len(decoded)}"
+    return None
+
+
+def problem_with_password(value: str) -> str | None:
+    """The rule never quotes the password back."""
+    if not 8 <= len(value) <= 26:
+        return "must be 8-26 characters long"
+    classes = 0
+    for test in (str.isupper, str.islower, str.isdigit):
+        if any(test(ch) and ch.isascii() for ch in value):
+            classes += 1
+    if any(ch in PASSWORD_SPECIALS for ch in value):
+        classes += 1
+    if any(not (ch.isascii() and (ch.isalnum() or ch in PASSWORD_SPECIALS)) for ch in value):
+        return f"may contain only letters, digits and the specials {PASSWORD_SPECIALS}"
+    if classes < 3:
+        return "must contain at least three of: uppercase letters, lowercase letters, digits, specials"
+    lowered = value.lower()
+    if any(word in lowered for word in _FORBIDDEN_IN_PASSWORD):
+        return "must not contain 'root' or 'Administrator', forwards or reversed"
+    return None
+
+
+def problem_with_limit(value: int) -> str | None:
+    if not 1 <= value <= MAX_PAGE_SIZE:
+        return f"must be between 1 and {MAX_PAGE_SIZE}"
+    return None
+
+
+def problem_with_status(value: str) -> str | None:
+    if value not in SERVER_STATUSES:
+        return "must be one of " + ", ".join(SERVER_STATUSES)
+    return None
