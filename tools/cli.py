@@ -1,12 +1,361 @@
-"""The ``flexus-ops`` command. Each subcommand imports what it needs only when it runs."""
+"""The ``flexus-ops`` command: the CLI surface, and the launcher of the MCP server and the sandbox.
+
+Each subcommand imports what it needs only when it runs, so ``flexus-ops mcp`` starts fast and
+``flexus-ops sim`` never loads the MCP SDK. Like the other surfaces, it adds no logic: it parses,
+asks the person, and calls the registry.
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import getpass
+import json
+import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
 from . import __version__
+
+if TYPE_CHECKING:
+    from .registry.registry import Registry
+    from .registry.spec import Caller
+
+EXIT_OK, EXIT_REFUSED, EXIT_USAGE = 0, 1, 2
+
+
+def _quiet_libraries() -> None:
+    # Request URLs are noise on a terminal and stdout belongs to MCP; warnings still show.
+    for name in ("httpx", "httpcore", "mcp", "uvicorn.access"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def _registry(read_only: bool = False) -> Registry:
+    from .config import Settings
+    from .registry.registry import Registry
+
+    return Registry.from_settings(Settings(), read_only=read_only)
+
+
+def _caller() -> Caller:
+    from .gate.policy import os_principal
+    from .registry.spec import Caller
+
+    return Caller(principal=os_principal(), surface="cli")
+
+
+def _run(body: Callable[[Registry], Awaitable[int]], *, read_only: bool = False) -> int:
+    """Run one async command against a registry, turning our errors into a message and an exit code."""
+    from .cloud.errors import ConfigurationError, FlexusError, InvalidInput
+
+    async def main() -> int:
+        registry = _registry(read_only)
+        try:
+            return await body(registry)
+        finally:
+            await registry.aclose()
+
+    try:
+        return asyncio.run(main())
+    except InvalidInput as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except ConfigurationError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except FlexusError as exc:
+        print(f"refused: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
+
+
+def _print_json(value: Any) -> None:
+    print(json.dumps(value, indent=2, ensure_ascii=False, default=str))
+
+
+def _interactive() -> bool:
+    return sys.stdin.isatty() and sys.stderr.isatty()
+
+
+class ProgressBar:
+    """A one-line progress bar on stderr (only on a terminal)."""
+
+    def __init__(self) -> None:
+        self.enabled = sys.stderr.isatty()
+
+    async def __call__(self, done: float, total: float | None, message: str) -> None:
+        if not self.enabled:
+            return
+        if total:
+            filled = int(30 * done / total)
+            bar = "#" * filled + "-" * (30 - filled)
+            print(f"\r  [{bar}] {message}", end="", file=sys.stderr, flush=True)
+            if done >= total:
+                print(file=sys.stderr)
+        else:
+            print(f"\r  {message}", end="", file=sys.stderr, flush=True)
+
+
+# -- mcp ------------------------------------------------------------------------------------------
+
+
+def cmd_mcp(args: argparse.Namespace) -> int:
+    _quiet_libraries()
+    from .mcp_server import banner, build_server, http_app
+
+    registry = _registry(args.read_only)
+    if args.transport == "stdio":
+        banner(registry, "stdio", "stdin/stdout")
+        build_server(registry).run("stdio")
+        return EXIT_OK
+    import uvicorn
+
+    try:
+        app = http_app(registry, args.host, args.port, args.allowed_origin or None)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    banner(registry, "streamable HTTP", f"http://{args.host}:{args.port}/mcp")
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return EXIT_OK
+
+
+# -- tools ----------------------------------------------------------------------------------------
+
+
+def cmd_tools(args: argparse.Namespace) -> int:
+    registry = _registry()
+    if args.action == "export":
+        from .mcp_server import tool_catalog
+
+        text = json.dumps(tool_catalog(registry), indent=2, ensure_ascii=False) + "\n"
+        if args.output == "-":
+            sys.stdout.write(text)
+        else:
+            with open(args.output, "w", encoding="utf-8") as handle:
+                handle.write(text)
+            print(f"wrote {args.output}", file=sys.stderr)
+        return EXIT_OK
+    print(f"{'tool':32} {'safety':12} {'approval':9} title")
+    for spec in registry.tools():
+        approval = "yes" if registry.policy.needs_approval(spec.name) else ""
+        print(f"{spec.name:32} {spec.safety.value:12} {approval:9} {spec.title}")
+    print(f"\ncloud: {registry.client.describe_target()}", file=sys.stderr)
+    return EXIT_OK
+
+
+# -- call -----------------------------------------------------------------------------------------
+
+
+def _load_arguments(args: argparse.Namespace) -> dict[str, Any]:
+    from .cloud.errors import InvalidInput
+
+    try:
+        arguments = json.loads(args.args) if args.args else {}
+    except json.JSONDecodeError as exc:
+        raise InvalidInput("--args", f"must be a JSON object: {exc.msg} at character {exc.pos}") from None
+    if not isinstance(arguments, dict):
+        raise InvalidInput("--args", 'must be a JSON object, like \'{"servers": ["web-01"]}\'')
+    if args.confirm:
+        arguments["confirmation_token"] = args.confirm
+    return arguments
+
+
+def _ask_secret(field: str) -> str:
+    from .cloud.errors import InvalidInput
+
+    first = getpass.getpass(f"{field}: ")
+    if getpass.getpass(f"{field} (again): ") != first:
+        raise InvalidInput(field, "the two entries differ")
+    return first
+
+
+def cmd_call(args: argparse.Namespace) -> int:
+    from .registry.outputs import ChangeOutput
+    from .registry.render import render
+
+    async def body(registry: Registry) -> int:
+        spec = registry.spec(args.tool)
+        arguments = _load_arguments(args)
+        if args.prompt_secret:
+            for field in sorted(spec.secret_fields):
+                arguments[field] = _ask_secret(field)
+        caller = _caller()
+        output = await registry.call(caller, spec.name, arguments, progress=ProgressBar())
+        if (
+            isinstance(output, ChangeOutput)
+            and output.preview is not None
+            and not arguments.get("dry_run")
+            and _interactive()
+            and output.preview.plan.acting
+            and "Cannot run" not in output.preview.next_step
+        ):
+            print(
+                render(output)
+                .replace(f"confirmation_token: {output.preview.confirmation_token}", "")
+                .replace(output.preview.next_step, ""),
+                file=sys.stderr,
+            )
+            answer = (await asyncio.to_thread(input, "Run this plan? [y/N] ")).strip().lower()
+            if answer not in ("y", "yes"):
+                print("not confirmed; nothing was changed", file=sys.stderr)
+                return EXIT_REFUSED
+            output = await registry.call(caller, spec.name, arguments, human_confirmed=True, progress=ProgressBar())
+        if sys.stderr.isatty():
+            print(render(output), file=sys.stderr)
+        _print_json(output.model_dump(mode="json", exclude_none=True))
+        return EXIT_OK
+
+    return _run(body)
+
+
+# -- approvals ------------------------------------------------------------------------------------
+
+
+def _when(epoch: float | None) -> str:
+    if epoch is None:
+        return "-"
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def cmd_approvals(args: argparse.Namespace) -> int:
+    from .registry.render import result_text
+
+    async def body(registry: Registry) -> int:
+        caller = _caller()
+        if args.action == "list":
+            pending = registry.pending_approvals(caller)
+            if args.json:
+                _print_json(pending)
+                return EXIT_OK
+            if not pending:
+                print("no approval requests are waiting")
+            for row in pending:
+                mine = " (yours)" if row["yours"] else ""
+                until = _when(row["expires_at"])
+                print(f"{row['action_id']}  {row['tool']}  by {row['requested_by']}{mine}  until {until}")
+                print(f"    reason: {row['reason']}\n    arguments: {row['arguments']}")
+            return EXIT_OK
+        if args.action == "approve":
+            result = await registry.approve(caller, args.action_id, args.note, progress=ProgressBar())
+            print(result_text(result))
+            return EXIT_OK
+        if args.action == "reject":
+            registry.reject(caller, args.action_id, args.note)
+            print(f"{args.action_id}: rejected")
+            return EXIT_OK
+        if not sys.stdout.isatty() and not args.force:
+            print("refusing to print a password to a pipe or file; run on a terminal (or --force)", file=sys.stderr)
+            return EXIT_REFUSED
+        secret = registry.reveal(caller, args.action_id)
+        print(f"generated password (shown once, now erased): {secret}")
+        return EXIT_OK
+
+    return _run(body)
+
+
+# -- audit ----------------------------------------------------------------------------------------
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    async def body(registry: Registry) -> int:
+        if args.action == "verify":
+            problems = registry.store.verify_audit()
+            count = len(registry.store.audit_records())
+            if problems:
+                print(f"audit log TAMPERED ({len(problems)} problem(s)):")
+                for problem in problems:
+                    print(f"  - {problem}")
+                return EXIT_REFUSED
+            print(f"audit log intact: {count} record(s), hash chain verified")
+            return EXIT_OK
+        records = registry.store.audit_records()[-args.limit :]
+        if args.json:
+            _print_json([record.__dict__ for record in records])
+            return EXIT_OK
+        for record in records:
+            detail = record.detail
+            summary = (
+                detail.get("plan") or detail.get("outcome") or detail.get("difference") or detail.get("note") or ""
+            )
+            jobs = f" jobs={','.join(detail['job_ids'])}" if detail.get("job_ids") else ""
+            print(
+                f"{record.seq:5} {_when(record.at)} {record.event:18} {record.person or '-':12} "
+                f"{record.surface or '-':9} {record.tool or '-':30} {summary}{jobs}"
+            )
+        return EXIT_OK
+
+    return _run(body)
+
+
+# -- token ----------------------------------------------------------------------------------------
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    import secrets
+
+    from .gate.policy import token_principal
+
+    token = "fxt_" + secrets.token_urlsafe(32)
+    print(f"bearer token for {args.person} (shown once; give it to their MCP client):\n  {token}\n")
+    print("add this principal to their entry in the policy file:")
+    print(f'  principals = ["{token_principal(token)}"]')
+    return EXIT_OK
+
+
+# -- demo -----------------------------------------------------------------------------------------
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    _quiet_libraries()
+    import os
+    import tempfile
+
+    from .registry.render import render
+
+    state = tempfile.mkdtemp(prefix="flexus-demo-")
+    for name in list(os.environ):
+        if name.startswith(("HUAWEICLOUD_SDK_", "FLEXUS_")):
+            del os.environ[name]  # the tour always runs on the sandbox, never on a real cloud
+    os.environ["FLEXUS_STATE_DIR"] = state
+    os.environ["FLEXUS_SANDBOX_JOB_SECONDS"] = str(args.job_seconds)
+    os.environ["FLEXUS_JOB_POLL_SECONDS"] = "0.25"
+
+    def step(title: str) -> None:
+        print(f"\n== {title} ==")
+
+    async def body(registry: Registry) -> int:
+        caller = _caller()
+        step(f"1. The fleet ({registry.client.describe_target()})")
+        listing = await registry.call(caller, "flexus_list_servers", {"status": "ACTIVE", "limit": 5})
+        print(render(listing))
+        targets = [server["name"] for server in listing.servers[:2]]  # type: ignore[attr-defined]
+        step(f"2. Preview: stop {', '.join(targets)} (nothing changes yet)")
+        preview = await registry.call(caller, "flexus_stop_servers", {"servers": targets})
+        print(render(preview))
+        step("3. Confirm with the token from the preview; follow the job")
+        token = preview.preview.confirmation_token  # type: ignore[attr-defined]
+        result = await registry.call(
+            caller, "flexus_stop_servers", {"servers": targets, "confirmation_token": token}, progress=ProgressBar()
+        )
+        print(render(result))
+        step("4. The same token again: refused (single use)")
+        try:
+            await registry.call(caller, "flexus_stop_servers", {"servers": targets, "confirmation_token": token})
+        except Exception as exc:
+            print(f"refused: {exc}")
+        step("5. The audit trail (hash-chained; `flexus-ops audit verify` checks it)")
+        for record in registry.store.audit_records():
+            print(f"  {record.seq}. {record.event:10} by {record.person} via {record.surface}: {record.tool}")
+        print(f"  chain: {'intact' if not registry.store.verify_audit() else 'BROKEN'}")
+        print(f"\n(the demo's state is in {state}; your own audit log was not touched)")
+        return EXIT_OK
+
+    return _run(body)
+
+
+# -- parser ---------------------------------------------------------------------------------------
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -17,11 +366,60 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"flexus-ops {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    mcp = commands.add_parser("mcp", help="run the MCP server (stdio by default)")
+    mcp.add_argument("--transport", choices=["stdio", "http"], default="stdio")
+    mcp.add_argument("--host", default="127.0.0.1")
+    mcp.add_argument("--port", type=int, default=8765)
+    mcp.add_argument("--read-only", action="store_true", help="offer only tools that change nothing")
+    mcp.add_argument("--allowed-origin", action="append", help="browser origin allowed to call (repeatable)")
+    mcp.set_defaults(handler=cmd_mcp)
+
     sim = commands.add_parser("sim", help="run the sandbox cloud (ECS + IAM simulator) as an HTTP server")
     from .sandbox.server import add_arguments, run
 
     add_arguments(sim)
     sim.set_defaults(handler=run)
+
+    tools = commands.add_parser("tools", help="the tool catalog: list it, or export it as JSON")
+    tools.add_argument("action", nargs="?", choices=["list", "export"], default="list")
+    tools.add_argument("--output", default="manifests/tools.json", help="export target, or - for stdout")
+    tools.set_defaults(handler=cmd_tools)
+
+    call = commands.add_parser("call", help="call a tool (changes are previewed, then confirmed)")
+    call.add_argument("tool")
+    call.add_argument("--args", default="{}", help="the arguments as a JSON object")
+    call.add_argument("--confirm", metavar="TOKEN", help="the confirmation token from a preview")
+    call.add_argument("--prompt-secret", action="store_true", help="ask for secret arguments (a password) privately")
+    call.set_defaults(handler=cmd_call)
+
+    approvals = commands.add_parser("approvals", help="approval requests: list, approve, reject, reveal")
+    approval_actions = approvals.add_subparsers(dest="action", required=True)
+    listing = approval_actions.add_parser("list")
+    listing.add_argument("--json", action="store_true")
+    for verb in ("approve", "reject"):
+        sub = approval_actions.add_parser(verb)
+        sub.add_argument("action_id")
+        sub.add_argument("--note")
+    reveal = approval_actions.add_parser("reveal", help="show a generated password once (requester only)")
+    reveal.add_argument("action_id")
+    reveal.add_argument("--force", action="store_true", help="print even when stdout is not a terminal")
+    approvals.set_defaults(handler=cmd_approvals)
+
+    audit = commands.add_parser("audit", help="show the audit log, or verify its hash chain")
+    audit.add_argument("action", nargs="?", choices=["show", "verify"], default="show")
+    audit.add_argument("--limit", type=int, default=50)
+    audit.add_argument("--json", action="store_true")
+    audit.set_defaults(handler=cmd_audit)
+
+    token = commands.add_parser("token", help="make a bearer token for the MCP HTTP transport")
+    token.add_argument("action", choices=["new"])
+    token.add_argument("--person", required=True)
+    token.set_defaults(handler=cmd_token)
+
+    demo = commands.add_parser("demo", help="a guided tour on the sandbox cloud")
+    demo.add_argument("--job-seconds", type=float, default=2.0)
+    demo.set_defaults(handler=cmd_demo)
     return parser
 
 
@@ -31,7 +429,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler = getattr(args, "handler", None)
     if handler is None:
         parser.print_help(sys.stderr)
-        return 2
+        return EXIT_USAGE
     return int(handler(args) or 0)
 
 

@@ -1,0 +1,445 @@
+"""The gate: preview, confirm, approve. Every tool that changes a server passes through here, whatever
+surface it came from, so no surface can skip a step.
+
+1. ``preview`` reads the targets, says per server what will happen, and records a pending action
+   bound to the person, the tool and the canonical arguments (single use, expiring).
+2. ``confirm`` (a token from the preview, or a human's answer to an elicitation/terminal prompt/Slack
+   button) re-reads the targets, refuses if the plan no longer holds, and executes exactly once.
+3. For tools that need approval, confirming turns the action into an approval request; ``approve`` by
+   a *different* authorised person executes it once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel, SecretStr
+
+from ..cloud.errors import FlexusError, bounded
+from ..registry.inputs import GATE_FIELDS
+from ..registry.outputs import ActionResult, Plan, Preview
+from ..registry.spec import Execution, ToolContext, ToolSpec
+from .policy import Policy, Role
+from .secrets import Keys
+from .store import Store, canonical_json
+
+OPEN_STATES = ("pending", "awaiting_approval")
+DONE_STATES = ("executing", "submitted", "succeeded", "failed")
+
+
+class Refused(FlexusError):
+    """The gate said no; the message says why and what to do instead."""
+
+
+def _when(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def plan_fingerprint(plan: Plan) -> str:
+    material = {
+        "tool": plan.tool,
+        "items": [[i.server_id, i.status, i.task, i.locked, i.act] for i in plan.items],
+        "changes": plan.changes,
+    }
+    return hashlib.sha256(canonical_json(material).encode()).hexdigest()
+
+
+def plan_difference(before: Plan, now: Plan) -> str:
+    old = {item.server_id: item for item in before.items}
+    lines = []
+    for item in now.items:
+        was = old.get(item.server_id)
+        if was is None:
+            lines.append(f"{item.name or item.server_id}: not in the preview")
+            continue
+        if (was.status, was.task, was.locked, was.act) != (item.status, item.task, item.locked, item.act):
+            lines.append(
+                f"{item.name or item.server_id}: was {was.status}{f' ({was.task})' if was.task else ''}, "
+                f"now {item.status}{f' ({item.task})' if item.task else ''}: {item.note}"
+            )
+    if before.changes != now.changes:
+        lines.append("the fields to change are no longer the same (the server was changed meanwhile)")
+    return "; ".join(lines) or "the plan changed"
+
+
+class Gate:
+    def __init__(self, store: Store, policy: Policy, keys: Keys) -> None:
+        self.store = store
+        self.policy = policy
+        self.keys = keys
+
+    # -- binding ----------------------------------------------------------------------------
+
+    def bind_arguments(self, spec: ToolSpec, args: BaseModel) -> tuple[dict[str, Any], str, str | None]:
+        """(arguments people may read, hash a confirmation is bound to, the secret argument if any)."""
+        values = args.model_dump(mode="python", exclude=set(GATE_FIELDS))
+        shown: dict[str, Any] = {}
+        hashed: dict[str, Any] = {}
+        secret: str | None = None
+        for name, value in values.items():
+            if name in spec.secret_fields:
+                if isinstance(value, SecretStr):
+                    secret = value.get_secret_value()
+                    hashed[name] = self.keys.bind(secret)
+                    shown[name] = "<hidden>"
+                continue
+            shown[name] = hashed[name] = value
+        digest = hashlib.sha256(canonical_json({"tool": spec.name, "args": hashed}).encode()).hexdigest()
+        return json.loads(canonical_json(shown)), digest, secret
+
+    def rebuild_arguments(self, spec: ToolSpec, action: dict[str, Any]) -> BaseModel:
+        """The confirmed arguments, for an execution that happens later (after approval)."""
+        values = {k: v for k, v in json.loads(action["args_json"]).items() if k not in spec.secret_fields}
+        if action["secret"] is not None:
+            for name in spec.secret_fields:
+                values[name] = self.keys.decrypt(action["secret"], context=action["id"])
+        return spec.input_model.model_validate(values)
+
+    # -- audit ------------------------------------------------------------------------------
+
+    def audit(
+        self,
+        event: str,
+        action: dict[str, Any] | None,
+        *,
+        person: str | None,
+        surface: str | None,
+        tool: str | None = None,
+        **detail: Any,
+    ) -> None:
+        if action is not None:
+            detail.setdefault("arguments", json.loads(action["args_json"]))
+        self.store.append_audit(
+            event,
+            person=person,
+            surface=surface,
+            tool=tool or (action["tool"] if action else None),
+            action_id=action["id"] if action else None,
+            detail={k: v for k, v in detail.items() if v is not None},
+        )
+
+    # -- expiry -----------------------------------------------------------------------------
+
+    def expire_due(self) -> None:
+        for action in self.store.due_for_expiry(OPEN_STATES):
+            if self.store.transition(action["id"], [action["state"]], "expired", secret=None):
+                self.audit(
+                    "expired",
+                    action,
+                    person=action["person"],
+                    surface="gate",
+                    was=action["state"],
+                    expired_at=_when(action["expires_at"]),
+                )
+        self.store.erase_stale_reveals()
+
+    # -- preview ----------------------------------------------------------------------------
+
+    async def preview(self, ctx: ToolContext, spec: ToolSpec, args: BaseModel, principal: str) -> Preview:
+        assert spec.plan is not None
+        shown, args_hash, secret = self.bind_arguments(spec, args)
+        plan = await spec.plan(ctx, args)
+        fingerprint = plan_fingerprint(plan)
+        needs_approval = self.policy.needs_approval(spec.name)
+        settings = self.policy.settings
+        reused = self.store.find_open_action(ctx.person, spec.name, args_hash, ["pending"])
+        if reused is not None and reused["plan_hash"] == fingerprint:
+            action = reused  # the same question again (e.g. a client's retry): keep one pending action
+        else:
+            now = time.time()
+            action = {
+                "id": secrets.token_hex(16),
+                "tool": spec.name,
+                "person": ctx.person,
+                "principal": principal,
+                "surface": ctx.surface,
+                "args_json": canonical_json(shown),
+                "args_hash": args_hash,
+                "plan_json": plan.model_dump_json(),
+                "plan_hash": fingerprint,
+                "state": "pending",
+                "needs_approval": needs_approval,
+                "reason": getattr(args, "reason", None),
+                "created_at": now,
+                "expires_at": now + settings.confirmation_ttl_seconds,
+                "updated_at": now,
+            }
+            if secret is not None:
+                action["secret"] = self.keys.encrypt(secret, context=action["id"])
+            self.store.create_action(action)
+            self.audit(
+                "preview",
+                action,
+                person=ctx.person,
+                surface=ctx.surface,
+                plan=plan.summary,
+                acting=[i.server_id for i in plan.acting],
+            )
+
+        token: str | None = self.keys.issue_token(action["id"], ctx.person, spec.name, args_hash)
+        approvers = [p.id for p in self.policy.approvers if p.id != ctx.person]
+        if not plan.acting:
+            token, step = None, "Nothing to do: no server is in a state this action applies to."
+        elif needs_approval and not approvers:
+            token = None
+            step = (
+                "Cannot run: this tool needs approval by a second person and the policy names no approver "
+                "other than you. Ask an admin to add one to the policy file."
+            )
+        else:
+            step = "Ask the user to confirm this exact plan."
+            if settings.confirmation_fallback == "deny":
+                token = None
+                step += " Confirmation by token is disabled: use a client that can prompt the user (elicitation)."
+            else:
+                step += " Then call again with the same arguments and this confirmation_token."
+            if needs_approval:
+                step += f" After confirmation it waits for approval by one of: {', '.join(approvers)}."
+        return Preview(
+            action_id=action["id"],
+            plan=plan,
+            confirmation_token=token,
+            expires_at=_when(action["expires_at"]),
+            needs_approval=needs_approval,
+            next_step=step,
+        )
+
+    # -- confirm ----------------------------------------------------------------------------
+
+    def _explain_closed(self, action: dict[str, Any]) -> str:
+        state = action["state"]
+        if state in DONE_STATES:
+            by = action["executed_by"] or action["decided_by"] or "someone"
+            return f"already done by {by} (via {action['confirmed_via'] or 'approval'}); state {state}"
+        if state == "approved":
+            return f"already approved by {action['decided_by']}; it is being executed"
+        if state == "awaiting_approval":
+            return "already confirmed; it is waiting for approval"
+        if state == "rejected":
+            return f"rejected by {action['decided_by']}: {action['decision_note'] or 'no reason given'}"
+        if state == "expired":
+            return f"expired at {_when(action['expires_at'])}; preview again"
+        if state == "cancelled":
+            return f"cancelled: {action['decision_note'] or 'no reason given'}; preview again"
+        return f"not open (state {state})"
+
+    def _check_token(self, spec: ToolSpec, person: str, args_hash: str, token: str) -> dict[str, Any]:
+        if self.policy.settings.confirmation_fallback == "deny":
+            raise Refused(
+                "confirmation_token: confirmation by token is disabled by policy (confirmation_fallback = "
+                "'deny'); use a client that can prompt the user"
+            )
+        action_id = self.keys.action_id_of(token)
+        action = self.store.get_action(action_id) if action_id else None
+        if action is None or not self.keys.token_matches(
+            token, action["id"], action["person"], action["tool"], action["args_hash"]
+        ):
+            raise Refused("confirmation_token: not a token this gate issued (forged, altered or truncated)")
+        if action["tool"] != spec.name:
+            raise Refused(f"confirmation_token: it confirms {action['tool']}, not {spec.name}")
+        if action["person"] != person:
+            raise Refused("confirmation_token: it was issued to another person; only they can confirm it")
+        if action["args_hash"] != args_hash:
+            raise Refused(
+                "confirmation_token: the arguments differ from the previewed ones "
+                f"({bounded(action['args_json'], 300)}); preview the new arguments first"
+            )
+        return action
+
+    async def confirm(
+        self, ctx: ToolContext, spec: ToolSpec, args: BaseModel, *, token: str | None, via: str
+    ) -> ActionResult:
+        self.expire_due()
+        _shown, args_hash, _secret = self.bind_arguments(spec, args)
+        if token is not None:
+            action = self._check_token(spec, ctx.person, args_hash, token)
+        else:
+            found = self.store.find_open_action(ctx.person, spec.name, args_hash, ["pending"])
+            if found is None:
+                raise Refused("nothing to confirm: there is no open preview of these arguments; preview first")
+            action = found
+        if action["state"] != "pending":
+            raise Refused(self._explain_closed(action))
+        if action["expires_at"] <= time.time():
+            self.expire_due()
+            raise Refused(f"the preview expired at {_when(action['expires_at'])}; preview again")
+        previewed = Plan.model_validate_json(action["plan_json"])
+        assert spec.plan is not None
+        current = await spec.plan(ctx, args)
+        if plan_fingerprint(current) != action["plan_hash"]:
+            difference = plan_difference(previewed, current)
+            if self.store.transition(
+                action["id"],
+                ["pending"],
+                "cancelled",
+                secret=None,
+                decision_note=f"state changed before confirmation: {difference}",
+            ):
+                self.audit("refused", action, person=ctx.person, surface=ctx.surface, via=via, difference=difference)
+            raise Refused(f"the servers changed since the preview, so it no longer holds: {difference}. Preview again.")
+
+        if action["needs_approval"]:
+            if not [p for p in self.policy.approvers if p.id != ctx.person]:
+                raise Refused("no approver other than you is named in the policy; this cannot run")
+            expires = time.time() + self.policy.settings.approval_ttl_seconds
+            if not self.store.transition(
+                action["id"], ["pending"], "awaiting_approval", confirmed_via=via, expires_at=expires
+            ):
+                raise Refused(self._explain_closed(self.store.get_action(action["id"]) or action))
+            self.audit(
+                "approval_requested",
+                action,
+                person=ctx.person,
+                surface=ctx.surface,
+                via=via,
+                reason=action["reason"],
+                expires_at=_when(expires),
+            )
+            approvers = ", ".join(p.id for p in self.policy.approvers if p.id != ctx.person)
+            return ActionResult(
+                status="awaiting_approval",
+                action_id=action["id"],
+                message=f"confirmed; waiting for approval by one of: {approvers} (until {_when(expires)})",
+            )
+
+        if not self.store.transition(action["id"], ["pending"], "executing", executed_by=ctx.person, confirmed_via=via):
+            raise Refused(self._explain_closed(self.store.get_action(action["id"]) or action))
+        self.audit("confirmed", action, person=ctx.person, surface=ctx.surface, via=via)
+        secret = self.keys.decrypt(action["secret"], context=action["id"]) if action["secret"] else None
+        return await self._execute(ctx, spec, args, action, current, secret)
+
+    # -- approval ---------------------------------------------------------------------------
+
+    def _approver_check(self, person: str, action: dict[str, Any] | None, verb: str) -> dict[str, Any]:
+        who = self.policy.person(person)
+        if who is None or not who.has(Role.APPROVER):
+            raise Refused(f"{person} is not an approver; only approvers named in the policy can {verb}")
+        if action is None:
+            raise Refused("no such approval request")
+        if action["person"] == person:
+            raise Refused(f"you requested this; a different person must {verb} it (separation of duties)")
+        if action["state"] != "awaiting_approval":
+            raise Refused(self._explain_closed(action))
+        return action
+
+    async def approve(self, ctx: ToolContext, spec: ToolSpec, action_id: str, note: str | None) -> ActionResult:
+        self.expire_due()
+        action = self._approver_check(ctx.person, self.store.get_action(action_id), "approve")
+        if not self.store.transition(
+            action_id,
+            ["awaiting_approval"],
+            "approved",
+            decided_by=ctx.person,
+            decided_at=time.time(),
+            decision_note=note,
+        ):
+            raise Refused(self._explain_closed(self.store.get_action(action_id) or action))
+        self.audit("approved", action, person=ctx.person, surface=ctx.surface, requester=action["person"], note=note)
+        args = self.rebuild_arguments(spec, action)
+        requester_ctx = ToolContext(client=ctx.client, person=ctx.person, surface=ctx.surface, progress=ctx.progress)
+        assert spec.plan is not None
+        current = await spec.plan(requester_ctx, args)
+        if plan_fingerprint(current) != action["plan_hash"]:
+            difference = plan_difference(Plan.model_validate_json(action["plan_json"]), current)
+            self.store.transition(
+                action_id,
+                ["approved"],
+                "cancelled",
+                secret=None,
+                decision_note=f"state changed before execution: {difference}",
+            )
+            self.audit("refused", action, person=ctx.person, surface=ctx.surface, difference=difference)
+            raise Refused(f"approved, but the servers changed since the request, so it was not run: {difference}")
+        if not self.store.transition(action_id, ["approved"], "executing", executed_by=ctx.person):
+            raise Refused(self._explain_closed(self.store.get_action(action_id) or action))
+        secret = self.keys.decrypt(action["secret"], context=action_id) if action["secret"] else None
+        return await self._execute(requester_ctx, spec, args, action, current, secret)
+
+    def reject(self, person: str, surface: str, action_id: str, note: str | None) -> None:
+        self.expire_due()
+        action = self.store.get_action(action_id)
+        own_open = action is not None and action["person"] == person and action["state"] in OPEN_STATES
+        # A requester may withdraw their own request.
+        if own_open and self.store.transition(
+            action_id,
+            OPEN_STATES,
+            "cancelled",
+            secret=None,
+            decided_by=person,
+            decided_at=time.time(),
+            decision_note=note or "withdrawn by the requester",
+        ):
+            self.audit("cancelled", action, person=person, surface=surface, note=note)
+            return
+        action = self._approver_check(person, action, "reject")
+        if not self.store.transition(
+            action_id,
+            ["awaiting_approval"],
+            "rejected",
+            secret=None,
+            decided_by=person,
+            decided_at=time.time(),
+            decision_note=note,
+        ):
+            raise Refused(self._explain_closed(self.store.get_action(action_id) or action))
+        self.audit("rejected", action, person=person, surface=surface, requester=action["person"], note=note)
+
+    def reveal(self, person: str, surface: str, action_id: str) -> str:
+        blob = self.store.take_reveal_secret(action_id, person)
+        if blob is None:
+            raise Refused("nothing to reveal: only the requester can reveal a generated password, once, soon after")
+        self.audit("revealed", self.store.get_action(action_id), person=person, surface=surface)
+        return self.keys.decrypt(blob, context=f"reveal:{action_id}")
+
+    # -- execution --------------------------------------------------------------------------
+
+    async def _execute(
+        self, ctx: ToolContext, spec: ToolSpec, args: BaseModel, action: dict[str, Any], plan: Plan, secret: str | None
+    ) -> ActionResult:
+        assert spec.execute is not None
+        action_id = action["id"]
+
+        async def on_jobs(job_ids: list[str]) -> None:
+            self.store.transition(action_id, ["executing"], "submitted", job_ids=json.dumps(job_ids))
+            self.audit("submitted", action, person=ctx.person, surface=ctx.surface, job_ids=job_ids)
+
+        execution = Execution(action_id=action_id, plan=plan, secret=secret, on_jobs=on_jobs)
+        try:
+            result = await spec.execute(ctx, args, execution)
+        except FlexusError as exc:
+            self.store.transition(
+                action_id,
+                ["executing", "submitted"],
+                "failed",
+                secret=None,
+                result_json=json.dumps({"error": bounded(str(exc))}),
+            )
+            self.audit(
+                "executed", action, person=ctx.person, surface=ctx.surface, outcome="error", error=bounded(str(exc))
+            )
+            raise
+        final = {"succeeded": "succeeded", "nothing_to_do": "succeeded", "submitted": "submitted"}.get(
+            result.status, "failed"
+        )
+        values: dict[str, Any] = {"secret": None, "result_json": result.model_dump_json()}
+        if result.job_ids:
+            values["job_ids"] = json.dumps(result.job_ids)
+        if execution.generated_secret and execution.secret is not None:
+            values["reveal_secret"] = self.keys.encrypt(execution.secret, context=f"reveal:{action_id}")
+            values["reveal_expires_at"] = time.time() + self.policy.settings.reveal_ttl_seconds
+        self.store.transition(action_id, ["executing", "submitted"], final, **values)
+        self.audit(
+            "executed",
+            action,
+            person=ctx.person,
+            surface=ctx.surface,
+            outcome=result.status,
+            job_ids=result.job_ids or None,
+            servers={o.server_id: o.outcome for o in result.servers},
+        )
+        return result

@@ -1,0 +1,138 @@
+"""Who may do what: people, the principals each surface knows them by, roles, and the gate's settings.
+
+One policy file (TOML) serves every surface, so separation of duties holds across them: the person
+who asked for a password reset on MCP cannot approve it from Slack or the CLI.
+
+Principals are ``surface:identifier``: ``os:alice`` (CLI and MCP over stdio), ``mcp-token:<sha256 of
+the bearer token>`` (MCP over HTTP), ``slack:U012ABC`` (a Slack user id, immutable).
+
+When no policy file exists, the local OS user is an operator and nobody is an approver, so password
+resets are refused until a policy names an approver: the safe default.
+"""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import tomllib
+from enum import StrEnum
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+
+from ..cloud.errors import ConfigurationError
+
+
+class Role(StrEnum):
+    VIEWER = "viewer"
+    OPERATOR = "operator"
+    APPROVER = "approver"
+    ADMIN = "admin"
+
+
+class Person(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(min_length=1, max_length=64)
+    name: str | None = None
+    roles: list[Role] = Field(default_factory=lambda: [Role.VIEWER])
+    principals: list[str] = Field(default_factory=list)
+
+    @field_validator("principals")
+    @classmethod
+    def _principal_shape(cls, values: list[str]) -> list[str]:
+        for value in values:
+            surface, sep, ident = value.partition(":")
+            if not sep or not surface or not ident:
+                raise ValueError(f"principal {value!r} must look like 'surface:id', e.g. 'slack:U012ABC'")
+        return values
+
+    def has(self, role: Role) -> bool:
+        return role in self.roles or Role.ADMIN in self.roles
+
+    @property
+    def display(self) -> str:
+        return self.name or self.id
+
+
+class GateSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    confirmation_ttl_seconds: int = Field(300, ge=10, le=86_400)
+    approval_ttl_seconds: int = Field(3600, ge=60, le=7 * 86_400)
+    reveal_ttl_seconds: int = Field(3600, ge=60, le=86_400)
+    confirmation_fallback: Literal["token", "deny"] = "token"
+    read_only: bool = False
+    allow_tools: list[str] = Field(default_factory=list, description="empty = every tool")
+    deny_tools: list[str] = Field(default_factory=list)
+    require_approval: list[str] = Field(default_factory=lambda: ["flexus_reset_servers_password"])
+
+
+class Policy(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    settings: GateSettings = Field(default_factory=GateSettings)
+    people: list[Person] = Field(default_factory=list)
+    source: str = Field("built-in default", exclude=True)
+    _by_principal: dict[str, Person] = PrivateAttr(default_factory=dict)
+    _by_id: dict[str, Person] = PrivateAttr(default_factory=dict)
+
+    def model_post_init(self, _context: object) -> None:
+        owners: dict[str, str] = {}
+        for person in self.people:
+            for principal in person.principals:
+                if principal in owners and owners[principal] != person.id:
+                    raise ValueError(f"principal {principal} belongs to both {owners[principal]} and {person.id}")
+                owners[principal] = person.id
+        self._by_principal = {p: person for person in self.people for p in person.principals}
+        self._by_id = {person.id: person for person in self.people}
+
+    def person_for(self, principal: str) -> Person | None:
+        return self._by_principal.get(principal)
+
+    def person(self, person_id: str) -> Person | None:
+        return self._by_id.get(person_id)
+
+    def tool_enabled(self, name: str) -> bool:
+        if name in self.settings.deny_tools:
+            return False
+        return not self.settings.allow_tools or name in self.settings.allow_tools
+
+    def needs_approval(self, name: str) -> bool:
+        return name in self.settings.require_approval
+
+    @property
+    def approvers(self) -> list[Person]:
+        return [person for person in self.people if person.has(Role.APPROVER)]
+
+
+def os_principal() -> str:
+    return f"os:{getpass.getuser()}"
+
+
+def token_principal(bearer_token: str) -> str:
+    """Policies hold a hash of each MCP bearer token, never the token itself."""
+    return "mcp-token:" + hashlib.sha256(bearer_token.encode()).hexdigest()
+
+
+def default_policy() -> Policy:
+    user = getpass.getuser()
+    return Policy(people=[Person(id=user, roles=[Role.OPERATOR], principals=[f"os:{user}"])])
+
+
+def load_policy(path: Path, *, required: bool) -> Policy:
+    """The policy at ``path``; when it is absent and not ``required``, the safe default."""
+    if not path.exists():
+        if required:
+            raise ConfigurationError(f"policy file {path} does not exist (FLEXUS_POLICY)")
+        return default_policy()
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        policy = Policy.model_validate(data)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigurationError(f"policy file {path}: not valid TOML: {exc}") from None
+    except (ValidationError, ValueError) as exc:
+        raise ConfigurationError(f"policy file {path}: {exc}") from None
+    policy.source = str(path)
+    return policy

@@ -1,0 +1,121 @@
+"""The gate's keys: confirmation-token HMAC, AES-GCM for passwords at rest, MCP request-state sealing.
+
+Each comes from configuration (so replicas agree) or, on a single machine, is derived from a random
+key file created once in the state directory with mode 0600.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from pydantic import SecretStr
+
+from ..cloud.errors import ConfigurationError
+
+TOKEN_PREFIX = "fxc1"  # noqa: S105 - a version tag, not a secret
+
+
+def _derive(master: bytes, label: str) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=b"flexus-ops", info=label.encode()).derive(master)
+
+
+def _load_master(state_dir: Path) -> bytes:
+    path = state_dir / "keys" / "master.key"
+    if path.exists():
+        return base64.b64decode(path.read_bytes())
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    key = secrets.token_bytes(32)
+    # O_EXCL: if another process created it first, use theirs.
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return base64.b64decode(path.read_bytes())
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(base64.b64encode(key))
+    return key
+
+
+def _configured(value: SecretStr | None, name: str) -> bytes | None:
+    if value is None:
+        return None
+    raw = value.get_secret_value()
+    try:
+        decoded = base64.b64decode(raw, validate=True)
+    except ValueError:
+        decoded = b""
+    if len(decoded) >= 32:
+        return decoded[:32]
+    if len(raw) >= 32:
+        return hashlib.sha256(raw.encode()).digest()
+    raise ConfigurationError(f"{name}: must be at least 32 characters (or base64 of 32 random bytes)")
+
+
+@dataclass(frozen=True)
+class Keys:
+    token: bytes
+    encryption: bytes
+    mcp_state: bytes
+
+    @classmethod
+    def load(
+        cls,
+        state_dir: Path,
+        *,
+        token_key: SecretStr | None = None,
+        encryption_key: SecretStr | None = None,
+        mcp_state_key: SecretStr | None = None,
+    ) -> Keys:
+        token = _configured(token_key, "FLEXUS_TOKEN_KEY")
+        encryption = _configured(encryption_key, "FLEXUS_ENCRYPTION_KEY")
+        mcp_state = _configured(mcp_state_key, "FLEXUS_MCP_STATE_KEY")
+        if token is None or encryption is None or mcp_state is None:
+            master = _load_master(state_dir)
+            token = token or _derive(master, "confirmation-token")
+            encryption = encryption or _derive(master, "secret-at-rest")
+            mcp_state = mcp_state or _derive(master, "mcp-request-state")
+        return cls(token, encryption, mcp_state)
+
+    def __repr__(self) -> str:
+        return "Keys(<hidden>)"
+
+    # -- confirmation tokens ----------------------------------------------------------------
+
+    def _mac(self, action_id: str, person: str, tool: str, args_hash: str) -> str:
+        message = "\n".join([action_id, person, tool, args_hash]).encode()
+        return base64.urlsafe_b64encode(hmac.new(self.token, message, hashlib.sha256).digest()[:24]).decode()
+
+    def issue_token(self, action_id: str, person: str, tool: str, args_hash: str) -> str:
+        return f"{TOKEN_PREFIX}.{action_id}.{self._mac(action_id, person, tool, args_hash)}"
+
+    @staticmethod
+    def action_id_of(token: str) -> str | None:
+        parts = token.split(".")
+        if len(parts) != 3 or parts[0] != TOKEN_PREFIX or not parts[1].isalnum() or len(parts[1]) != 32:
+            return None
+        return parts[1]
+
+    def token_matches(self, token: str, action_id: str, person: str, tool: str, args_hash: str) -> bool:
+        expected = self.issue_token(action_id, person, tool, args_hash)
+        return hmac.compare_digest(token.encode(), expected.encode())
+
+    def bind(self, secret: str) -> str:
+        """A keyed fingerprint of a secret argument: binds it to the confirmation without storing it."""
+        return hmac.new(self.token, b"arg\n" + secret.encode(), hashlib.sha256).hexdigest()
+
+    # -- secrets at rest --------------------------------------------------------------------
+
+    def encrypt(self, plaintext: str, context: str) -> bytes:
+        nonce = secrets.token_bytes(12)
+        return nonce + AESGCM(self.encryption).encrypt(nonce, plaintext.encode(), context.encode())
+
+    def decrypt(self, blob: bytes, context: str) -> str:
+        return AESGCM(self.encryption).decrypt(blob[:12], blob[12:], context.encode()).decode()

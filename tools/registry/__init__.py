@@ -1,0 +1,1 @@
+"""The shared tool registry: one definition per Flexus L operation, called by every surface."""

@@ -1,0 +1,156 @@
+"""Output models of the tools: compact by default, because every byte goes into a model's context.
+
+A server is summarised to what an operator acts on (id, name, status, task, flavor, IPs, AZ, lock);
+``full=true`` returns the API's own fields.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..cloud.models import JobResult, ServerDetail
+
+
+class Compact(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ServerSummary(Compact):
+    id: str
+    name: str | None = None
+    status: str | None = None
+    task: str | None = Field(None, description="operation in progress, e.g. powering-off")
+    flavor: str | None = Field(None, description="flavor id (vCPUs/RAM)")
+    private_ips: list[str] = Field(default_factory=list)
+    public_ips: list[str] = Field(default_factory=list)
+    az: str | None = None
+    locked: bool | None = None
+    tags: list[str] = Field(default_factory=list)
+
+    @classmethod
+    def of(cls, server: ServerDetail) -> ServerSummary:
+        flavor = None
+        if server.flavor is not None:
+            ram = server.flavor.ram
+            size = f"{server.flavor.vcpus}vCPU/{int(ram) // 1024}GB" if ram and ram.isdigit() else None
+            flavor = f"{server.flavor.id} ({size})" if size else server.flavor.id
+        return cls(
+            id=server.id,
+            name=server.name,
+            status=server.status,
+            task=server.task_state,
+            flavor=flavor,
+            private_ips=server.private_ips,
+            public_ips=server.public_ips,
+            az=server.availability_zone,
+            locked=server.locked,
+            tags=server.tags or [],
+        )
+
+
+def project(server: ServerDetail, full: bool) -> dict[str, Any]:
+    if full:
+        return server.model_dump(by_alias=True, exclude_none=True)
+    return ServerSummary.of(server).model_dump(exclude_none=True, exclude_defaults=True) | {"id": server.id}
+
+
+class ShowServerOutput(Compact):
+    server: dict[str, Any]
+
+
+class ListServersOutput(Compact):
+    count: int = Field(description="total matches")
+    page: int
+    servers: list[dict[str, Any]]
+    next_page: int | None = Field(None, description="page to ask for next, if any")
+
+
+class PlanItem(Compact):
+    """What will happen to one server, in its current state."""
+
+    server_id: str
+    name: str | None = None
+    status: str | None = None
+    task: str | None = None
+    locked: bool | None = None
+    act: bool = Field(description="true when the call will act on this server")
+    note: str = Field(description="what will happen, or why nothing will")
+
+
+class Plan(Compact):
+    tool: str
+    summary: str
+    items: list[PlanItem]
+    changes: dict[str, Any] = Field(default_factory=dict, description="fields to change (update)")
+
+    @property
+    def acting(self) -> list[PlanItem]:
+        return [item for item in self.items if item.act]
+
+
+ActionState = Literal[
+    "pending",
+    "awaiting_approval",
+    "approved",
+    "executing",
+    "submitted",
+    "succeeded",
+    "failed",
+    "rejected",
+    "expired",
+    "cancelled",
+]
+
+
+class Preview(Compact):
+    """A dry run: nothing was changed. Confirm with the token (or through the client's prompt)."""
+
+    status: Literal["preview"] = "preview"
+    action_id: str
+    plan: Plan
+    confirmation_token: str | None = Field(None, description="send back with the same arguments to confirm")
+    expires_at: str
+    needs_approval: bool = False
+    next_step: str
+
+
+class ServerResult(Compact):
+    server_id: str
+    name: str | None = None
+    outcome: Literal["done", "failed", "skipped", "submitted", "unknown"]
+    detail: str | None = None
+
+
+class ActionResult(Compact):
+    """What a confirmed change did, per server."""
+
+    status: Literal["succeeded", "failed", "partial", "submitted", "awaiting_approval", "nothing_to_do"]
+    action_id: str
+    job_ids: list[str] = Field(default_factory=list)
+    servers: list[ServerResult] = Field(default_factory=list)
+    message: str
+
+
+class ChangeOutput(Compact):
+    """A gated tool returns either a preview (nothing changed yet) or the result of the confirmed change."""
+
+    preview: Preview | None = None
+    result: ActionResult | None = None
+
+
+class JobOutput(Compact):
+    job_id: str
+    status: str
+    servers: list[dict[str, Any]] = Field(default_factory=list)
+    fail_reason: str | None = None
+
+    @classmethod
+    def of(cls, result: JobResult) -> JobOutput:
+        return cls(
+            job_id=result.job_id,
+            status=result.status,
+            servers=[o.model_dump(exclude_none=True) for o in result.servers],
+            fail_reason=result.fail_reason,
+        )

@@ -1,0 +1,201 @@
+"""The registry: the one entry point every surface calls. It checks the policy (who, which tool,
+read-only mode), validates arguments, runs read tools, and sends every change through the gate."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from ..cloud.client import FlexusClient
+from ..cloud.errors import InvalidInput
+from ..config import Settings
+from ..gate.gate import Gate, Refused
+from ..gate.policy import Person, Policy, Role, load_policy
+from ..gate.secrets import Keys
+from ..gate.store import Store
+from .catalog import TOOLS
+from .outputs import ActionResult, ChangeOutput
+from .spec import Caller, Progress, Safety, ToolContext, ToolSpec, no_progress
+
+
+def input_error(exc: ValidationError, model: type[BaseModel]) -> InvalidInput:
+    """Pydantic's first error as field + rule, without echoing the (possibly huge or secret) input."""
+    first = exc.errors(include_url=False, include_input=False, include_context=False)[0]
+    field = ".".join(str(part) for part in first["loc"]) or model.__name__
+    message = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        allowed = ", ".join(model.model_fields)
+        message = f"is not an argument of this tool (arguments: {allowed})"
+    return InvalidInput(field, message)
+
+
+@dataclass
+class Registry:
+    settings: Settings
+    client: FlexusClient
+    store: Store
+    policy: Policy
+    keys: Keys
+    read_only: bool = False
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings | None = None, *, read_only: bool = False, client: FlexusClient | None = None
+    ) -> Registry:
+        settings = settings or Settings()
+        policy_path = settings.policy_path
+        policy = load_policy(policy_path or settings.state_dir / "policy.toml", required=policy_path is not None)
+        keys = Keys.load(
+            settings.state_dir,
+            token_key=settings.token_key,
+            encryption_key=settings.encryption_key,
+            mcp_state_key=settings.mcp_state_key,
+        )
+        return cls(
+            settings=settings,
+            client=client or FlexusClient(settings),
+            store=Store(settings.resolved_store_url),
+            policy=policy,
+            keys=keys,
+            read_only=read_only,
+        )
+
+    def __post_init__(self) -> None:
+        self.specs: dict[str, ToolSpec] = {spec.name: spec for spec in TOOLS}
+        self.gate = Gate(self.store, self.policy, self.keys)
+
+    # -- what is offered --------------------------------------------------------------------
+
+    @property
+    def is_read_only(self) -> bool:
+        return self.read_only or self.policy.settings.read_only
+
+    def tools(self) -> list[ToolSpec]:
+        """The tools this deployment offers: derived from each tool's safety class and the policy."""
+        return [
+            spec
+            for spec in TOOLS
+            if self.policy.tool_enabled(spec.name) and not (self.is_read_only and spec.safety is not Safety.READ)
+        ]
+
+    def spec(self, name: str) -> ToolSpec:
+        offered = {spec.name: spec for spec in self.tools()}
+        if name in offered:
+            return offered[name]
+        if name in self.specs:
+            why = "read-only mode" if self.is_read_only else "the policy"
+            raise Refused(f"{name} is disabled by {why}")
+        raise Refused(f"unknown tool {name!r}; tools: {', '.join(offered)}")
+
+    # -- who --------------------------------------------------------------------------------
+
+    def person(self, caller: Caller) -> Person:
+        person = self.policy.person_for(caller.principal)
+        if person is None:
+            raise Refused(
+                f"{caller.principal} is not a person in the policy ({self.policy.source}); "
+                "ask an admin to add this principal"
+            )
+        return person
+
+    def _authorize(self, person: Person, spec: ToolSpec) -> None:
+        needed = Role.VIEWER if spec.safety is Safety.READ else Role.OPERATOR
+        allowed = person.has(needed) or (
+            needed is Role.VIEWER and any(person.has(role) for role in (Role.OPERATOR, Role.APPROVER))
+        )
+        if not allowed:
+            raise Refused(f"{person.id} may not use {spec.name}: it needs the {needed.value} role")
+
+    def context(self, person: Person, caller: Caller, progress: Progress | None) -> ToolContext:
+        return ToolContext(
+            client=self.client, person=person.id, surface=caller.surface, progress=progress or no_progress
+        )
+
+    def validate(self, spec: ToolSpec, arguments: dict[str, Any]) -> BaseModel:
+        try:
+            return spec.input_model.model_validate(arguments)
+        except ValidationError as exc:
+            raise input_error(exc, spec.input_model) from None
+
+    # -- calls ------------------------------------------------------------------------------
+
+    async def call(
+        self,
+        caller: Caller,
+        name: str,
+        arguments: dict[str, Any],
+        *,
+        human_confirmed: bool = False,
+        progress: Progress | None = None,
+    ) -> BaseModel:
+        """Run a tool. A change returns a preview unless it carries a valid confirmation token, or the
+        surface attests that a human just confirmed this exact preview (``human_confirmed``)."""
+        spec = self.spec(name)
+        person = self.person(caller)
+        self._authorize(person, spec)
+        args = self.validate(spec, arguments)
+        ctx = self.context(person, caller, progress)
+        if not spec.gated:
+            assert spec.run is not None
+            return await spec.run(ctx, args)
+        dry_run = bool(getattr(args, "dry_run", False))
+        token = getattr(args, "confirmation_token", None)
+        if dry_run or (token is None and not human_confirmed):
+            self.gate.expire_due()
+            return ChangeOutput(preview=await self.gate.preview(ctx, spec, args, caller.principal))
+        via = "token" if token is not None else caller.surface
+        result = await self.gate.confirm(ctx, spec, args, token=token, via=via)
+        return ChangeOutput(result=result)
+
+    async def preview(self, caller: Caller, name: str, arguments: dict[str, Any]) -> ChangeOutput:
+        """Always a preview, whatever the arguments say (for surfaces that ask a human next)."""
+        arguments = {**arguments, "dry_run": True}
+        arguments.pop("confirmation_token", None)
+        result = await self.call(caller, name, arguments)
+        assert isinstance(result, ChangeOutput)
+        return result
+
+    # -- approvals --------------------------------------------------------------------------
+
+    def pending_approvals(self, caller: Caller) -> list[dict[str, Any]]:
+        person = self.person(caller)
+        self.gate.expire_due()
+        rows = self.store.actions_in(["awaiting_approval"])
+        visible = person.has(Role.APPROVER)
+        return [
+            {
+                "action_id": row["id"],
+                "tool": row["tool"],
+                "requested_by": row["person"],
+                "reason": row["reason"],
+                "arguments": row["args_json"],
+                "expires_at": row["expires_at"],
+                "yours": row["person"] == person.id,
+            }
+            for row in rows
+            if visible or row["person"] == person.id
+        ]
+
+    async def approve(
+        self, caller: Caller, action_id: str, note: str | None = None, progress: Progress | None = None
+    ) -> ActionResult:
+        person = self.person(caller)
+        action = self.store.get_action(action_id)
+        if action is None:
+            raise Refused("no such approval request")
+        spec = self.spec(action["tool"])
+        return await self.gate.approve(self.context(person, caller, progress), spec, action_id, note)
+
+    def reject(self, caller: Caller, action_id: str, note: str | None = None) -> None:
+        person = self.person(caller)
+        self.gate.reject(person.id, caller.surface, action_id, note)
+
+    def reveal(self, caller: Caller, action_id: str) -> str:
+        person = self.person(caller)
+        return self.gate.reveal(person.id, caller.surface, action_id)
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+        self.store.engine.dispose()

@@ -1,0 +1,94 @@
+"""Short text for people (and the text part of MCP results): a line per server, no indented JSON.
+Every surface renders with these, so a preview reads the same in Slack, a terminal or an AI client."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+
+from .outputs import ActionResult, ChangeOutput, JobOutput, ListServersOutput, Plan, Preview, ShowServerOutput
+
+MAX_LINES = 40
+
+
+def _server_line(server: dict[str, Any]) -> str:
+    ips = ", ".join(server.get("private_ips", []) + server.get("public_ips", [])) or "-"
+    status = server.get("status") or "?"
+    if server.get("task"):
+        status += f" ({server['task']})"
+    lock = " LOCKED" if server.get("locked") else ""
+    return f"{server.get('name') or '?'}  {status}{lock}  {ips}  {server['id']}"
+
+
+def _capped(lines: list[str], total: int | None = None) -> list[str]:
+    if len(lines) <= MAX_LINES:
+        return lines
+    return [*lines[:MAX_LINES], f"... and {(total or len(lines)) - MAX_LINES} more"]
+
+
+def plan_text(plan: Plan) -> str:
+    lines = [plan.summary + ":"]
+    lines += _capped([f"- {item.name or item.server_id} ({item.status or '?'}): {item.note}" for item in plan.items])
+    for field, change in plan.changes.items():
+        if isinstance(change, dict):
+            lines.append(f"  {field}: {change.get('from')!s} -> {change.get('to')!s}")
+        elif field != "reason":
+            lines.append(f"  {field}: {change}")
+    return "\n".join(lines)
+
+
+def preview_text(preview: Preview) -> str:
+    lines = ["PREVIEW - nothing has changed.", plan_text(preview.plan)]
+    if preview.confirmation_token:
+        lines.append(f"confirmation_token: {preview.confirmation_token} (expires {preview.expires_at})")
+    lines.append(preview.next_step)
+    return "\n".join(lines)
+
+
+def result_text(result: ActionResult) -> str:
+    lines = [result.message]
+    lines += _capped(
+        [f"- {o.name or o.server_id}: {o.outcome}{f' ({o.detail})' if o.detail else ''}" for o in result.servers]
+    )
+    if result.job_ids:
+        lines.append("jobs: " + ", ".join(result.job_ids))
+    return "\n".join(lines)
+
+
+def render(output: BaseModel) -> str:
+    if isinstance(output, ChangeOutput):
+        if output.preview is not None:
+            return preview_text(output.preview)
+        assert output.result is not None
+        return result_text(output.result)
+    if isinstance(output, ListServersOutput):
+        head = f"{output.count} server(s), page {output.page}:"
+        lines = [head, *_capped([_server_line(s) for s in output.servers], len(output.servers))]
+        if output.next_page:
+            lines.append(f"more: ask for page {output.next_page}")
+        return "\n".join(lines)
+    if isinstance(output, ShowServerOutput):
+        server = output.server
+        if "private_ips" in server or ("status" in server and "OS-EXT-STS:vm_state" not in server):
+            line = _server_line(server)
+            extra = f"  flavor {server['flavor']}" if server.get("flavor") else ""
+            az = f"  az {server['az']}" if server.get("az") else ""
+            return line + extra + az
+        return f"{server.get('name')} ({server['id']}): {server.get('status')}; full detail in the structured result"
+    if isinstance(output, JobOutput):
+        failed = [s for s in output.servers if s.get("status") == "FAIL"]
+        head = f"job {output.job_id}: {output.status}, {len(output.servers)} server(s)"
+        if failed:
+            head += f", {len(failed)} failed"
+        lines = [
+            head,
+            *_capped(
+                [
+                    f"- {s['server_id']}: {s.get('error_code') or ''} {s.get('fail_reason') or ''}".rstrip()
+                    for s in failed
+                ]
+            ),
+        ]
+        return "\n".join(lines)
+    return output.model_dump_json(exclude_none=True)

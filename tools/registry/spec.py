@@ -1,0 +1,105 @@
+"""What a tool is: one definition that every surface (MCP, Slack, CLI) is generated from."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel
+
+from .inputs import ToolInput
+from .outputs import ActionResult, Plan
+
+if TYPE_CHECKING:
+    from ..cloud.client import FlexusClient
+
+
+class Safety(StrEnum):
+    """The single source of the MCP annotations and of read-only filtering."""
+
+    READ = "read"
+    CHANGE = "change"
+    DESTRUCTIVE = "destructive"
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is calling, as the surface knows them (``principal``) and through which surface."""
+
+    principal: str
+    surface: str
+
+
+Progress = Callable[[float, float | None, str], Awaitable[None]]
+
+
+async def no_progress(_done: float, _total: float | None, _message: str) -> None:
+    return None
+
+
+@dataclass
+class ToolContext:
+    client: FlexusClient
+    person: str
+    surface: str
+    progress: Progress = no_progress
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Execution:
+    """What the gate hands a tool's executor: the confirmed plan and any decrypted secret."""
+
+    action_id: str
+    plan: Plan
+    secret: str | None = None
+    generated_secret: bool = False
+    on_jobs: Callable[[list[str]], Awaitable[None]] | None = None
+
+    async def record_jobs(self, job_ids: list[str]) -> None:
+        """Called as soon as jobs exist, so a crash after submission can be reconciled, not re-sent."""
+        if self.on_jobs is not None:
+            await self.on_jobs(job_ids)
+
+
+ReadHandler = Callable[[ToolContext, Any], Awaitable[BaseModel]]
+PlanHandler = Callable[[ToolContext, Any], Awaitable[Plan]]
+ExecuteHandler = Callable[[ToolContext, Any, Execution], Awaitable[ActionResult]]
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    name: str
+    title: str
+    description: str
+    input_model: type[ToolInput]
+    output_model: type[BaseModel]
+    safety: Safety
+    idempotent: bool
+    run: ReadHandler | None = None
+    plan: PlanHandler | None = None
+    execute: ExecuteHandler | None = None
+    secret_fields: frozenset[str] = frozenset()
+
+    def __post_init__(self) -> None:
+        if self.gated and (self.plan is None or self.execute is None):
+            raise TypeError(f"{self.name}: a tool that changes servers needs plan and execute")
+        if not self.gated and self.run is None:
+            raise TypeError(f"{self.name}: a read tool needs run")
+
+    @property
+    def gated(self) -> bool:
+        return self.safety is not Safety.READ
+
+    @property
+    def annotations(self) -> dict[str, Any]:
+        """All four MCP hints, set explicitly (the spec's defaults would call a read 'destructive')."""
+        return {
+            "title": self.title,
+            "readOnlyHint": self.safety is Safety.READ,
+            "destructiveHint": self.safety is Safety.DESTRUCTIVE,
+            "idempotentHint": self.idempotent,
+            "openWorldHint": True,
+        }
