@@ -446,3 +446,18 @@ async def test_secrets_never_reach_audit_outputs_or_the_cloud_log(registry: Regi
     assert PASSWORD not in records and "<hidden>" in records
     raw_files = await asyncio.to_thread(state_bytes, tmp_path)
     assert PASSWORD.encode() not in raw_files
+
+
+async def test_a_button_confirms_its_own_preview_once_and_only_for_its_owner(registry: Registry) -> None:
+    out = await preview(registry, ALICE_SLACK, "flexus_stop_servers", {"servers": active_ids(registry, 1)})
+    action_id = out.preview.action_id
+    with pytest.raises(Refused, match="belongs to another person"):
+        await registry.confirm_action(DAVE, action_id)
+    clicks = await asyncio.gather(
+        *(registry.confirm_action(ALICE_SLACK, action_id) for _ in range(3)), return_exceptions=True
+    )
+    assert sum(not isinstance(c, Exception) for c in clicks) == 1
+    assert all("already" in str(c) for c in clicks if isinstance(c, Exception))
+    assert len(writes(registry)) == 1
+    shown = registry.action(action_id)
+    assert shown is not None and shown["state"] == "succeeded" and "secret" not in shown

@@ -252,12 +252,30 @@ class Gate:
         return action
 
     async def confirm(
-        self, ctx: ToolContext, spec: ToolSpec, args: BaseModel, *, token: str | None, via: str
+        self,
+        ctx: ToolContext,
+        spec: ToolSpec,
+        args: BaseModel,
+        *,
+        token: str | None,
+        via: str,
+        action_id: str | None = None,
     ) -> ActionResult:
+        """Confirm by token, by the id of a preview a person was shown (a button), or by the newest
+        open preview of these exact arguments (an elicitation or terminal prompt)."""
         self.expire_due()
         _shown, args_hash, _secret = self.bind_arguments(spec, args)
         if token is not None:
             action = self._check_token(spec, ctx.person, args_hash, token)
+        elif action_id is not None:
+            by_id = self.store.get_action(action_id)
+            if by_id is None or by_id["tool"] != spec.name:
+                raise Refused("no such preview")
+            if by_id["person"] != ctx.person:
+                raise Refused("this preview belongs to another person; only they can confirm it")
+            if by_id["args_hash"] != args_hash:
+                raise Refused("the arguments differ from the previewed ones; preview again")
+            action = by_id
         else:
             found = self.store.find_open_action(ctx.person, spec.name, args_hash, ["pending"])
             if found is None:

@@ -69,10 +69,22 @@ class GateSettings(BaseModel):
     require_approval: list[str] = Field(default_factory=lambda: ["flexus_reset_servers_password"])
 
 
+class SlackSettings(BaseModel):
+    """Where the Slack bot may act, by immutable ids (names can be changed by anyone)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    team_ids: list[str] = Field(default_factory=list, description="workspaces; empty = any")
+    channel_ids: list[str] = Field(default_factory=list, description="channels commands may come from; empty = any")
+    approvals_channel: str | None = Field(None, description="channel id where approval requests are posted")
+    approver_usergroups: list[str] = Field(default_factory=list, description="user groups notified of requests")
+
+
 class Policy(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     settings: GateSettings = Field(default_factory=GateSettings)
+    slack: SlackSettings = Field(default_factory=SlackSettings)
     people: list[Person] = Field(default_factory=list)
     source: str = Field("built-in default", exclude=True)
     _by_principal: dict[str, Person] = PrivateAttr(default_factory=dict)

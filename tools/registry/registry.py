@@ -157,6 +157,27 @@ class Registry:
         assert isinstance(result, ChangeOutput)
         return result
 
+    async def confirm_action(self, caller: Caller, action_id: str, *, progress: Progress | None = None) -> ActionResult:
+        """Confirm the preview a person was shown, by its id (a surface's Confirm button)."""
+        person = self.person(caller)
+        action = self.store.get_action(action_id)
+        if action is None:
+            raise Refused("no such preview")
+        spec = self.spec(action["tool"])
+        self._authorize(person, spec)
+        if action["person"] != person.id:
+            raise Refused("this preview belongs to another person; only they can confirm it")
+        args = self.gate.rebuild_arguments(spec, action)
+        ctx = self.context(person, caller, progress)
+        return await self.gate.confirm(ctx, spec, args, token=None, via=caller.surface, action_id=action_id)
+
+    def action(self, action_id: str) -> dict[str, Any] | None:
+        """An action's public fields (never its encrypted secrets), for surfaces that show its state."""
+        row = self.store.get_action(action_id)
+        if row is None:
+            return None
+        return {k: v for k, v in row.items() if k not in ("secret", "reveal_secret")}
+
     # -- approvals --------------------------------------------------------------------------
 
     def pending_approvals(self, caller: Caller) -> list[dict[str, Any]]:
