@@ -197,7 +197,9 @@ def cmd_call(args: argparse.Namespace) -> int:
                 .replace(output.preview.next_step, ""),
                 file=sys.stderr,
             )
-            answer = (await asyncio.to_thread(input, "Run this plan? [y/N] ")).strip().lower()
+            # The prompt goes to stderr: stdout carries only the JSON result.
+            print("Run this plan? [y/N] ", end="", file=sys.stderr, flush=True)
+            answer = (await asyncio.to_thread(sys.stdin.readline)).strip().lower()
             if answer not in ("y", "yes"):
                 print("not confirmed; nothing was changed", file=sys.stderr)
                 return EXIT_REFUSED
@@ -375,11 +377,9 @@ def build_parser() -> argparse.ArgumentParser:
     mcp.add_argument("--allowed-origin", action="append", help="browser origin allowed to call (repeatable)")
     mcp.set_defaults(handler=cmd_mcp)
 
-    sim = commands.add_parser("sim", help="run the sandbox cloud (ECS + IAM simulator) as an HTTP server")
-    from .sandbox.server import add_arguments, run
-
-    add_arguments(sim)
-    sim.set_defaults(handler=run)
+    # Listed for --help only: `main` hands `sim` to the sandbox's own parser, so other commands never
+    # import the sandbox (a third of a second at every start of `flexus-ops mcp`).
+    commands.add_parser("sim", help="run the sandbox cloud (ECS + IAM simulator) as an HTTP server", add_help=False)
 
     tools = commands.add_parser("tools", help="the tool catalog: list it, or export it as JSON")
     tools.add_argument("action", nargs="?", choices=["list", "export"], default="list")
@@ -424,8 +424,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:1] == ["sim"]:
+        from .sandbox.server import main as sim_main
+
+        return sim_main(arguments[1:])
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(arguments)
     handler = getattr(args, "handler", None)
     if handler is None:
         parser.print_help(sys.stderr)
