@@ -39,8 +39,8 @@ def state_bytes(state_dir: Path) -> bytes:
 
 
 @pytest.fixture
-async def registry(tmp_path: Path):
-    reg = make_registry(tmp_path)
+async def registry(tmp_path: Path, store_url: str):
+    reg = make_registry(tmp_path, store_url=store_url)
     yield reg
     await reg.aclose()
 

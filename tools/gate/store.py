@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +33,7 @@ from sqlalchemy import (
     event,
     insert,
     select,
+    text,
     update,
 )
 from sqlalchemy.engine import make_url
@@ -100,7 +101,24 @@ audit_head = Table(
 )
 
 GENESIS = "0" * 64
-SCHEMA_VERSION = 1
+MIGRATION_LOCK = 0x466C6578  # any constant shared by every replica ("Flex")
+
+
+def _v1_tables(db: Connection) -> None:
+    for table in (actions, audit, audit_head):
+        table.create(db, checkfirst=True)
+    if db.execute(select(audit_head.c.seq).where(audit_head.c.id == 1)).scalar() is None:
+        db.execute(insert(audit_head).values(id=1, seq=0, hash=GENESIS))
+
+
+def _v2_open_action_index(db: Connection) -> None:
+    # Previews are looked up by (person, tool, arguments) on every confirmation.
+    # Raw DDL: an Index object would attach to the table and be created by step 1 already.
+    db.execute(text("CREATE INDEX IF NOT EXISTS ix_flexus_actions_open ON flexus_actions (person, tool, args_hash)"))
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [_v1_tables, _v2_open_action_index]
+"""Append-only: a released step is never edited, a change is a new step."""
 
 
 def canonical_json(value: Any) -> str:
@@ -181,18 +199,31 @@ class Store:
         with self.engine.begin() as connection:
             yield connection
 
-    def migrate(self) -> None:
-        """Create or upgrade the schema in place (idempotent; safe to run from every replica)."""
-        metadata.create_all(self.engine)
+    def migrate(self, target: int | None = None) -> int:
+        """Create or upgrade the schema in place, one numbered step at a time, and return the version.
+
+        Safe from every replica at once: PostgreSQL takes a transaction-level advisory lock, SQLite's
+        BEGIN IMMEDIATE serialises writers; a replica that finds the work done does nothing.
+        """
+        target = len(MIGRATIONS) if target is None else target
         with self.tx() as db:
+            if db.dialect.name == "postgresql":
+                db.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
+            schema_version.create(db, checkfirst=True)
             current = db.execute(select(schema_version.c.version).where(schema_version.c.id == 1)).scalar()
             if current is None:
-                db.execute(insert(schema_version).values(id=1, version=SCHEMA_VERSION))
-            elif current > SCHEMA_VERSION:
-                raise RuntimeError(f"store schema {current} is newer than this flexus-ops ({SCHEMA_VERSION})")
-            head = db.execute(select(audit_head.c.seq).where(audit_head.c.id == 1)).scalar()
-            if head is None:
-                db.execute(insert(audit_head).values(id=1, seq=0, hash=GENESIS))
+                current = 0
+                db.execute(insert(schema_version).values(id=1, version=0))
+            if current > len(MIGRATIONS):
+                raise RuntimeError(f"store schema {current} is newer than this flexus-ops ({len(MIGRATIONS)})")
+            for version in range(current + 1, target + 1):
+                MIGRATIONS[version - 1](db)
+                db.execute(update(schema_version).where(schema_version.c.id == 1).values(version=version))
+            return max(current, target)
+
+    def schema_version(self) -> int:
+        with self.tx() as db:
+            return int(db.execute(select(schema_version.c.version).where(schema_version.c.id == 1)).scalar() or 0)
 
     # -- actions ----------------------------------------------------------------------------
 

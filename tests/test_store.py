@@ -1,0 +1,151 @@
+"""The store on SQLite and on a real PostgreSQL: one code path, compare-and-set transitions, a linear
+audit chain under concurrent writers from several OS processes, and in-place migrations."""
+
+from __future__ import annotations
+
+import multiprocessing
+import secrets
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import pytest
+from sqlalchemy import inspect
+
+from flexus_ops.gate.gate import Refused
+from flexus_ops.gate.secrets import Keys
+from flexus_ops.gate.store import MIGRATIONS, Store
+from flexus_ops.registry.outputs import ChangeOutput
+from tests import storework
+from tests.gatekit import ALICE, BOB, make_registry, servers_with, team_policy, writes
+
+WORKERS = 4
+
+
+def processes() -> ProcessPoolExecutor:
+    # spawn: each worker is a fresh interpreter with its own connections, like a replica.
+    return ProcessPoolExecutor(WORKERS, mp_context=multiprocessing.get_context("spawn"))
+
+
+def pending_action(store: Store) -> str:
+    now = time.time()
+    action_id = secrets.token_hex(16)
+    store.create_action(
+        {
+            "id": action_id,
+            "tool": "flexus_stop_servers",
+            "person": "p",
+            "principal": "os:p",
+            "surface": "test",
+            "args_json": "{}",
+            "args_hash": "h",
+            "plan_json": "{}",
+            "plan_hash": "h",
+            "state": "pending",
+            "needs_approval": False,
+            "created_at": now,
+            "expires_at": now + 300,
+            "updated_at": now,
+        }
+    )
+    return action_id
+
+
+def test_the_store_runs_on_both_databases(store_url: str) -> None:
+    store = Store(store_url)
+    assert store.schema_version() == len(MIGRATIONS)
+    action_id = pending_action(store)
+    assert store.transition(action_id, ["pending"], "executing")
+    assert not store.transition(action_id, ["pending"], "executing")
+    record = store.append_audit("preview", person="p", surface="s", tool="t", action_id=action_id, detail={"a": 1})
+    assert record.seq == 1 and store.verify_audit() == []
+    store.engine.dispose()
+
+
+def test_audit_chain_stays_linear_under_concurrent_processes(store_url: str) -> None:
+    Store(store_url).engine.dispose()  # migrate once up front; the workers only append
+    with processes() as pool:
+        done = list(pool.map(storework.append_audit, [store_url] * WORKERS, range(WORKERS), [50] * WORKERS))
+    store = Store(store_url)
+    records = store.audit_records()
+    assert sum(done) == len(records) == WORKERS * 50
+    assert [r.seq for r in records] == list(range(1, WORKERS * 50 + 1)), "no gaps, no duplicates"
+    assert store.verify_audit() == [], "no forks: each record follows the one before"
+    store.engine.dispose()
+
+
+def test_compare_and_set_gives_each_action_to_exactly_one_process(store_url: str) -> None:
+    store = Store(store_url)
+    action_ids = [pending_action(store) for _ in range(200)]
+    with processes() as pool:
+        results = list(
+            pool.map(storework.race_transitions, [store_url] * WORKERS, [action_ids] * WORKERS, range(WORKERS))
+        )
+    winners = [a for won in results for a in won]
+    assert sorted(winners) == sorted(action_ids), "every action moved exactly once"
+    store.engine.dispose()
+
+
+def test_migrations_upgrade_an_existing_store_in_place(store_url: str) -> None:
+    old = Store.__new__(Store)
+    old.url = store_url
+    from flexus_ops.gate.store import make_engine
+
+    old.engine = make_engine(store_url)
+    assert old.migrate(target=1) == 1
+    action_id = pending_action(old)
+    old.append_audit("preview", person="p", surface="s", tool="t", action_id=action_id, detail={})
+    assert "ix_flexus_actions_open" not in {i["name"] for i in inspect(old.engine).get_indexes("flexus_actions")}
+    old.engine.dispose()
+
+    with processes() as pool:  # several replicas start at once against the old store
+        versions = list(pool.map(storework.migrate, [store_url] * WORKERS))
+    assert versions == [len(MIGRATIONS)] * WORKERS
+    upgraded = Store(store_url)
+    assert upgraded.get_action(action_id) is not None and upgraded.verify_audit() == []
+    assert "ix_flexus_actions_open" in {i["name"] for i in inspect(upgraded.engine).get_indexes("flexus_actions")}
+    upgraded.engine.dispose()
+
+
+async def test_two_replicas_share_one_store_and_the_configured_keys(store_url: str, tmp_path: Path) -> None:
+    """Preview on one replica, confirm on another: works with the shared token key, and a replica with
+    a different key refuses the token as forged."""
+    shared = {"token_key": "k" * 40, "encryption_key": "e" * 40, "mcp_state_key": "m" * 40}
+    first = make_registry(tmp_path / "a", team_policy(), store_url=store_url)
+    second = make_registry(tmp_path / "b", team_policy(), store_url=store_url)
+    stranger = make_registry(tmp_path / "c", team_policy(), store_url=store_url)
+    first.keys = second.keys = Keys.load(tmp_path, **{k: _secret(v) for k, v in shared.items()})
+    stranger.keys = Keys.load(tmp_path / "other-keys")
+    for registry in (first, second, stranger):
+        registry.__post_init__()  # rebuild the gate with the keys just set
+    second.client = first.client  # one cloud behind both replicas
+    try:
+        target = [servers_with(first, "ACTIVE")[0]["id"]]
+        out = await first.call(ALICE, "flexus_stop_servers", {"servers": target})
+        assert isinstance(out, ChangeOutput) and out.preview is not None
+        token = out.preview.confirmation_token
+        with pytest.raises(Refused, match="not a token this gate issued"):
+            await stranger.call(ALICE, "flexus_stop_servers", {"servers": target, "confirmation_token": token})
+        done = await second.call(ALICE, "flexus_stop_servers", {"servers": target, "confirmation_token": token})
+        assert isinstance(done, ChangeOutput) and done.result is not None and done.result.status == "succeeded"
+        assert len(writes(first)) == 1
+
+        # A password awaiting approval, encrypted by one replica, is executed by the other.
+        args = {"servers": target, "reason": "rotate", "new_password": "Replica-Pass-42x"}
+        out = await first.call(ALICE, "flexus_reset_servers_password", args)
+        assert isinstance(out, ChangeOutput) and out.preview is not None
+        await first.call(
+            ALICE, "flexus_reset_servers_password", {**args, "confirmation_token": out.preview.confirmation_token}
+        )
+        result = await second.approve(BOB, out.preview.action_id)
+        assert result.status == "succeeded"
+    finally:
+        await first.aclose()
+        await stranger.aclose()
+        second.store.engine.dispose()
+
+
+def _secret(value: str):
+    from pydantic import SecretStr
+
+    return SecretStr(value)
