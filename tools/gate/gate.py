@@ -414,6 +414,70 @@ class Gate:
         self.audit("revealed", self.store.get_action(action_id), person=person, surface=surface)
         return self.keys.decrypt(blob, context=f"reveal:{action_id}")
 
+    # -- reconciliation ---------------------------------------------------------------------
+
+    async def reconcile(self, ctx: ToolContext, specs: dict[str, ToolSpec]) -> list[str]:
+        """Settle executions a crash interrupted, from what the cloud shows; never send anything again.
+
+        ``submitted`` actions (job ids known) are settled from their jobs. ``executing`` actions with no
+        job ids, silent for longer than ``reconcile_after_seconds``, may or may not have reached the cloud:
+        each tool's ``observe`` reads the servers and says per server whether the change is there.
+        """
+        settled: list[str] = []
+        quiet_since = time.time() - self.policy.settings.reconcile_after_seconds
+        for action in self.store.actions_in(["executing", "submitted"], limit=100):
+            if action["updated_at"] > quiet_since:
+                continue
+            spec = specs.get(action["tool"])
+            if spec is None:
+                continue
+            if action["state"] == "submitted" and action["job_ids"]:
+                outcome = await self._settle_from_jobs(ctx, action)
+            else:
+                outcome = await self._settle_by_observation(ctx, spec, action)
+            if outcome is None:
+                continue
+            final, detail = outcome
+            if self.store.transition(
+                action["id"], [action["state"]], final, secret=None, result_json=json.dumps({"reconciled": detail})
+            ):
+                self.audit(
+                    "reconciled",
+                    action,
+                    person="flexus-ops",
+                    surface="reconciler",
+                    resent=False,
+                    was=action["state"],
+                    outcome=final,
+                    **detail,
+                )
+                settled.append(action["id"])
+        return settled
+
+    async def _settle_from_jobs(self, ctx: ToolContext, action: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
+        statuses: dict[str, str] = {}
+        for job_id in json.loads(action["job_ids"]):
+            try:
+                statuses[job_id] = (await ctx.client.show_job(job_id)).status or "UNKNOWN"
+            except FlexusError as exc:
+                statuses[job_id] = f"unreadable ({bounded(str(exc), 100)})"
+        if any(status in ("RUNNING", "INIT") for status in statuses.values()):
+            return None  # still running: settle on a later pass
+        final = "succeeded" if all(status == "SUCCESS" for status in statuses.values()) else "failed"
+        return final, {"jobs": statuses}
+
+    async def _settle_by_observation(
+        self, ctx: ToolContext, spec: ToolSpec, action: dict[str, Any]
+    ) -> tuple[str, dict[str, Any]] | None:
+        if spec.observe is None:
+            return "failed", {"observed": "this tool cannot be checked; verify by hand"}
+        plan = Plan.model_validate_json(action["plan_json"])
+        args = self.rebuild_arguments(spec, action)
+        observed = await spec.observe(ctx, args, plan, action["updated_at"])
+        applied = [sid for sid, seen in observed.items() if seen == "applied"]
+        final = "succeeded" if observed and len(applied) == len(observed) else "failed"
+        return final, {"observed": observed}
+
     # -- execution --------------------------------------------------------------------------
 
     async def _execute(

@@ -62,6 +62,9 @@ class GateSettings(BaseModel):
     confirmation_ttl_seconds: int = Field(300, ge=10, le=86_400)
     approval_ttl_seconds: int = Field(3600, ge=60, le=7 * 86_400)
     reveal_ttl_seconds: int = Field(3600, ge=60, le=86_400)
+    reconcile_after_seconds: int = Field(
+        120, ge=5, le=86_400, description="an execution silent this long is presumed interrupted and reconciled"
+    )
     confirmation_fallback: Literal["token", "deny"] = "token"
     read_only: bool = False
     allow_tools: list[str] = Field(default_factory=list, description="empty = every tool")

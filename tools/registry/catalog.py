@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import secrets
 import string
+from datetime import datetime
 from typing import Any, Literal
 
 from ..cloud import rules
@@ -243,6 +244,35 @@ def _power_execute(action: PowerAction) -> Any:
     return execute
 
 
+def _after(timestamp: str | None, since: float) -> bool:
+    if not timestamp:
+        return False
+    try:
+        return datetime.fromisoformat(timestamp.replace("Z", "+00:00")).timestamp() >= since - 1
+    except ValueError:
+        return False
+
+
+def _power_observe(action: PowerAction) -> Any:
+    async def observe(ctx: ToolContext, args: PowerInput, plan: Plan, since: float) -> dict[str, str]:
+        acting = [item.server_id for item in plan.acting]
+        if not acting:
+            return {}
+        page = await ctx.client.list_servers(server_id=acting, limit=rules.MAX_PAGE_SIZE)
+        seen: dict[str, str] = {}
+        for server in page.servers:
+            if action == "stop":
+                applied = server.status == "SHUTOFF" or server.task_state == "powering-off"
+            elif action == "start":
+                applied = server.status == "ACTIVE" or server.task_state == "powering-on"
+            else:  # a finished reboot looks like before; its trace is the update time
+                applied = server.status in ("REBOOT", "HARD_REBOOT") or _after(server.updated, since)
+            seen[server.id] = "applied" if applied else "not applied"
+        return seen
+
+    return observe
+
+
 # -- password reset ---------------------------------------------------------------------------
 
 
@@ -357,6 +387,20 @@ async def update_plan(ctx: ToolContext, args: UpdateServerInput) -> Plan:
     return Plan(tool="flexus_update_server", summary=f"update {server.name}", items=[item], changes=changes)
 
 
+async def reset_password_observe(ctx: ToolContext, args: Any, plan: Plan, since: float) -> dict[str, str]:
+    # A password reset leaves no trace the API shows; say so rather than guess.
+    return {item.server_id: "unknown" for item in plan.acting}
+
+
+async def update_observe(ctx: ToolContext, args: UpdateServerInput, plan: Plan, since: float) -> dict[str, str]:
+    (item,) = plan.items
+    if not item.act:
+        return {}
+    server = await ctx.client.show_server(item.server_id)
+    applied = all(getattr(server, field) == getattr(args, field) for field in plan.changes)
+    return {item.server_id: "applied" if applied else "not applied"}
+
+
 async def update_execute(ctx: ToolContext, args: UpdateServerInput, execution: Execution) -> ActionResult:
     (item,) = execution.plan.items
     if not item.act:
@@ -421,6 +465,7 @@ TOOLS: tuple[ToolSpec, ...] = (
         idempotent=True,
         plan=_power_plan("start"),
         execute=_power_execute("start"),
+        observe=_power_observe("start"),
     ),
     ToolSpec(
         name="flexus_stop_servers",
@@ -432,6 +477,7 @@ TOOLS: tuple[ToolSpec, ...] = (
         idempotent=True,
         plan=_power_plan("stop"),
         execute=_power_execute("stop"),
+        observe=_power_observe("stop"),
     ),
     ToolSpec(
         name="flexus_reboot_servers",
@@ -443,6 +489,7 @@ TOOLS: tuple[ToolSpec, ...] = (
         idempotent=False,
         plan=_power_plan("reboot"),
         execute=_power_execute("reboot"),
+        observe=_power_observe("reboot"),
     ),
     ToolSpec(
         name="flexus_reset_servers_password",
@@ -458,6 +505,7 @@ TOOLS: tuple[ToolSpec, ...] = (
         idempotent=False,
         plan=reset_password_plan,
         execute=reset_password_execute,
+        observe=reset_password_observe,
         secret_fields=frozenset({"new_password"}),
     ),
     ToolSpec(
@@ -472,6 +520,7 @@ TOOLS: tuple[ToolSpec, ...] = (
         idempotent=True,
         plan=update_plan,
         execute=update_execute,
+        observe=update_observe,
     ),
     ToolSpec(
         name="flexus_show_job",

@@ -140,6 +140,7 @@ class Registry:
         if not spec.gated:
             assert spec.run is not None
             return await spec.run(ctx, args)
+        await self.reconcile()
         dry_run = bool(getattr(args, "dry_run", False))
         token = getattr(args, "confirmation_token", None)
         if dry_run or (token is None and not human_confirmed):
@@ -177,6 +178,11 @@ class Registry:
         if row is None:
             return None
         return {k: v for k, v in row.items() if k not in ("secret", "reveal_secret")}
+
+    async def reconcile(self) -> list[str]:
+        """Settle executions an earlier crash interrupted (see Gate.reconcile); cheap when there are none."""
+        ctx = ToolContext(client=self.client, person="flexus-ops", surface="reconciler")
+        return await self.gate.reconcile(ctx, self.specs)
 
     # -- approvals --------------------------------------------------------------------------
 

@@ -67,6 +67,8 @@ class Execution:
 ReadHandler = Callable[[ToolContext, Any], Awaitable[BaseModel]]
 PlanHandler = Callable[[ToolContext, Any], Awaitable[Plan]]
 ExecuteHandler = Callable[[ToolContext, Any, Execution], Awaitable[ActionResult]]
+ObserveHandler = Callable[[ToolContext, Any, Plan, float], Awaitable[dict[str, str]]]
+"""After an interrupted execution: per server, "applied", "not applied" or "unknown", read from the cloud."""
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,7 @@ class ToolSpec:
     run: ReadHandler | None = None
     plan: PlanHandler | None = None
     execute: ExecuteHandler | None = None
+    observe: ObserveHandler | None = None
     secret_fields: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
