@@ -13,6 +13,8 @@ from sqlalchemy import create_engine, text
 
 from tests.live import LiveSandbox, serve
 
+pytest_plugins = ["tests.secret_scan"]
+
 
 @pytest.fixture(autouse=True)
 def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
