@@ -299,7 +299,11 @@ class Gate:
                 decision_note=f"state changed before confirmation: {difference}",
             ):
                 self.audit("refused", action, person=ctx.person, surface=ctx.surface, via=via, difference=difference)
-            raise Refused(f"the servers changed since the preview, so it no longer holds: {difference}. Preview again.")
+                raise Refused(
+                    f"the servers changed since the preview, so it no longer holds: {difference}. Preview again."
+                )
+            # Someone else confirmed it meanwhile: the change we see is theirs, say so.
+            raise Refused(self._explain_closed(self.store.get_action(action["id"]) or action))
 
         if action["needs_approval"]:
             if not [p for p in self.policy.approvers if p.id != ctx.person]:
