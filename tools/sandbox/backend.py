@@ -87,6 +87,8 @@ class Knobs(BaseModel):
     """Token bucket with burst = rate; over it, 429 APIGW.0308 and the request is not processed."""
     fail_next_5xx: int = Field(0, ge=0)
     """The next N ECS/IAM requests get 500 APIGW.0601 without being processed."""
+    fail_next_write_5xx: int = Field(0, ge=0)
+    """The next N batch/PUT writes get 503 APIGW.0601, unprocessed; reads are untouched."""
     hang_next: int = Field(0, ge=0)
     """The next N requests sleep ``hang_seconds`` before being processed (so a client times out)."""
     hang_seconds: float = Field(30.0, ge=0)

@@ -431,6 +431,10 @@ class Sandbox:
             self.knobs.fail_next_5xx -= 1
             raise gateway_error(500, "APIGW.0601", "Internal server error (injected by the sandbox).")
         operation, params = route
+        if exchange.operation in WRITE_OPERATIONS and self.knobs.fail_next_write_5xx > 0:
+            # Aimed at writes only, so the reads around them (previews, re-reads) still succeed.
+            self.knobs.fail_next_write_5xx -= 1
+            raise gateway_error(503, "APIGW.0601", "Service unavailable (injected by the sandbox).")
         headers = {name: value for name, value in request.headers.items()}
         if operation != TOKEN_OPERATION:
             token_project = self._authenticate(request, path, query_string, headers, body)
