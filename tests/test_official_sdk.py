@@ -157,8 +157,29 @@ def admin(sim: Sim, path: str) -> object:
 
 def test_sim_prints_url_credentials_and_export_line(sim: Sim) -> None:
     assert sim.url in sim.stderr
-    assert f"export FLEXUS_ECS_ENDPOINT={sim.url} HUAWEICLOUD_SDK_AK={AK} HUAWEICLOUD_SDK_SK={SK}" in sim.stderr
+    assert f"export FLEXUS_ECS_ENDPOINT={sim.url} HUAWEICLOUD_SDK_AK={AK} HUAWEICLOUD_SDK_SK=" in sim.stderr
     assert f"HUAWEICLOUD_SDK_PROJECT_ID={PID}" in sim.stderr
+    assert SK not in sim.stderr, "a secret key someone chose is never printed (only the published default is)"
+
+
+def test_sim_prints_the_published_default_credentials(tmp_path: Path) -> None:
+    from flexus_ops.sandbox import DEFAULT_SECRET_KEY
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "flexus_ops.sandbox.server", "--port", "0"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stderr is not None
+        lines: list[str] = []
+        while not lines or (not lines[-1].startswith("export ") and lines[-1]):
+            lines.append(process.stderr.readline())
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+    assert any(f"HUAWEICLOUD_SDK_SK={DEFAULT_SECRET_KEY}" in line for line in lines), lines
 
 
 def test_show_server(ecs: EcsClient, sim: Sim) -> None:

@@ -141,7 +141,7 @@ def cmd_tools(args: argparse.Namespace) -> int:
     for spec in registry.tools():
         approval = "yes" if registry.policy.needs_approval(spec.name) else ""
         print(f"{spec.name:32} {spec.safety.value:12} {approval:9} {spec.title}")
-    print(f"\ncloud: {registry.client.describe_target()}", file=sys.stderr)
+    print(f"\ncloud: {registry.describe_target()}", file=sys.stderr)
     return EXIT_OK
 
 
@@ -329,7 +329,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     async def body(registry: Registry) -> int:
         caller = _caller()
-        step(f"1. The fleet ({registry.client.describe_target()})")
+        step(f"1. The fleet ({registry.describe_target()})")
         listing = await registry.call(caller, "flexus_list_servers", {"status": "ACTIVE", "limit": 5})
         print(render(listing))
         targets = [server["name"] for server in listing.servers[:2]]  # type: ignore[attr-defined]

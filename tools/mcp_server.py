@@ -154,7 +154,7 @@ def _error(exc: Exception, sandbox: bool) -> CallToolResult:
 
 
 def _tool_function(registry: Registry, spec: ToolSpec, caller_for: CallerFor) -> Callable[..., Any]:
-    sandbox = registry.client.is_sandbox
+    sandbox = registry.is_sandbox
 
     async def ask(ctx: Context) -> Any:
         arguments = raw_arguments(ctx, {})
@@ -217,7 +217,7 @@ def _tool_function(registry: Registry, spec: ToolSpec, caller_for: CallerFor) ->
 
 
 def build_server(registry: Registry, caller_for: CallerFor = stdio_caller) -> MCPServer:
-    target = registry.client.describe_target()
+    target = registry.describe_target()
     mode = " Read-only mode: only read tools are offered." if registry.is_read_only else ""
     server = MCPServer(
         SERVER_NAME,
@@ -270,9 +270,9 @@ def banner(registry: Registry, transport: str, where: str) -> None:
     names = ", ".join(spec.name for spec in registry.tools())
     print(
         f"flexus-ops MCP server {__version__} ({transport}) on {where}\n"
-        f"  cloud: {registry.client.describe_target()}\n"
+        f"  cloud: {registry.describe_target()}\n"
         f"  tools: {names}\n"
-        f"  policy: {registry.policy.source}; store: {registry.store.url}\n"
+        f"  policy: {registry.policy.source}; store: {registry.settings.resolved_store_url}\n"
         "  connect a client, e.g. Claude Code:  claude mcp add flexus-ops -- flexus-ops mcp\n"
         "  (this process talks MCP on stdin/stdout; press Ctrl-C to stop)",
         file=sys.stderr,

@@ -13,9 +13,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
+if TYPE_CHECKING:  # only the client, which imports httpx itself, builds errors from responses
+    import httpx
 
 MAX_MESSAGE_CHARS = 500
 

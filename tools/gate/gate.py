@@ -16,7 +16,7 @@ import json
 import secrets
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, SecretStr
 
@@ -24,9 +24,12 @@ from ..cloud.errors import FlexusError, bounded
 from ..registry.inputs import GATE_FIELDS
 from ..registry.outputs import ActionResult, Plan, Preview
 from ..registry.spec import Execution, ToolContext, ToolSpec
+from .canonical import canonical_json
 from .policy import Policy, Role
 from .secrets import Keys
-from .store import Store, canonical_json
+
+if TYPE_CHECKING:
+    from .store import Store
 
 OPEN_STATES = ("pending", "awaiting_approval")
 DONE_STATES = ("executing", "submitted", "succeeded", "failed")

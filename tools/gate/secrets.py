@@ -14,9 +14,6 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from pydantic import SecretStr
 
 from ..cloud.errors import ConfigurationError
@@ -25,7 +22,10 @@ TOKEN_PREFIX = "fxc1"  # noqa: S105 - a version tag, not a secret
 
 
 def _derive(master: bytes, label: str) -> bytes:
-    return HKDF(algorithm=hashes.SHA256(), length=32, salt=b"flexus-ops", info=label.encode()).derive(master)
+    """HKDF-SHA256 (RFC 5869) for one 32-byte block: extract with a fixed salt, expand with the label.
+    Written out (two HMACs) so that starting a surface does not import a crypto library."""
+    prk = hmac.new(b"flexus-ops", master, hashlib.sha256).digest()
+    return hmac.new(prk, label.encode() + b"\x01", hashlib.sha256).digest()
 
 
 def _load_master(state_dir: Path) -> bytes:
@@ -114,8 +114,12 @@ class Keys:
     # -- secrets at rest --------------------------------------------------------------------
 
     def encrypt(self, plaintext: str, context: str) -> bytes:
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
         nonce = secrets.token_bytes(12)
         return nonce + AESGCM(self.encryption).encrypt(nonce, plaintext.encode(), context.encode())
 
     def decrypt(self, blob: bytes, context: str) -> str:
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
         return AESGCM(self.encryption).decrypt(blob[:12], blob[12:], context.encode()).decode()

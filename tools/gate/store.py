@@ -38,6 +38,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import make_url
 
+from .canonical import canonical_json
+
 metadata = MetaData()
 
 schema_version = Table(
@@ -119,10 +121,6 @@ def _v2_open_action_index(db: Connection) -> None:
 
 MIGRATIONS: list[Callable[[Connection], None]] = [_v1_tables, _v2_open_action_index]
 """Append-only: a released step is never edited, a change is a new step."""
-
-
-def canonical_json(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
 
 
 def chain_hash(prev_hash: str, record: dict[str, Any]) -> str:

@@ -10,10 +10,9 @@ from __future__ import annotations
 import secrets
 import string
 from datetime import datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from ..cloud import rules
-from ..cloud.client import FlexusClient
 from ..cloud.errors import CloudError
 from ..cloud.models import JobResult, ListServersQuery, ServerDetail
 from .inputs import (
@@ -40,6 +39,9 @@ from .outputs import (
 )
 from .spec import Execution, Safety, ToolContext, ToolSpec
 from .targets import resolve_servers
+
+if TYPE_CHECKING:
+    from ..cloud.client import FlexusClient
 
 GATED_NOTE = (
     " Changes are gated: the first call returns a preview (what happens to each server, in its current "

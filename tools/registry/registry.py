@@ -3,21 +3,23 @@ read-only mode), validates arguments, runs read tools, and sends every change th
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
 
-from ..cloud.client import FlexusClient
 from ..cloud.errors import InvalidInput
 from ..config import Settings
 from ..gate.gate import Gate, Refused
 from ..gate.policy import Person, Policy, Role, load_policy
 from ..gate.secrets import Keys
-from ..gate.store import Store
 from .catalog import TOOLS
 from .outputs import ActionResult, ChangeOutput
 from .spec import Caller, Progress, Safety, ToolContext, ToolSpec, no_progress
+
+if TYPE_CHECKING:
+    from ..cloud.client import FlexusClient
+    from ..gate.store import Store
 
 
 def input_error(exc: ValidationError, model: type[BaseModel]) -> InvalidInput:
@@ -31,40 +33,70 @@ def input_error(exc: ValidationError, model: type[BaseModel]) -> InvalidInput:
     return InvalidInput(field, message)
 
 
-@dataclass
 class Registry:
-    settings: Settings
-    client: FlexusClient
-    store: Store
-    policy: Policy
-    keys: Keys
-    read_only: bool = False
+    """Built cheaply: the cloud client, the store and the keys are made on first use, so a surface can
+    publish its tool catalog (``initialize``, ``tools/list``) before paying for any of them."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        client: FlexusClient | None = None,
+        store: Store | None = None,
+        policy: Policy | None = None,
+        keys: Keys | None = None,
+        read_only: bool = False,
+    ) -> None:
+        self.settings = settings
+        self.read_only = read_only
+        self.policy = policy if policy is not None else self._load_policy(settings)
+        self.specs: dict[str, ToolSpec] = {spec.name: spec for spec in TOOLS}
+        for name, value in (("client", client), ("store", store), ("keys", keys)):
+            if value is not None:
+                self.__dict__[name] = value  # seeds the cached_property below
 
     @classmethod
     def from_settings(
         cls, settings: Settings | None = None, *, read_only: bool = False, client: FlexusClient | None = None
     ) -> Registry:
-        settings = settings or Settings()
-        policy_path = settings.policy_path
-        policy = load_policy(policy_path or settings.state_dir / "policy.toml", required=policy_path is not None)
-        keys = Keys.load(
-            settings.state_dir,
-            token_key=settings.token_key,
-            encryption_key=settings.encryption_key,
-            mcp_state_key=settings.mcp_state_key,
-        )
-        return cls(
-            settings=settings,
-            client=client or FlexusClient(settings),
-            store=Store(settings.resolved_store_url),
-            policy=policy,
-            keys=keys,
-            read_only=read_only,
+        return cls(settings or Settings(), client=client, read_only=read_only)
+
+    @staticmethod
+    def _load_policy(settings: Settings) -> Policy:
+        path = settings.policy_path
+        return load_policy(path or settings.state_dir / "policy.toml", required=path is not None)
+
+    @cached_property
+    def client(self) -> FlexusClient:
+        from ..cloud.client import FlexusClient
+
+        return FlexusClient(self.settings)
+
+    @cached_property
+    def store(self) -> Store:
+        from ..gate.store import Store
+
+        return Store(self.settings.resolved_store_url)
+
+    @cached_property
+    def keys(self) -> Keys:
+        return Keys.load(
+            self.settings.state_dir,
+            token_key=self.settings.token_key,
+            encryption_key=self.settings.encryption_key,
+            mcp_state_key=self.settings.mcp_state_key,
         )
 
-    def __post_init__(self) -> None:
-        self.specs: dict[str, ToolSpec] = {spec.name: spec for spec in TOOLS}
-        self.gate = Gate(self.store, self.policy, self.keys)
+    @cached_property
+    def gate(self) -> Gate:
+        return Gate(self.store, self.policy, self.keys)
+
+    @property
+    def is_sandbox(self) -> bool:
+        return self.settings.uses_sandbox
+
+    def describe_target(self) -> str:
+        return self.settings.describe_target()
 
     # -- what is offered --------------------------------------------------------------------
 
@@ -224,5 +256,7 @@ class Registry:
         return self.gate.reveal(person.id, caller.surface, action_id)
 
     async def aclose(self) -> None:
-        await self.client.aclose()
-        self.store.engine.dispose()
+        if "client" in self.__dict__:
+            await self.client.aclose()
+        if "store" in self.__dict__:
+            self.store.engine.dispose()

@@ -3,10 +3,14 @@ so neither a person nor a model ever acts on a server it did not mean."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ..cloud import rules
-from ..cloud.client import FlexusClient
 from ..cloud.errors import FlexusError
-from ..cloud.models import ServerDetail
+
+if TYPE_CHECKING:
+    from ..cloud.client import FlexusClient
+    from ..cloud.models import ServerDetail
 
 NAME_QUERY_LIMIT = 3  # up to this many names: one filtered query each; more: read the fleet once
 

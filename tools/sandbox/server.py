@@ -101,19 +101,22 @@ def run(args: argparse.Namespace) -> int:
     for name, value in knobs.model_dump().items():
         setattr(sandbox.knobs, name, value)
     url = _url(args.host, args.port)
-    # These are sandbox-only credentials (defaults are published), so printing them is the point.
+    # The published defaults are printed, as the quickest way in; a key or password someone chose
+    # is theirs, and a log is no place for it.
+    shown_sk = args.sk if args.sk == DEFAULT_SECRET_KEY else "<as given with --sk>"
+    shown_password = args.iam_password if args.iam_password == DEFAULT_IAM_PASSWORD else "<as given>"
     print(
         "\n".join(
             [
                 f"flexus-ops sim: sandbox cloud (NOT the real Huawei Cloud) on {url}",
                 f"  fleet: {args.servers} servers, seed {args.seed}, region {args.region}, "
                 f"jobs take {args.job_seconds:g}s",
-                f"  AK/SK: {args.ak} / {args.sk}   project: {args.project_id}",
-                f"  IAM:   domain {args.iam_domain}, user {args.iam_user}, password {args.iam_password}",
+                f"  AK/SK: {args.ak} / {shown_sk}   project: {args.project_id}",
+                f"  IAM:   domain {args.iam_domain}, user {args.iam_user}, password {shown_password}",
                 f"  admin: {url}/_sandbox/health, /_sandbox/requests, /_sandbox/knobs",
                 "  to point flexus-ops or the official SDK at it:",
                 f"export FLEXUS_ECS_ENDPOINT={url} HUAWEICLOUD_SDK_AK={args.ak} "
-                f"HUAWEICLOUD_SDK_SK={args.sk} HUAWEICLOUD_SDK_PROJECT_ID={args.project_id}",
+                f"HUAWEICLOUD_SDK_SK={shown_sk} HUAWEICLOUD_SDK_PROJECT_ID={args.project_id}",
             ]
         ),
         file=sys.stderr,
