@@ -181,7 +181,7 @@ class ListServersQuery(BaseModel):
     flavor: str | None = None
     ip: str | None = Field(None, description="IPv4, fuzzy match")
     ip_eq: str | None = Field(None, description="IPv4, exact match")
-    limit: int | None = Field(None, description="page size, 1-1000 (the API's default is 25)")
+    limit: rules.PageSize | None = Field(None, description="page size, 1-1000 (the API's default is 25)")
     name: str | None = Field(None, description="fuzzy match")
     not_tags: str | None = Field(None, description="exclude servers with this tag (wire key not-tags)")
     offset: int | None = Field(None, description="page number, 1-based; 0 is treated as 1")
@@ -190,13 +190,6 @@ class ListServersQuery(BaseModel):
     tags: str | None = None
     server_id: list[str] | None = Field(None, description="exact ids; when given, every other filter is ignored")
     marker: str | None = None
-
-    @field_validator("limit")
-    @classmethod
-    def _limit(cls, value: int | None) -> int | None:
-        if value is not None and (problem := rules.problem_with_limit(value)):
-            raise ValueError(problem)
-        return value
 
     @field_validator("offset")
     @classmethod
@@ -350,39 +343,11 @@ class BatchSubmission(BaseModel):
 class UpdateServerRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str | None = None
-    description: str | None = None
-    hostname: str | None = None
-    user_data: str | None = None
+    name: rules.ServerName | None = None
+    description: rules.Description | None = None
+    hostname: rules.Hostname | None = None
+    user_data: rules.UserData | None = None
     security_options: SecurityOptions | None = None
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, value: str | None) -> str | None:
-        if value is not None and (problem := rules.problem_with_name(value)):
-            raise ValueError(problem)
-        return value
-
-    @field_validator("description")
-    @classmethod
-    def _description(cls, value: str | None) -> str | None:
-        if value is not None and (problem := rules.problem_with_description(value)):
-            raise ValueError(problem)
-        return value
-
-    @field_validator("hostname")
-    @classmethod
-    def _hostname(cls, value: str | None) -> str | None:
-        if value is not None and (problem := rules.problem_with_hostname(value)):
-            raise ValueError(problem)
-        return value
-
-    @field_validator("user_data")
-    @classmethod
-    def _user_data(cls, value: str | None) -> str | None:
-        if value is not None and (problem := rules.problem_with_user_data(value)):
-            raise ValueError(problem)
-        return value
 
     def to_body(self) -> dict[str, Any]:
         inner = self.model_dump(exclude_none=True)

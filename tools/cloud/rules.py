@@ -11,12 +11,16 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from collections.abc import Callable
+from typing import Annotated, Any, Literal, get_args
+
+from pydantic import AfterValidator
 
 MAX_SERVERS_PER_REQUEST = 1000
 MAX_PAGE_SIZE = 1000
 MAX_USER_DATA_BYTES = 32 * 1024
 
-SERVER_STATUSES = (
+Status = Literal[
     "ACTIVE",
     "BUILD",
     "DELETED",
@@ -31,7 +35,8 @@ SERVER_STATUSES = (
     "SHUTOFF",
     "UNKNOWN",
     "VERIFY_RESIZE",
-)
+]
+SERVER_STATUSES: tuple[str, ...] = get_args(Status)
 """Values the list filter accepts (reference section 3)."""
 
 PASSWORD_SPECIALS = "!@%-_=+[]:./?"  # noqa: S105 - the allowed characters, not a password
@@ -133,3 +138,22 @@ def problem_with_status(value: str) -> str | None:
     if value not in SERVER_STATUSES:
         return "must be one of " + ", ".join(SERVER_STATUSES)
     return None
+
+
+def checked(problem_with: Callable[[Any], str | None]) -> AfterValidator:
+    """A pydantic validator from a rule above: the model's error then names the field and the rule."""
+
+    def validate(value: Any) -> Any:
+        if value is not None and (problem := problem_with(value)):
+            raise ValueError(problem)
+        return value
+
+    return AfterValidator(validate)
+
+
+ServerId = Annotated[str, checked(problem_with_server_id)]
+ServerName = Annotated[str, checked(problem_with_name)]
+Description = Annotated[str, checked(problem_with_description)]
+Hostname = Annotated[str, checked(problem_with_hostname)]
+UserData = Annotated[str, checked(problem_with_user_data)]
+PageSize = Annotated[int, checked(problem_with_limit)]

@@ -33,15 +33,6 @@ def _unique(values: list[str]) -> list[str]:
     return values
 
 
-def _rule(check: object) -> AfterValidator:
-    def validate(value: str | None) -> str | None:
-        if value is not None and (problem := check(value)):  # type: ignore[operator]
-            raise ValueError(problem)
-        return value
-
-    return AfterValidator(validate)
-
-
 ServerRef = Annotated[str, Field(max_length=MAX_TARGET_CHARS), AfterValidator(_target)]
 ServerRefs = Annotated[
     list[ServerRef],
@@ -49,22 +40,7 @@ ServerRefs = Annotated[
     AfterValidator(_unique),
 ]
 PowerType = Literal["SOFT", "HARD"]
-Status = Literal[
-    "ACTIVE",
-    "BUILD",
-    "DELETED",
-    "ERROR",
-    "HARD_REBOOT",
-    "MIGRATING",
-    "REBOOT",
-    "RESIZE",
-    "REVERT_RESIZE",
-    "SHELVED",
-    "SHELVED_OFFLOADED",
-    "SHUTOFF",
-    "UNKNOWN",
-    "VERIFY_RESIZE",
-]
+Status = rules.Status
 ShortText = Annotated[str, Field(max_length=128)]
 
 
@@ -102,7 +78,7 @@ class ListServersInput(ToolInput):
     reservation_id: ShortText | None = None
     server_ids: (
         Annotated[
-            list[Annotated[str, _rule(rules.problem_with_server_id)]],
+            list[rules.ServerId],
             Field(min_length=1, max_length=rules.MAX_SERVERS_PER_REQUEST),
         ]
         | None
@@ -148,14 +124,10 @@ class ResetPasswordInput(GatedInput):
 
 class UpdateServerInput(GatedInput):
     server: ServerRef
-    name: Annotated[str, _rule(rules.problem_with_name)] | None = None
-    description: Annotated[str, _rule(rules.problem_with_description)] | None = None
-    hostname: Annotated[str, _rule(rules.problem_with_hostname)] | None = Field(
-        None, description="takes effect after a reboot"
-    )
-    user_data: Annotated[str, _rule(rules.problem_with_user_data)] | None = Field(
-        None, description="base64, at most 32 KB decoded"
-    )
+    name: rules.ServerName | None = None
+    description: rules.Description | None = None
+    hostname: rules.Hostname | None = Field(None, description="takes effect after a reboot")
+    user_data: rules.UserData | None = Field(None, description="base64, at most 32 KB decoded")
 
     @model_validator(mode="after")
     def _something_to_change(self) -> UpdateServerInput:
