@@ -32,6 +32,8 @@ if TYPE_CHECKING:
     from .store import Store
 
 OPEN_STATES = ("pending", "awaiting_approval")
+SWEEP_INTERVAL_SECONDS = 1.0
+RECONCILE_INTERVAL_SECONDS = 5.0
 DONE_STATES = ("executing", "submitted", "succeeded", "failed")
 
 
@@ -75,6 +77,8 @@ class Gate:
         self.store = store
         self.policy = policy
         self.keys = keys
+        self._next_sweep = 0.0
+        self._next_reconcile = 0.0
 
     # -- binding ----------------------------------------------------------------------------
 
@@ -128,7 +132,13 @@ class Gate:
 
     # -- expiry -----------------------------------------------------------------------------
 
-    def expire_due(self) -> None:
+    def expire_due(self, *, force: bool = False) -> None:
+        """Record expiries (and erase their secrets). Housekeeping only: every decision checks expiry itself,
+        so this runs at most once a second per process unless forced."""
+        now = time.monotonic()
+        if not force and now < self._next_sweep:
+            return
+        self._next_sweep = now + SWEEP_INTERVAL_SECONDS
         for action in self.store.due_for_expiry(OPEN_STATES):
             if self.store.transition(action["id"], [action["state"]], "expired", secret=None):
                 self.audit(
@@ -287,7 +297,7 @@ class Gate:
         if action["state"] != "pending":
             raise Refused(self._explain_closed(action))
         if action["expires_at"] <= time.time():
-            self.expire_due()
+            self.expire_due(force=True)
             raise Refused(f"the preview expired at {_when(action['expires_at'])}; preview again")
         previewed = Plan.model_validate_json(action["plan_json"])
         assert spec.plan is not None
@@ -313,7 +323,7 @@ class Gate:
                 raise Refused("no approver other than you is named in the policy; this cannot run")
             expires = time.time() + self.policy.settings.approval_ttl_seconds
             if not self.store.transition(
-                action["id"], ["pending"], "awaiting_approval", confirmed_via=via, expires_at=expires
+                action["id"], ["pending"], "awaiting_approval", unexpired=True, confirmed_via=via, expires_at=expires
             ):
                 raise Refused(self._explain_closed(self.store.get_action(action["id"]) or action))
             self.audit(
@@ -332,7 +342,9 @@ class Gate:
                 message=f"confirmed; waiting for approval by one of: {approvers} (until {_when(expires)})",
             )
 
-        if not self.store.transition(action["id"], ["pending"], "executing", executed_by=ctx.person, confirmed_via=via):
+        if not self.store.transition(
+            action["id"], ["pending"], "executing", unexpired=True, executed_by=ctx.person, confirmed_via=via
+        ):
             raise Refused(self._explain_closed(self.store.get_action(action["id"]) or action))
         self.audit("confirmed", action, person=ctx.person, surface=ctx.surface, via=via)
         secret = self.keys.decrypt(action["secret"], context=action["id"]) if action["secret"] else None
@@ -350,6 +362,9 @@ class Gate:
             raise Refused(f"you requested this; a different person must {verb} it (separation of duties)")
         if action["state"] != "awaiting_approval":
             raise Refused(self._explain_closed(action))
+        if action["expires_at"] <= time.time():
+            self.expire_due(force=True)
+            raise Refused(f"the request expired at {_when(action['expires_at'])} before anyone approved it")
         return action
 
     async def approve(self, ctx: ToolContext, spec: ToolSpec, action_id: str, note: str | None) -> ActionResult:
@@ -359,6 +374,7 @@ class Gate:
             action_id,
             ["awaiting_approval"],
             "approved",
+            unexpired=True,
             decided_by=ctx.person,
             decided_at=time.time(),
             decision_note=note,
@@ -423,13 +439,17 @@ class Gate:
 
     # -- reconciliation ---------------------------------------------------------------------
 
-    async def reconcile(self, ctx: ToolContext, specs: dict[str, ToolSpec]) -> list[str]:
+    async def reconcile(self, ctx: ToolContext, specs: dict[str, ToolSpec], *, force: bool = False) -> list[str]:
         """Settle executions a crash interrupted, from what the cloud shows; never send anything again.
 
         ``submitted`` actions (job ids known) are settled from their jobs. ``executing`` actions with no
         job ids, silent for longer than ``reconcile_after_seconds``, may or may not have reached the cloud:
         each tool's ``observe`` reads the servers and says per server whether the change is there.
         """
+        now = time.monotonic()
+        if not force and now < self._next_reconcile:
+            return []
+        self._next_reconcile = now + RECONCILE_INTERVAL_SECONDS
         settled: list[str] = []
         quiet_since = time.time() - self.policy.settings.reconcile_after_seconds
         for action in self.store.actions_in(["executing", "submitted"], limit=100):

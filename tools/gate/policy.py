@@ -16,6 +16,7 @@ import getpass
 import hashlib
 import tomllib
 from enum import StrEnum
+from functools import cache
 from pathlib import Path
 from typing import Literal
 
@@ -122,7 +123,9 @@ class Policy(BaseModel):
         return [person for person in self.people if person.has(Role.APPROVER)]
 
 
+@cache
 def os_principal() -> str:
+    # Looked up once: it is asked on every MCP call over stdio, and a process's user does not change.
     return f"os:{getpass.getuser()}"
 
 

@@ -255,15 +255,18 @@ class Store:
             )
         return dict(found) if found else None
 
-    def transition(self, action_id: str, from_states: Iterable[str], to_state: str, **values: Any) -> bool:
-        """Compare-and-set: True only for the one caller that moved the action."""
-        values["updated_at"] = time.time()
+    def transition(
+        self, action_id: str, from_states: Iterable[str], to_state: str, *, unexpired: bool = False, **values: Any
+    ) -> bool:
+        """Compare-and-set: True only for the one caller that moved the action. With ``unexpired``, an
+        action past its expiry cannot move, however close the race with the clock."""
+        now = time.time()
+        values["updated_at"] = now
+        conditions = [actions.c.id == action_id, actions.c.state.in_(list(from_states))]
+        if unexpired:
+            conditions.append(actions.c.expires_at > now)
         with self.tx() as db:
-            result = db.execute(
-                update(actions)
-                .where(actions.c.id == action_id, actions.c.state.in_(list(from_states)))
-                .values(state=to_state, **values)
-            )
+            result = db.execute(update(actions).where(*conditions).values(state=to_state, **values))
         return result.rowcount == 1
 
     def set_fields(self, action_id: str, **values: Any) -> None:

@@ -172,7 +172,7 @@ class Registry:
         if not spec.gated:
             assert spec.run is not None
             return await spec.run(ctx, args)
-        await self.reconcile()
+        await self.reconcile(force=False)
         dry_run = bool(getattr(args, "dry_run", False))
         token = getattr(args, "confirmation_token", None)
         if dry_run or (token is None and not human_confirmed):
@@ -211,16 +211,17 @@ class Registry:
             return None
         return {k: v for k, v in row.items() if k not in ("secret", "reveal_secret")}
 
-    async def reconcile(self) -> list[str]:
-        """Settle executions an earlier crash interrupted (see Gate.reconcile); cheap when there are none."""
+    async def reconcile(self, *, force: bool = True) -> list[str]:
+        """Settle executions an earlier crash interrupted (see Gate.reconcile). Calls run it unforced:
+        at most every few seconds per process, and it reads the cloud only for stale actions."""
         ctx = ToolContext(client=self.client, person="flexus-ops", surface="reconciler")
-        return await self.gate.reconcile(ctx, self.specs)
+        return await self.gate.reconcile(ctx, self.specs, force=force)
 
     # -- approvals --------------------------------------------------------------------------
 
     def pending_approvals(self, caller: Caller) -> list[dict[str, Any]]:
         person = self.person(caller)
-        self.gate.expire_due()
+        self.gate.expire_due(force=True)
         rows = self.store.actions_in(["awaiting_approval"])
         visible = person.has(Role.APPROVER)
         return [
