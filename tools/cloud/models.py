@@ -37,7 +37,8 @@ LooseStr = Annotated[str, BeforeValidator(_to_str)]
 
 
 class WireModel(BaseModel):
-    model_config = ConfigDict(populate_by_name=True, extra="allow", serialize_by_alias=True)
+    # defer_build: these are needed at the first cloud call, not when a surface starts and lists its tools.
+    model_config = ConfigDict(populate_by_name=True, extra="allow", serialize_by_alias=True, defer_build=True)
 
 
 class ServerAddress(WireModel):
@@ -175,7 +176,7 @@ class ListServersResponse(WireModel):
 class ListServersQuery(BaseModel):
     """Every filter of ListServersDetails. ``offset`` is a page number (1-based), not an item offset."""
 
-    model_config = ConfigDict(populate_by_name=True, extra="forbid")
+    model_config = ConfigDict(populate_by_name=True, extra="forbid", defer_build=True)
 
     enterprise_project_id: str | None = None
     flavor: str | None = None
@@ -341,7 +342,7 @@ class BatchSubmission(BaseModel):
 
 
 class UpdateServerRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     name: rules.ServerName | None = None
     description: rules.Description | None = None
