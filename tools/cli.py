@@ -121,6 +121,16 @@ def cmd_mcp(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# -- slack ----------------------------------------------------------------------------------------
+
+
+def cmd_slack(args: argparse.Namespace) -> int:
+    _quiet_libraries()
+    from .bots.app import main as run_slack  # bolt and aiohttp load only for this command
+
+    return run_slack(host=args.host, port=args.port, mode=args.mode, read_only=args.read_only)
+
+
 # -- tools ----------------------------------------------------------------------------------------
 
 
@@ -376,6 +386,15 @@ def build_parser() -> argparse.ArgumentParser:
     mcp.add_argument("--read-only", action="store_true", help="offer only tools that change nothing")
     mcp.add_argument("--allowed-origin", action="append", help="browser origin allowed to call (repeatable)")
     mcp.set_defaults(handler=cmd_mcp)
+
+    slack = commands.add_parser(
+        "slack", help="run the Slack bot: Socket Mode if SLACK_APP_TOKEN is set, else HTTP at /slack/events"
+    )
+    slack.add_argument("--host", default="127.0.0.1", help="HTTP mode: address to listen on")
+    slack.add_argument("--port", type=int, default=3000, help="HTTP mode: port to listen on")
+    slack.add_argument("--mode", choices=["auto", "socket", "http"], default="auto")
+    slack.add_argument("--read-only", action="store_true", help="offer only tools that change nothing")
+    slack.set_defaults(handler=cmd_slack)
 
     # Listed for --help only: `main` hands `sim` to the sandbox's own parser, so other commands never
     # import the sandbox (a third of a second at every start of `flexus-ops mcp`).

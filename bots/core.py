@@ -1,0 +1,338 @@
+"""What every listener shares: who is asking (by immutable ids, from the policy file), where to answer,
+and how a message follows a job. No safety decision is made here: the registry and its gate decide
+who may do what; this module only finds out who is asking and refuses requests from outside the
+workspaces and channels the policy allows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections import Counter
+from collections.abc import Callable, Coroutine, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Protocol
+
+from slack_bolt.context.respond.async_respond import AsyncRespond
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from flexus_ops.gate.gate import Refused
+from flexus_ops.gate.policy import Person, Policy, SlackSettings
+from flexus_ops.registry.outputs import Plan
+from flexus_ops.registry.registry import Registry
+from flexus_ops.registry.spec import Caller
+
+from .blocks import ApprovalView, Message, esc, progress_message, user, when
+
+log = logging.getLogger("flexus_ops.bots")
+
+_USER_ID = re.compile(r"^[UW][A-Z0-9]{1,20}$")
+RUNNING_STATES = ("approved", "executing", "submitted")  # decided, not finished: the decider shows the end
+FINISHED_STATES = ("succeeded", "failed")
+
+
+class Kind(StrEnum):
+    """What is being authorised; the channel rules differ a little between them."""
+
+    COMMAND = "command"
+    CLICK = "click"  # Confirm / Cancel on a preview
+    APPROVAL = "approval"  # Approve / Reject, also in the approvals channel
+    REVEAL = "reveal"  # the reveal button, in the requester's direct messages with the bot
+    SUBMIT = "submit"  # a modal submission; its channel comes from the modal's metadata
+
+
+@dataclass(frozen=True)
+class Who:
+    caller: Caller
+    person: Person
+    user_id: str
+    channel_id: str | None
+
+    @property
+    def mention(self) -> str:
+        return user(self.user_id)
+
+
+def user_of(body: dict[str, Any]) -> str | None:
+    found = body.get("user_id") or (body.get("user") or {}).get("id")
+    return found if isinstance(found, str) else None
+
+
+def teams_of(body: dict[str, Any]) -> list[str]:
+    """The workspace the request came through and, for clicks, the clicker's own workspace: in a
+    Slack Connect channel people from other organisations can press our buttons."""
+    found = [
+        body.get("team_id"),
+        body.get("user_team_id"),
+        (body.get("team") or {}).get("id"),
+        (body.get("user") or {}).get("team_id"),
+    ]
+    return [team for team in dict.fromkeys(found) if isinstance(team, str) and team]
+
+
+def channel_of(body: dict[str, Any]) -> str | None:
+    found = (
+        body.get("channel_id")
+        or (body.get("channel") or {}).get("id")
+        or (body.get("container") or {}).get("channel_id")
+    )
+    return found if isinstance(found, str) else None
+
+
+def identify(registry: Registry, body: dict[str, Any], kind: Kind, channel_id: str | None = None) -> Who:
+    """The caller of a command, click or submission, or ``Refused`` saying why not. Runs on every one."""
+    slack = registry.policy.slack
+    user_id = user_of(body)
+    if user_id is None or not _USER_ID.match(user_id):
+        raise Refused("the request does not name a Slack user")
+    if slack.team_ids:
+        teams = teams_of(body)
+        if not teams or any(team not in slack.team_ids for team in teams):
+            raise Refused("this workspace is not allowed by the policy ([slack] team_ids)")
+    channel = channel_id if channel_id is not None else channel_of(body)
+    if slack.channel_ids:
+        allowed = set(slack.channel_ids)
+        if kind is Kind.APPROVAL and slack.approvals_channel:
+            allowed.add(slack.approvals_channel)
+        in_dm = kind is Kind.REVEAL and channel is not None and channel.startswith("D")
+        if channel not in allowed and not in_dm:
+            places = ", ".join(f"<#{c}>" for c in slack.channel_ids)
+            raise Refused(f"flexus-ops does not take requests in this channel; use {places}")
+    caller = Caller(principal=f"slack:{user_id}", surface="slack")
+    return Who(caller=caller, person=registry.person(caller), user_id=user_id, channel_id=channel)
+
+
+INTERNAL_ERROR = (
+    "something failed on our side (it is logged). Check `/flexus approvals` or the audit log before trying again."
+)
+
+
+class Failed(Exception):
+    """Stands in for an exception in a log record: its type and traceback, never its message."""
+
+
+def traceback_only(exc: BaseException) -> tuple[type[BaseException], BaseException, Any]:
+    """``exc_info`` that logs where something failed but not the exception's message, which could
+    quote a payload (a pydantic error quotes its input)."""
+    return (Failed, Failed(type(exc).__name__), exc.__traceback__)  # type: ignore[return-value]
+
+
+# -- people -------------------------------------------------------------------------------------
+
+
+def slack_user(policy: Policy, person_id: str | None, principal: str | None = None) -> str | None:
+    """The Slack user id of a person: the principal they used, else any Slack principal of theirs."""
+    if principal and principal.startswith("slack:"):
+        return principal.removeprefix("slack:")
+    person = policy.person(person_id) if person_id else None
+    for candidate in person.principals if person else []:
+        if candidate.startswith("slack:"):
+            return candidate.removeprefix("slack:")
+    return None
+
+
+def mention(policy: Policy, person_id: str | None, principal: str | None = None) -> str:
+    found = slack_user(policy, person_id, principal)
+    if found:
+        return user(found)
+    person = policy.person(person_id) if person_id else None
+    return esc(person.display if person else (person_id or "someone"))
+
+
+def approvers_text(policy: Policy, exclude: str | None) -> str:
+    """Who may approve (never the requester), and the approver groups, so Slack notifies them."""
+    people = [mention(policy, p.id) for p in policy.approvers if p.id != exclude]
+    groups = [f"<!subteam^{group}>" for group in policy.slack.approver_usergroups]
+    return ", ".join(people + groups) or "nobody (no approver is named in the policy)"
+
+
+# -- where answers go ---------------------------------------------------------------------------
+
+
+class Target(Protocol):
+    async def show(self, message: Message, *, final: bool = False) -> bool: ...
+
+
+class ResponseUrl:
+    """A message changed through one interaction's ``response_url`` (the only way to change an
+    ephemeral message). Slack allows five uses in 30 minutes, so one is always kept for the final state."""
+
+    def __init__(self, url: str | None, *, replace: bool, shared: bool = False, uses: int = 5) -> None:
+        self.url = url
+        self.replace = replace
+        self.shared = shared
+        self.uses = uses
+        self.used = 0
+
+    async def show(self, message: Message, *, final: bool = False) -> bool:
+        if self.url is None or self.used >= self.uses or (not final and self.used >= self.uses - 1):
+            return False
+        self.used += 1
+        try:
+            answer = await AsyncRespond(response_url=self.url)(
+                text=message.text,
+                blocks=message.blocks,
+                response_type="in_channel" if self.shared else "ephemeral",
+                replace_original=self.replace,
+            )
+        except Exception as exc:  # a lost answer must not break the flow that is running the change
+            log.warning("slack response_url failed: %s", type(exc).__name__)
+            return False
+        if answer.status_code != 200:
+            log.warning("slack response_url answered HTTP %s", answer.status_code)
+            return False
+        return True
+
+
+class ChannelMessage:
+    """A normal message (the approval request), changed with chat.update: no use limit, no time limit."""
+
+    def __init__(self, client: AsyncWebClient, channel: str, ts: str) -> None:
+        self.client = client
+        self.channel = channel
+        self.ts = ts
+
+    async def show(self, message: Message, *, final: bool = False) -> bool:
+        try:
+            await self.client.chat_update(channel=self.channel, ts=self.ts, text=message.text, blocks=message.blocks)
+        except SlackApiError as exc:
+            log.warning("slack chat.update failed: %s", exc.response.get("error"))
+            return False
+        return True
+
+
+async def tell(url: str | None, message: Message) -> None:
+    """A private answer to whoever clicked or typed (a new ephemeral message; the original stays)."""
+    await ResponseUrl(url, replace=False).show(message, final=True)
+
+
+class Follower:
+    """The registry's progress callback: edits the message as the job moves, at most once per
+    ``interval`` seconds, and never lets a Slack failure reach the execution it is reporting on."""
+
+    def __init__(
+        self, target: Target, title: str, by: str, interval: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.target = target
+        self.title = title
+        self.by = by
+        self.interval = interval
+        self.clock = clock
+        self.last: float | None = None
+        self.shown: tuple[float, float | None] | None = None
+
+    async def __call__(self, done: float, total: float | None, note: str) -> None:
+        now = self.clock()
+        if total and done >= total:
+            return  # the final result replaces the message right after
+        if self.last is not None and now - self.last < self.interval:
+            return
+        if (done, total) == self.shown:
+            return  # nothing moved: keep the response_url's few uses for news
+        self.last, self.shown = now, (done, total)
+        try:
+            await self.target.show(progress_message(self.title, done, total, note, self.by))
+        except Exception as exc:
+            log.warning("slack progress update failed: %s", type(exc).__name__)
+
+
+# -- shared state of one bot process --------------------------------------------------------------
+
+
+@dataclass
+class BotContext:
+    registry: Registry
+    client: AsyncWebClient
+    progress_interval: float = 1.0
+    watch_interval: float = 30.0  # how often a posted approval request is checked against the store
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    deciding: Counter[str] = field(default_factory=Counter)  # approval requests clicks here are deciding now
+    # Approval messages this process posted (action id -> channel, ts), to edit them when the request
+    # is decided elsewhere or expires. Best effort: any replica also fixes a stale one on its next click.
+    posted: dict[str, tuple[str, str]] = field(default_factory=dict)
+
+    @property
+    def policy(self) -> Policy:
+        return self.registry.policy
+
+    @property
+    def slack(self) -> SlackSettings:
+        return self.registry.policy.slack
+
+    @property
+    def target(self) -> str | None:
+        client = self.registry.client
+        return client.describe_target() if client.is_sandbox else None
+
+    def title(self, tool: str) -> str:
+        spec = self.registry.specs.get(tool)
+        return spec.title if spec else tool
+
+    @contextmanager
+    def deciding_on(self, action_id: str) -> Iterator[None]:
+        """While a click here decides a request, the watcher leaves its message to that click."""
+        self.deciding[action_id] += 1
+        try:
+            yield
+        finally:
+            self.deciding[action_id] -= 1
+            if self.deciding[action_id] <= 0:
+                del self.deciding[action_id]
+
+    def spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def aclose(self) -> None:
+        for task in list(self.tasks):
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+    async def direct_message(self, user_id: str, message: Message) -> bool:
+        """A message in the person's DM with the bot: private, and it outlives response_url limits."""
+        try:
+            opened = await self.client.conversations_open(users=user_id)
+            channel = opened["channel"]["id"]
+            await self.client.chat_postMessage(channel=channel, text=message.text, blocks=message.blocks)
+        except SlackApiError as exc:
+            log.warning("slack direct message failed: %s", exc.response.get("error"))
+            return False
+        return True
+
+    def approval_view(self, action_id: str) -> tuple[ApprovalView, dict[str, Any]] | None:
+        row = self.registry.action(action_id)
+        if row is None:
+            return None
+        view = ApprovalView(
+            action_id=action_id,
+            title=self.title(row["tool"]),
+            requester=mention(self.policy, row["person"], row["principal"]),
+            reason=row["reason"],
+            plan=Plan.model_validate_json(row["plan_json"]),
+            expires_at=row["expires_at"],
+            approvers=approvers_text(self.policy, row["person"]),
+        )
+        return view, row
+
+    def decision(self, row: dict[str, Any]) -> str | None:
+        """How a finished request reads, from the gate's record; None while it is open or still running
+        (then whoever decided it shows the outcome, with the per-server result)."""
+        state = row["state"]
+        by = mention(self.policy, row["decided_by"]) if row["decided_by"] else "someone"
+        at = f" {when(row['decided_at'])}" if row.get("decided_at") else ""
+        note = f": {esc(row['decision_note'])}" if row["decision_note"] else ""
+        if state in FINISHED_STATES and row["decided_by"]:
+            return f"✅ *Approved* by {by}{at}." + (" The run failed." if state == "failed" else "")
+        if state == "rejected":
+            return f"❌ *Rejected* by {by}{at}{note}"
+        if state == "cancelled":
+            return f"↩️ *Withdrawn or cancelled*{at}{note}"
+        if state == "expired":
+            return f"⌛ *Expired* {when(row['expires_at'])}: nobody approved it in time."
+        return None
