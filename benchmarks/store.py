@@ -1,0 +1,350 @@
+"""store: preview -> confirm -> execute through ``Registry.call`` with 4 concurrent workers sharing one
+gate store, on SQLite and on PostgreSQL, and a check that exactly-once still holds.
+
+Each worker is a separate OS process, like a replica: its own registry, cloud client and embedded
+sandbox (no added latency, jobs of 0 s), one shared store URL and shared keys. A cycle is
+``flexus_update_server`` previewed, then confirmed with its token and executed; the three
+transitions of a cycle (preview, confirm, execute) are each a store write plus an audit append.
+
+Phase 1 (throughput): all workers run cycles at once, released together by a barrier.
+Phase 2 (exactly-once): one process previews K changes; all four workers then race to confirm every
+token. Exactly K confirmations may win, exactly K updates may reach the sandboxes, every action must
+end ``succeeded``, and the audit chain must verify with no gaps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import os
+import random
+import shutil
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from .harness import Case, CaseResult, RunContext, fmt_seconds, fmt_spread, summary
+
+WORKERS = 4
+TRANSITIONS_PER_CYCLE = 3  # preview, confirm, execute
+PRINCIPAL = "os:flexus-bench"
+DEFAULT_POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"  # the server .ci/run starts
+GOAL_PER_SECOND = 500
+SANDBOX_SERVERS = 200
+
+
+def _registry(url: str, state_dir: str) -> Any:
+    from flexus_ops.cloud.client import FlexusClient
+    from flexus_ops.config import Settings
+    from flexus_ops.gate.policy import Person, Policy, Role
+    from flexus_ops.gate.secrets import Keys
+    from flexus_ops.gate.store import Store
+    from flexus_ops.registry.registry import Registry
+
+    # Enough servers for the race phase's previews, one server each.
+    settings = Settings(state_dir=Path(state_dir), sandbox_job_seconds=0.0, sandbox_servers=SANDBOX_SERVERS)
+    policy = Policy(people=[Person(id="bench", roles=[Role.OPERATOR], principals=[PRINCIPAL])])
+    return Registry(
+        settings=settings,
+        client=FlexusClient(settings),
+        store=Store(url),
+        policy=policy,
+        keys=Keys.load(Path(state_dir)),
+    )
+
+
+def _caller() -> Any:
+    from flexus_ops.registry.spec import Caller
+
+    return Caller(PRINCIPAL, "bench")
+
+
+async def _cycles(url: str, state_dir: str, worker: int, count: int, barrier: Any) -> dict[str, Any]:
+    registry = _registry(url, state_dir)
+    caller = _caller()
+    try:
+        server = (await registry.client.list_servers(limit=1)).servers[0].id
+        barrier.wait()
+        started = time.time()
+        cpu = time.process_time()
+        latencies = []
+        for index in range(count):
+            args = {"server": server, "description": f"bench w{worker} #{index}"}
+            t0 = time.perf_counter()
+            preview = await registry.call(caller, "flexus_update_server", args)
+            token = preview.preview.confirmation_token
+            done = await registry.call(caller, "flexus_update_server", {**args, "confirmation_token": token})
+            latencies.append(time.perf_counter() - t0)
+            if done.result is None or done.result.status != "succeeded":
+                raise RuntimeError(f"cycle {index} of worker {worker} did not succeed: {done}")
+        finished = time.time()
+        cpu = time.process_time() - cpu
+        writes = len(registry.client.sandbox.writes())
+    finally:
+        await registry.aclose()
+    return {
+        "worker": worker,
+        "started": started,
+        "finished": finished,
+        "cpu_seconds": cpu,
+        "cycles": count,
+        "writes": writes,
+        "cycle_seconds": latencies,
+    }
+
+
+async def _race(url: str, state_dir: str, worker: int, items: list[dict[str, Any]], barrier: Any) -> dict[str, Any]:
+    from flexus_ops.gate.gate import Refused
+
+    registry = _registry(url, state_dir)
+    caller = _caller()
+    order = list(items)
+    random.Random(worker).shuffle(order)  # each worker meets the tokens in another order
+    won: list[str] = []
+    refused = 0
+    try:
+        await registry.client.list_servers(limit=1)
+        barrier.wait()
+        started = time.time()
+        for item in order:
+            try:
+                done = await registry.call(caller, "flexus_update_server", item["args"])
+            except Refused:
+                refused += 1
+                continue
+            if done.result is not None and done.result.status == "succeeded":
+                won.append(item["action_id"])
+        finished = time.time()
+        writes = len(registry.client.sandbox.writes())
+    finally:
+        await registry.aclose()
+    return {
+        "worker": worker,
+        "won": won,
+        "refused": refused,
+        "writes": writes,
+        "started": started,
+        "finished": finished,
+    }
+
+
+def _process(kind: str, url: str, state_dir: str, worker: int, payload: Any, barrier: Any, queue: Any) -> None:
+    """A worker process's body (top-level, so the spawn start method can import it)."""
+    try:
+        if kind == "cycles":
+            out = asyncio.run(_cycles(url, state_dir, worker, payload, barrier))
+        else:
+            out = asyncio.run(_race(url, state_dir, worker, payload, barrier))
+        queue.put(("ok", out))
+    except BaseException as exc:
+        barrier.abort()  # never leave the others waiting for a worker that died
+        queue.put(("error", f"worker {worker}: {type(exc).__name__}: {exc}"))
+
+
+def _run_workers(kind: str, url: str, state_dir: str, payloads: list[Any]) -> list[dict[str, Any]]:
+    # spawn, not fork: every worker starts like a fresh replica, with no inherited engine or event loop.
+    mp = multiprocessing.get_context("spawn")
+    barrier = mp.Barrier(len(payloads), timeout=300)
+    queue = mp.Queue()
+    processes = [
+        mp.Process(target=_process, args=(kind, url, state_dir, index, payload, barrier, queue))
+        for index, payload in enumerate(payloads)
+    ]
+    for process in processes:
+        process.start()
+    outcomes = [queue.get(timeout=1800) for _ in processes]
+    for process in processes:
+        process.join(timeout=60)
+    errors = [detail for status, detail in outcomes if status == "error"]
+    if errors:
+        raise RuntimeError("; ".join(errors))
+    return sorted((detail for _, detail in outcomes), key=lambda out: out["worker"])
+
+
+async def _previews(url: str, state_dir: str, count: int) -> list[dict[str, Any]]:
+    registry = _registry(url, state_dir)
+    caller = _caller()
+    items = []
+    try:
+        # Servers the throughput phase never touched (it uses the first one), so each worker's
+        # sandbox still matches the plan and the store alone decides who wins.
+        servers = (await registry.client.list_servers(limit=count + 1)).servers[1:]
+        for index, server in enumerate(servers[:count]):
+            args = {"server": server.id, "description": f"race #{index}"}
+            preview = await registry.call(caller, "flexus_update_server", args)
+            token = preview.preview.confirmation_token
+            items.append({"args": {**args, "confirmation_token": token}, "action_id": preview.preview.action_id})
+    finally:
+        await registry.aclose()
+    return items
+
+
+def _store_facts(url: str) -> dict[str, Any]:
+    from sqlalchemy import func, select
+
+    from flexus_ops.gate.store import Store, actions
+
+    store = Store(url)
+    try:
+        with store.engine.connect() as db:
+            states = dict(db.execute(select(actions.c.state, func.count()).group_by(actions.c.state)).all())
+        records = store.audit_records()
+        return {
+            "actions_by_state": states,
+            "audit_records": len(records),
+            "audit_problems": store.verify_audit(),
+            "audit_seq_gapless": [r.seq for r in records] == list(range(1, len(records) + 1)),
+        }
+    finally:
+        store.engine.dispose()
+
+
+def measure(url: str, cycles: int, race: int) -> dict[str, Any]:
+    state_dir = tempfile.mkdtemp(prefix="flexus-bench-store-")
+    try:
+        from flexus_ops.gate.secrets import Keys
+        from flexus_ops.gate.store import Store
+
+        Keys.load(Path(state_dir))  # create the shared key file once, before the workers race to
+        Store(url).engine.dispose()  # migrate once, before the workers start
+        runs = _run_workers("cycles", url, state_dir, [cycles] * WORKERS)
+        elapsed = max(r["finished"] for r in runs) - min(r["started"] for r in runs)
+        after_cycles = _store_facts(url)
+        items = asyncio.run(_previews(url, state_dir, race))
+        if len(items) != race:
+            raise RuntimeError(f"previewed {len(items)} race actions, wanted {race}")
+        racers = _run_workers("race", url, state_dir, [items] * WORKERS)
+        facts = _store_facts(url)
+    finally:
+        shutil.rmtree(state_dir, ignore_errors=True)
+    wins = [action for r in racers for action in r["won"]]
+    total_cycles = cycles * WORKERS
+    exactly_once = {
+        "cycle_writes_equal_cycles": sum(r["writes"] for r in runs) == total_cycles,
+        "race_each_action_won_once": sorted(wins) == sorted(item["action_id"] for item in items),
+        # Race workers are fresh processes with fresh sandboxes: their writes are the race's alone.
+        "race_writes_equal_actions": sum(r["writes"] for r in racers) == race,
+        "all_actions_succeeded": facts["actions_by_state"] == {"succeeded": total_cycles + race},
+        "audit_verifies": facts["audit_problems"] == [] and facts["audit_seq_gapless"],
+    }
+    return {
+        "workers": WORKERS,
+        "cycles_per_worker": cycles,
+        "elapsed_seconds": elapsed,
+        "cycles_per_second": total_cycles / elapsed,
+        "transitions_per_second": total_cycles * TRANSITIONS_PER_CYCLE / elapsed,
+        "cycle_seconds": [s for r in runs for s in r["cycle_seconds"]],
+        # CPU each worker spent per cycle: with 4 workers on this machine's cores, it caps the rate.
+        "cpu_seconds_per_cycle": sum(r["cpu_seconds"] for r in runs) / total_cycles,
+        "cpus": os.cpu_count(),
+        "after_cycles": after_cycles,
+        "race": {
+            "actions": race,
+            "wins": len(wins),
+            "refused": sum(r["refused"] for r in racers),
+            "per_worker": [{k: r[k] for k in ("worker", "refused", "writes")} | {"won": len(r["won"])} for r in racers],
+        },
+        "store_facts": facts,
+        "exactly_once": exactly_once,
+    }
+
+
+def postgres_url() -> str:
+    return os.environ.get("FLEXUS_BENCH_POSTGRES_URL") or os.environ.get("FLEXUS_TEST_POSTGRES_URL") or DEFAULT_POSTGRES
+
+
+def _postgres_schema(url: str) -> tuple[str, Any, str]:
+    """A fresh schema for this run, so the benchmark never touches anyone's tables."""
+    from sqlalchemy import create_engine, text
+
+    admin = create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
+    schema = f"flexus_bench_{uuid.uuid4().hex[:12]}"
+    with admin.begin() as db:
+        db.execute(text(f'CREATE SCHEMA "{schema}"'))
+    separator = "&" if "?" in url else "?"
+    return f"{url}{separator}options=-csearch_path%3D{schema}", admin, schema
+
+
+def run(ctx: RunContext, result: CaseResult) -> None:
+    cycles = ctx.pick(150, 10)
+    race = ctx.pick(50, 5)
+    result.setup = {
+        "workers": f"{WORKERS} OS processes (spawned), one shared store, shared keys, each its own embedded sandbox",
+        "cycle": "flexus_update_server preview, then confirm by token and execute, via Registry.call",
+        "transitions": f"{TRANSITIONS_PER_CYCLE} per cycle (preview, confirm, execute), each a store write + audit",
+        "cycles_per_worker": cycles,
+        "race_actions": race,
+    }
+    backends: dict[str, str | None] = {}
+    with tempfile.TemporaryDirectory(prefix="flexus-bench-sqlite-") as tmp:
+        ctx.log("store: SQLite")
+        sqlite = measure(f"sqlite:///{tmp}/store.db", cycles, race)
+    result.data["sqlite"] = sqlite
+    backends["sqlite"] = None
+    pg_url = postgres_url()
+    try:
+        schema_url, admin, schema = _postgres_schema(pg_url)
+    except Exception as exc:
+        postgres = None
+        backends["postgresql"] = f"skipped: no PostgreSQL reachable at {pg_url} ({type(exc).__name__})"
+    else:
+        from sqlalchemy import text
+
+        try:
+            ctx.log("store: PostgreSQL")
+            postgres = measure(schema_url, cycles, race)
+        finally:
+            with admin.begin() as db:
+                db.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+            admin.dispose()
+        result.data["postgresql"] = postgres
+        backends["postgresql"] = None
+    result.data["backends"] = backends
+    for name, data in (("SQLite", sqlite), ("PostgreSQL", postgres)):
+        if data is None:
+            result.figure(f"{name}", str(backends["postgresql"]))
+            continue
+        result.figure(
+            f"{name}: transitions/s ({WORKERS} workers)",
+            f"{data['transitions_per_second']:.0f}/s = {data['cycles_per_second']:.0f} cycles/s "
+            f"({data['cycles_per_worker'] * WORKERS} cycles in {data['elapsed_seconds']:.2f} s)",
+        )
+        result.figure(f"{name}: one cycle, per worker", fmt_spread(summary(data["cycle_seconds"])))
+        per_cycle = data["cpu_seconds_per_cycle"]
+        cap = (data["cpus"] or 1) / per_cycle * TRANSITIONS_PER_CYCLE
+        result.figure(
+            f"{name}: worker CPU per cycle",
+            f"{fmt_seconds(per_cycle)} (so {data['cpus']} cores cap this at ~{cap:.0f} transitions/s)",
+        )
+        race_data = data["race"]
+        result.figure(
+            f"{name}: race of {WORKERS} workers on {race_data['actions']} tokens",
+            f"{race_data['wins']} won, {race_data['refused']} refused",
+        )
+    if postgres is None:
+        result.goal(f">= {GOAL_PER_SECOND}/s on PostgreSQL", str(backends["postgresql"]), None)
+    else:
+        rate = postgres["transitions_per_second"]
+        result.goal(
+            f">= {GOAL_PER_SECOND} transitions/s on PostgreSQL",
+            f"{rate:.0f}/s ({postgres['cycles_per_second']:.0f} cycles/s); "
+            f"SQLite {sqlite['transitions_per_second']:.0f}/s",
+            rate >= GOAL_PER_SECOND,
+        )
+    checks = {
+        f"{name}.{key}": ok
+        for name, data in (("sqlite", sqlite), ("postgresql", postgres))
+        if data
+        for key, ok in data["exactly_once"].items()
+    }
+    failed = [key for key, ok in checks.items() if not ok]
+    result.goal(
+        "exactly-once intact",
+        f"all {len(checks)} checks hold" if not failed else "FAILED: " + ", ".join(failed),
+        not failed,
+    )
+
+
+CASE = Case("store", "preview-confirm-execute through the gate, 4 workers, SQLite and PostgreSQL", run)
