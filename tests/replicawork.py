@@ -30,3 +30,30 @@ async def _race(urls: list[str], token: str, items: list[dict[str, Any]], worker
 
 def race(urls: list[str], token: str, items: list[dict[str, Any]], worker: int) -> list[tuple[str, str]]:
     return asyncio.run(_race(urls, token, items, worker))
+
+
+def slack_approve_race(
+    bot_urls: list[str], fake_url: str, action_ids: list[str], approver: str, worker: int
+) -> list[str]:
+    """Clicks Approve on every request, each on a replica of its own choosing; returns the response URLs."""
+    from flexus_ops.bots.blocks import APPROVE
+    from tests.slackkit import APPROVALS_CHANNEL, FakeSlack, SlackDriver
+
+    fake = FakeSlack(url=fake_url)
+    drivers = [SlackDriver(url, fake) for url in bot_urls]
+    urls: list[str] = []
+    for index, action_id in enumerate(action_ids):
+        driver = drivers[(index + worker) % len(drivers)]
+        response_url = f"{fake_url}/response/w{worker}-{index}"
+        body, _ = driver.click_body(
+            approver,
+            APPROVE,
+            action_id,
+            channel=APPROVALS_CHANNEL,
+            message_ts=f"1700000001.{index:06d}",
+            response_url=response_url,
+        )
+        answer = driver.post(body)
+        assert answer.status_code == 200, answer.text
+        urls.append(response_url)
+    return urls
