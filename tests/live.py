@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-import uvicorn
-
 from flexus_ops.config import Settings
 from flexus_ops.sandbox import Sandbox, SandboxOptions
+from tests.procs import serve_app
 
 AK = "TESTAKLIVE00000000001"
 SK = "test-live-secret-key-0123456789abcdef"
@@ -44,18 +41,5 @@ def serve(**options: object) -> Iterator[LiveSandbox]:
     defaults: dict[str, object] = {"access_key": AK, "secret_key": SK, "project_id": PID, "job_seconds": 0.2}
     defaults.update(options)
     sandbox = Sandbox(SandboxOptions(**defaults))  # type: ignore[arg-type]
-    config = uvicorn.Config(sandbox.app, host="127.0.0.1", port=0, log_level="warning", lifespan="off")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("sandbox server did not start")
-        time.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield LiveSandbox(sandbox, f"http://127.0.0.1:{port}")
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    with serve_app(sandbox.app) as url:
+        yield LiveSandbox(sandbox, url)

@@ -24,7 +24,6 @@ from typing import Any
 from urllib.parse import parse_qs, urlencode
 
 import httpx
-import uvicorn
 from aiohttp import WSMsgType, web
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -36,6 +35,7 @@ from flexus_ops.bots.blocks import APPROVE, CONFIRM, RESET_MODAL
 from flexus_ops.gate.policy import GateSettings, Person, Policy, Role, SlackSettings
 from flexus_ops.registry.registry import Registry
 from tests.gatekit import make_registry
+from tests.procs import serve_app
 
 SIGNING_SECRET = "test-signing-secret-0123456789abcdef"
 BOT_TOKEN = "xoxb-test-token"
@@ -80,21 +80,8 @@ def slack_policy(**settings: Any) -> Policy:
 @contextmanager
 def serve(app: Any) -> Iterator[str]:
     """An ASGI app on 127.0.0.1 (random port) in a thread, with its lifespan; yields its base URL."""
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("server did not start")
-        time.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    with serve_app(app, lifespan="on") as url:
+        yield url
 
 
 def wait_until(check: Callable[[], Any], *, timeout: float = 15.0, what: str = "condition") -> Any:

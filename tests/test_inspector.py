@@ -6,10 +6,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,31 +15,12 @@ from typing import Any
 
 import pytest
 
+from tests.procs import FLEXUS_OPS, free_port, sim_process, wait_http
+
 INSPECTOR_VERSION = "2.12.0"
 AK, SK, PID = "INSPECTORAK000000001", "inspector-test-secret-key-0123456789", "0a1b2c3d4e5f60718293a4b5c6d7e8f9"
 BIN = Path(sys.executable).parent
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def wait_http(url: str, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{url}: the process exited with {process.returncode}")
-        try:
-            urllib.request.urlopen(url, timeout=1)  # noqa: S310 - loopback URL we built
-            return
-        except urllib.error.HTTPError:
-            return  # it answers, even if not 200
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"{url} did not come up")
 
 
 @pytest.fixture(scope="module")
@@ -75,32 +54,8 @@ def inspector() -> Path:
 
 @pytest.fixture(scope="module")
 def sim() -> Iterator[str]:
-    port = free_port()
-    process = subprocess.Popen(
-        [
-            str(BIN / "flexus-ops"),
-            "sim",
-            "--port",
-            str(port),
-            "--ak",
-            AK,
-            "--sk",
-            SK,
-            "--project-id",
-            PID,
-            "--job-seconds",
-            "0.2",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_http(f"{url}/_sandbox/health", process)
+    with sim_process("--ak", AK, "--sk", SK, "--project-id", PID, "--job-seconds", "0.2") as url:
         yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
 
 
 @pytest.fixture(scope="module")
@@ -180,7 +135,7 @@ def exercise_every_tool(client: Inspector, sim: str) -> None:
 
 def test_inspector_over_stdio(inspector: Path, sim: str, server_env: dict[str, str]) -> None:
     env_flags = [flag for key, value in server_env.items() for flag in ("-e", f"{key}={value}")]
-    client = Inspector(inspector, [*env_flags, str(BIN / "flexus-ops"), "mcp"])
+    client = Inspector(inspector, [*env_flags, FLEXUS_OPS, "mcp"])
     urllib.request.urlopen(urllib.request.Request(f"{sim}/_sandbox/requests", method="DELETE"))  # noqa: S310
     exercise_every_tool(client, sim)
 

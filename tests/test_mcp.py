@@ -5,15 +5,12 @@ from __future__ import annotations
 import json
 import os
 import sys
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx2
 import pytest
-import uvicorn
 from mcp import Client, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 from mcp.types import ElicitResult
@@ -22,6 +19,7 @@ from flexus_ops.gate.policy import GateSettings, Person, Policy, Role, os_princi
 from flexus_ops.mcp_server import build_server, http_app, tool_catalog
 from flexus_ops.registry.registry import Registry
 from tests.gatekit import make_registry, servers_with, writes
+from tests.procs import serve_app
 
 ROOT = Path(__file__).resolve().parent.parent
 MODES = ["legacy", "auto"]  # the 2025-11-25 handshake era, and the 2026-07-28 stateless era
@@ -228,21 +226,8 @@ async def test_password_never_appears_in_results(registry: Registry) -> None:
 
 @pytest.fixture
 def http_server(registry: Registry) -> Iterator[str]:
-    app = http_app(registry, "127.0.0.1", 0)
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "MCP HTTP server did not start"
-        time.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}/mcp"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    with serve_app(http_app(registry, "127.0.0.1", 0), lifespan="on") as url:
+        yield f"{url}/mcp"
 
 
 def http_client(url: str, token: str | None, **options: Any) -> Client:
