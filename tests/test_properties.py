@@ -4,6 +4,7 @@ through the sandbox's verifier and any tampering is caught."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -122,3 +123,67 @@ def test_signatures_round_trip_and_tampering_is_caught(
     for change in tampered:
         with pytest.raises(SignatureRejected):
             verify(**change)
+
+
+HOSTILE = [
+    "http://evil.example/",
+    "//evil.example",
+    "web-01@evil.example",
+    "../../v3/auth/tokens",
+    "evil.example:443",
+    "%2F%2Fevil.example",
+    "web-01?x=http://evil.example",
+]
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    st.sampled_from(
+        [
+            spec.name
+            for spec in TOOLS
+            if "servers" in spec.input_model.model_fields or "server" in spec.input_model.model_fields
+        ]
+    ),
+    st.lists(st.sampled_from(HOSTILE) | st.text(max_size=30), min_size=1, max_size=3, unique=True),
+)
+def test_no_argument_steers_a_request_to_another_host(
+    registry: Registry, loop: asyncio.AbstractEventLoop, tool: str, refs: list[str]
+) -> None:
+    """Hosts come from configuration only: whatever names a server, every request goes to the configured cloud."""
+    seen: list[str] = []
+
+    async def record(request: Any) -> None:
+        seen.append(f"{request.url.scheme}://{request.url.host}")
+
+    hooks = registry.client._http.event_hooks["request"]
+    hooks.append(record)
+    try:
+        spec = registry.specs[tool]
+        field = "servers" if "servers" in spec.input_model.model_fields else "server"
+        arguments: dict[str, Any] = {field: refs if field == "servers" else refs[0]}
+        if tool == "flexus_reset_servers_password":
+            arguments["reason"] = "hostile input"
+        with contextlib.suppress(FlexusError):
+            loop.run_until_complete(asyncio.wait_for(registry.call(ALICE, tool, arguments), 30))
+    finally:
+        hooks.remove(record)
+    assert set(seen) <= {registry.client.base_url}
+
+
+def test_hostile_names_are_looked_up_on_the_configured_cloud_only(
+    registry: Registry, loop: asyncio.AbstractEventLoop
+) -> None:
+    seen: list[str] = []
+
+    async def record(request: Any) -> None:
+        seen.append(f"{request.url.scheme}://{request.url.host}")
+
+    registry.client._http.event_hooks["request"].append(record)
+    try:
+        for ref in HOSTILE:
+            with pytest.raises(FlexusError, match="no server named"):
+                loop.run_until_complete(registry.call(ALICE, "flexus_stop_servers", {"servers": [ref]}))
+    finally:
+        registry.client._http.event_hooks["request"].remove(record)
+    assert len(seen) >= len(HOSTILE) and set(seen) == {registry.client.base_url}
