@@ -13,7 +13,7 @@ from pathlib import Path
 from sqlalchemy import text
 
 from flexus_ops.registry.outputs import ChangeOutput
-from tests.gatekit import ALICE, make_registry, team_policy
+from tests.gatekit import ALICE, make_registry, sandbox_of, servers_with, team_policy
 from tests.live import AK, PID, SK, serve
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -94,13 +94,8 @@ async def test_a_process_killed_mid_write_is_reconciled_from_the_cloud(tmp_path:
 async def test_an_execution_that_never_reached_the_cloud_is_marked_not_applied(tmp_path: Path) -> None:
     registry = make_registry(tmp_path, team_policy())
     try:
-        sandbox = registry.client.sandbox
-        assert sandbox is not None
-        target = [
-            v["id"]
-            for v in map(sandbox.backend.server_view, sandbox.backend.servers)
-            if v["status"] == "ACTIVE" and not v["locked"]
-        ][:1]
+        sandbox = sandbox_of(registry)
+        target = [servers_with(registry, "ACTIVE")[0]["id"]]
         out = await registry.call(ALICE, "flexus_stop_servers", {"servers": target})
         assert isinstance(out, ChangeOutput) and out.preview is not None
         # The process died right after winning the compare-and-set, before sending anything.
@@ -119,13 +114,8 @@ async def test_an_execution_that_never_reached_the_cloud_is_marked_not_applied(t
 async def test_a_submitted_action_is_settled_from_its_jobs(tmp_path: Path) -> None:
     registry = make_registry(tmp_path, team_policy())
     try:
-        sandbox = registry.client.sandbox
-        assert sandbox is not None
-        target = [
-            v["id"]
-            for v in map(sandbox.backend.server_view, sandbox.backend.servers)
-            if v["status"] == "ACTIVE" and not v["locked"]
-        ][:1]
+        sandbox = sandbox_of(registry)
+        target = [servers_with(registry, "ACTIVE")[0]["id"]]
         out = await registry.call(ALICE, "flexus_stop_servers", {"servers": target, "wait": False})
         done = await registry.call(
             ALICE,

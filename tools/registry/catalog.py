@@ -433,6 +433,25 @@ async def update_execute(ctx: ToolContext, args: UpdateServerInput, execution: E
 
 # -- the catalog ------------------------------------------------------------------------------
 
+
+def _power_tool(
+    action: PowerAction, input_model: type[PowerInput], safety: Safety, *, idempotent: bool, description: str
+) -> ToolSpec:
+    """The three power actions differ only in their words, their safety class and the API call."""
+    return ToolSpec(
+        name=f"flexus_{action}_servers",
+        title=f"{action.capitalize()} servers",
+        description=description + GATED_NOTE,
+        input_model=input_model,
+        output_model=ChangeOutput,
+        safety=safety,
+        idempotent=idempotent,
+        plan=_power_plan(action),
+        execute=_power_execute(action),
+        observe=_power_observe(action),
+    )
+
+
 TOOLS: tuple[ToolSpec, ...] = (
     ToolSpec(
         name="flexus_list_servers",
@@ -457,41 +476,26 @@ TOOLS: tuple[ToolSpec, ...] = (
         idempotent=True,
         run=show_server,
     ),
-    ToolSpec(
-        name="flexus_start_servers",
-        title="Start servers",
-        description="Start SHUTOFF servers (ids or exact names) and report each server." + GATED_NOTE,
-        input_model=StartServersInput,
-        output_model=ChangeOutput,
-        safety=Safety.CHANGE,
+    _power_tool(
+        "start",
+        StartServersInput,
+        Safety.CHANGE,
         idempotent=True,
-        plan=_power_plan("start"),
-        execute=_power_execute("start"),
-        observe=_power_observe("start"),
+        description="Start SHUTOFF servers (ids or exact names) and report each server.",
     ),
-    ToolSpec(
-        name="flexus_stop_servers",
-        title="Stop servers",
-        description="Stop ACTIVE servers, SOFT (clean) or HARD (forced), and report each server." + GATED_NOTE,
-        input_model=StopServersInput,
-        output_model=ChangeOutput,
-        safety=Safety.DESTRUCTIVE,
+    _power_tool(
+        "stop",
+        StopServersInput,
+        Safety.DESTRUCTIVE,
         idempotent=True,
-        plan=_power_plan("stop"),
-        execute=_power_execute("stop"),
-        observe=_power_observe("stop"),
+        description="Stop ACTIVE servers, SOFT (clean) or HARD (forced), and report each server.",
     ),
-    ToolSpec(
-        name="flexus_reboot_servers",
-        title="Reboot servers",
-        description="Reboot ACTIVE servers, SOFT or HARD, and report each server." + GATED_NOTE,
-        input_model=RebootServersInput,
-        output_model=ChangeOutput,
-        safety=Safety.DESTRUCTIVE,
+    _power_tool(
+        "reboot",
+        RebootServersInput,
+        Safety.DESTRUCTIVE,
         idempotent=False,
-        plan=_power_plan("reboot"),
-        execute=_power_execute("reboot"),
-        observe=_power_observe("reboot"),
+        description="Reboot ACTIVE servers, SOFT or HARD, and report each server.",
     ),
     ToolSpec(
         name="flexus_reset_servers_password",
