@@ -303,7 +303,7 @@ def _sentence(summary: str) -> str:
 
 def can_confirm(preview: Preview) -> bool:
     """The gate says whether the plan can run: something to act on, and (for approvals) an approver."""
-    return bool(preview.plan.acting) and not preview.next_step.startswith(("Cannot run", "Nothing to do"))
+    return preview.runnable
 
 
 def preview_message(

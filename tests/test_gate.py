@@ -145,7 +145,7 @@ async def test_preview_reads_state_and_never_writes(registry: Registry) -> None:
     assert notes[target[0]].act and "will stop (SOFT)" in notes[target[0]].note
     assert not notes[stopped["id"]].act and "already SHUTOFF" in notes[stopped["id"]].note
     assert not notes[locked["id"]].act and "locked" in notes[locked["id"]].note
-    assert out.preview.confirmation_token and out.preview.expires_at
+    assert out.preview.confirmation_token and out.preview.expires_at and out.preview.runnable
     assert writes(registry) == []
     assert {r.operation for r in sandbox_of(registry).request_log} == {"ListServersDetails"}
 
@@ -282,6 +282,7 @@ async def test_nothing_to_do_has_no_token(registry: Registry) -> None:
     stopped = servers_with(registry, "SHUTOFF")[0]
     out = await preview(registry, ALICE, "flexus_stop_servers", {"servers": [stopped["id"]]})
     assert out.preview.confirmation_token is None and "Nothing to do" in out.preview.next_step
+    assert not out.preview.runnable
 
 
 async def test_update_server_preview_shows_the_change_and_executes(registry: Registry) -> None:
@@ -415,6 +416,7 @@ async def test_no_approver_means_the_reset_cannot_run(tmp_path: Path) -> None:
             {"servers": active_ids(reg, 1), "reason": "rotate", "new_password": PASSWORD},
         )
         assert out.preview.confirmation_token is None and "no approver" in out.preview.next_step
+        assert not out.preview.runnable
     finally:
         await reg.aclose()
 

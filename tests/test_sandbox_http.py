@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
+from flexus_ops.config import is_loopback
 from flexus_ops.sandbox import (
     DEFAULT_ACCESS_KEY,
     DEFAULT_PROJECT_ID,
@@ -23,7 +24,7 @@ from flexus_ops.sandbox import (
     verify_signature,
 )
 from flexus_ops.sandbox.responses import SignatureRejected
-from flexus_ops.sandbox.server import add_arguments, is_loopback, run
+from flexus_ops.sandbox.server import add_arguments, run
 from tests.sandbox_fixtures import PINNED, UNKNOWN_ID, Api, FakeClock, asgi_client, make_sandbox, server_ids
 
 VECTORS = json.loads((Path(__file__).parent / "data" / "sign_vectors.json").read_text())["vectors"]

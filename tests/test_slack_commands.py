@@ -229,14 +229,18 @@ def test_user_text_is_escaped_so_it_cannot_ping_or_link() -> None:
         items=[PlanItem(server_id="x", name="<!channel>", status="ACTIVE", act=True, note="will change description")],
         changes={"description": {"from": "<@U123>", "to": "<https://evil.example|click> & co"}},
     )
-    preview = Preview(action_id="a" * 32, plan=plan, expires_at="2026-01-01T00:00:00Z", next_step="Ask the user.")
+    preview = Preview(
+        runnable=True, action_id="a" * 32, plan=plan, expires_at="2026-01-01T00:00:00Z", next_step="Ask the user."
+    )
     shown = json.dumps(blocks.preview_message(preview, title="Update server", approvers=None, target=None).blocks)
     assert "<!channel>" not in shown and "<@U123>" not in shown and "<https://" not in shown
     assert "&lt;!channel&gt;" in shown and "&amp; co" in shown
 
 
 def test_preview_buttons_carry_only_the_action_id_and_confirm_is_dangerous() -> None:
-    preview = Preview(action_id="f" * 32, plan=_plan(2), expires_at="2026-01-01T00:00:00Z", next_step="Ask.")
+    preview = Preview(
+        runnable=True, action_id="f" * 32, plan=_plan(2), expires_at="2026-01-01T00:00:00Z", next_step="Ask."
+    )
     shown = blocks.preview_message(preview, title="Stop servers", approvers=None, target="SANDBOX cloud")
     found = {e["action_id"]: e for b in shown.blocks if b["type"] == "actions" for e in b["elements"]}
     assert found[blocks.CONFIRM]["value"] == "f" * 32 and found[blocks.CANCEL]["value"] == "f" * 32
@@ -247,14 +251,14 @@ def test_preview_buttons_carry_only_the_action_id_and_confirm_is_dangerous() -> 
 def test_a_preview_that_cannot_run_has_no_confirm_button() -> None:
     for step in ("Nothing to do: no server is in a state this action applies to.", "Cannot run: no approver."):
         plan = _plan(1) if step.startswith("Cannot") else Plan(tool="t", summary="s", items=[])
-        preview = Preview(action_id="a" * 32, plan=plan, expires_at="x", next_step=step)
+        preview = Preview(runnable=False, action_id="a" * 32, plan=plan, expires_at="x", next_step=step)
         shown = blocks.preview_message(preview, title="Stop servers", approvers=None, target=None)
         assert not [b for b in shown.blocks if b["type"] == "actions"]
         assert step.split(":")[0] in json.dumps(shown.blocks)
 
 
 def test_long_answers_stay_within_slack_limits_and_say_how_many_are_left_out() -> None:
-    preview = Preview(action_id="a" * 32, plan=_plan(300, "x" * 200), expires_at="x", next_step="Ask.")
+    preview = Preview(runnable=True, action_id="a" * 32, plan=_plan(300, "x" * 200), expires_at="x", next_step="Ask.")
     shown = blocks.preview_message(preview, title="Stop servers", approvers=None, target=None)
     result = ActionResult(
         status="partial",

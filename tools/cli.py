@@ -183,7 +183,7 @@ def _ask_secret(field: str) -> str:
 
 def cmd_call(args: argparse.Namespace) -> int:
     from .registry.outputs import ChangeOutput
-    from .registry.render import render
+    from .registry.render import plan_text, render
 
     async def body(registry: Registry) -> int:
         spec = registry.spec(args.tool)
@@ -198,15 +198,10 @@ def cmd_call(args: argparse.Namespace) -> int:
             and output.preview is not None
             and not arguments.get("dry_run")
             and _interactive()
-            and output.preview.plan.acting
-            and "Cannot run" not in output.preview.next_step
+            and output.preview.runnable
         ):
-            print(
-                render(output)
-                .replace(f"confirmation_token: {output.preview.confirmation_token}", "")
-                .replace(output.preview.next_step, ""),
-                file=sys.stderr,
-            )
+            # The plan, without the token and the machine-facing next step: the person answers here.
+            print("PREVIEW - nothing has changed.\n" + plan_text(output.preview.plan), file=sys.stderr)
             # The prompt goes to stderr: stdout carries only the JSON result.
             print("Run this plan? [y/N] ", end="", file=sys.stderr, flush=True)
             answer = (await asyncio.to_thread(sys.stdin.readline)).strip().lower()

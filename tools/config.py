@@ -146,7 +146,7 @@ def checked_endpoint(url: str, variable: str) -> str:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigurationError(f"{variable}: must be an http(s) base URL, got {url[:200]!r}")
-    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+    if parts.scheme == "http" and not is_loopback(parts.hostname):
         raise ConfigurationError(
             f"{variable}: plain http is allowed only for loopback hosts (credentials would travel in clear)"
         )
@@ -155,10 +155,11 @@ def checked_endpoint(url: str, variable: str) -> str:
     return url.rstrip("/")
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
+    """The one test of "only this machine can reach it" (endpoints over plain http, servers we bind)."""
     if host == "localhost":
         return True
     try:
-        return ipaddress.ip_address(host).is_loopback
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False

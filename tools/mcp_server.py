@@ -25,6 +25,7 @@ from pydantic import BaseModel, Field
 
 from . import __version__
 from .cloud.errors import FlexusError
+from .config import is_loopback
 from .gate.gate import Refused
 from .gate.policy import os_principal, token_principal
 from .registry.registry import Registry
@@ -165,10 +166,8 @@ def _tool_function(registry: Registry, spec: ToolSpec, caller_for: CallerFor) ->
         except FlexusError:
             return NOT_ASKED  # the body reports the same error through the normal path
         assert preview.preview is not None
-        if preview.preview.confirmation_token is None and not preview.preview.plan.acting:
-            return NOT_ASKED
-        if not preview.preview.plan.acting or "Cannot run" in preview.preview.next_step:
-            return NOT_ASKED
+        if not preview.preview.runnable:
+            return NOT_ASKED  # nothing to ask about: the body returns the preview that says why
         # Deterministic text (no token, no clock): a retried call asks the same question.
         message = plan_text(preview.preview.plan)
         if preview.preview.needs_approval:
@@ -279,12 +278,6 @@ def banner(registry: Registry, transport: str, where: str) -> None:
     )
 
 
-def _is_loopback(host: str) -> bool:
-    from .config import _is_loopback as loopback
-
-    return loopback(host)
-
-
 class BearerAuth:
     """HTTP auth for the MCP endpoint: a bearer token whose hash a person in the policy holds.
 
@@ -326,7 +319,7 @@ def http_app(registry: Registry, host: str, port: int, allowed_origins: list[str
     from mcp.server.transport_security import TransportSecuritySettings
 
     has_tokens = any(p.startswith("mcp-token:") for person in registry.policy.people for p in person.principals)
-    if not has_tokens and not _is_loopback(host):
+    if not has_tokens and not is_loopback(host):
         raise ValueError(
             f"refusing to serve MCP on {host} without authentication: add an 'mcp-token:' principal to the "
             "policy (flexus-ops token new --person ID), or bind to 127.0.0.1"

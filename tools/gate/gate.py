@@ -196,6 +196,7 @@ class Gate:
 
         token: str | None = self.keys.issue_token(action["id"], ctx.person, spec.name, args_hash)
         approvers = [p.id for p in self.policy.approvers if p.id != ctx.person]
+        runnable = bool(plan.acting) and (approvers != [] or not needs_approval)
         if not plan.acting:
             token, step = None, "Nothing to do: no server is in a state this action applies to."
         elif needs_approval and not approvers:
@@ -219,6 +220,7 @@ class Gate:
             confirmation_token=token,
             expires_at=_when(action["expires_at"]),
             needs_approval=needs_approval,
+            runnable=runnable,
             next_step=step,
         )
 

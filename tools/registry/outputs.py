@@ -113,6 +113,7 @@ class Preview(Compact):
     confirmation_token: str | None = Field(None, description="send back with the same arguments to confirm")
     expires_at: str
     needs_approval: bool = False
+    runnable: bool = Field(description="false when nothing would act, or no approver could approve it")
     next_step: str
 
 

@@ -8,9 +8,9 @@ network by accident.
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import sys
 
+from ..config import is_loopback
 from .backend import (
     DEFAULT_ACCESS_KEY,
     DEFAULT_IAM_DOMAIN,
@@ -44,15 +44,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--token-seconds", type=float, default=86_400, help="IAM token lifetime (default 24 h)")
     parser.add_argument("--latency-ms", type=float, default=0.0, help="added latency per ECS/IAM request")
     parser.add_argument("--rate-limit", type=float, default=None, help="requests per second before 429")
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def _url(host: str, port: int) -> str:
