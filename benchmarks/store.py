@@ -38,6 +38,7 @@ SANDBOX_SERVERS = 200
 def _registry(url: str, state_dir: str) -> Any:
     from flexus_ops.cloud.client import FlexusClient
     from flexus_ops.config import Settings
+    from flexus_ops.gate.audit import Checkpointer
     from flexus_ops.gate.policy import Person, Policy, Role
     from flexus_ops.gate.secrets import Keys
     from flexus_ops.gate.store import Store
@@ -46,12 +47,13 @@ def _registry(url: str, state_dir: str) -> Any:
     # Enough servers for the race phase's previews, one server each.
     settings = Settings(state_dir=Path(state_dir), sandbox_job_seconds=0.0, sandbox_servers=SANDBOX_SERVERS)
     policy = Policy(people=[Person(id="bench", roles=[Role.OPERATOR], principals=[PRINCIPAL])])
+    keys = Keys.load(Path(state_dir))
     return Registry(
         settings=settings,
         client=FlexusClient(settings),
-        store=Store(url),
+        store=Store(url, keys.audit, checkpoints=Checkpointer(Path(state_dir))),  # as a surface's registry
         policy=policy,
-        keys=Keys.load(Path(state_dir)),
+        keys=keys,
     )
 
 
@@ -114,7 +116,8 @@ async def _race(url: str, state_dir: str, worker: int, items: list[dict[str, Any
             except Refused:
                 refused += 1
                 continue
-            if done.result is not None and done.result.status == "succeeded":
+            # A token that lost the race comes back as the recorded outcome of the winner, marked as a replay.
+            if done.result is not None and done.result.status == "succeeded" and not done.result.replay:
                 won.append(item["action_id"])
         finished = time.time()
         writes = len(registry.client.sandbox.writes())
@@ -181,12 +184,14 @@ async def _previews(url: str, state_dir: str, count: int) -> list[dict[str, Any]
     return items
 
 
-def _store_facts(url: str) -> dict[str, Any]:
+def _store_facts(url: str, state_dir: str) -> dict[str, Any]:
     from sqlalchemy import func, select
 
+    from flexus_ops.gate.audit import Checkpointer
+    from flexus_ops.gate.secrets import Keys
     from flexus_ops.gate.store import Store, actions
 
-    store = Store(url)
+    store = Store(url, Keys.load(Path(state_dir)).audit, checkpoints=Checkpointer(Path(state_dir)))
     try:
         with store.engine.connect() as db:
             states = dict(db.execute(select(actions.c.state, func.count()).group_by(actions.c.state)).all())
@@ -207,16 +212,16 @@ def measure(url: str, cycles: int, race: int) -> dict[str, Any]:
         from flexus_ops.gate.secrets import Keys
         from flexus_ops.gate.store import Store
 
-        Keys.load(Path(state_dir))  # create the shared key file once, before the workers race to
-        Store(url).engine.dispose()  # migrate once, before the workers start
+        keys = Keys.load(Path(state_dir))  # create the shared key file once, before the workers race to
+        Store(url, keys.audit).engine.dispose()  # migrate once, before the workers start
         runs = _run_workers("cycles", url, state_dir, [cycles] * WORKERS)
         elapsed = max(r["finished"] for r in runs) - min(r["started"] for r in runs)
-        after_cycles = _store_facts(url)
+        after_cycles = _store_facts(url, state_dir)
         items = asyncio.run(_previews(url, state_dir, race))
         if len(items) != race:
             raise RuntimeError(f"previewed {len(items)} race actions, wanted {race}")
         racers = _run_workers("race", url, state_dir, [items] * WORKERS)
-        facts = _store_facts(url)
+        facts = _store_facts(url, state_dir)
     finally:
         shutil.rmtree(state_dir, ignore_errors=True)
     wins = [action for r in racers for action in r["won"]]

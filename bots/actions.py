@@ -126,6 +126,10 @@ async def on_confirm(ctx: BotContext, body: dict[str, Any]) -> None:
     except FlexusError as exc:  # it ran and the cloud failed; the gate recorded it as failed
         await here.show(refusal_message(f"{title} failed", str(exc)), final=True)
         return
+    if result.replay:
+        # A second click of the same Confirm: the first one owns the message; this one ran nothing.
+        await tell(url, notice_message("↩️", "This was already confirmed; nothing was run again."))
+        return
     if result.status == "awaiting_approval":
         await request_approval(ctx, action_id, here)
         return

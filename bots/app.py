@@ -322,7 +322,7 @@ def main(*, host: str = "127.0.0.1", port: int = 3000, mode: str = "auto", read_
         settings = SlackBotSettings()
         chosen = mode if mode != "auto" else ("socket" if settings.app_token else "http")
         settings.check(chosen)  # before the registry touches the state directory
-        registry = Registry.from_settings(Settings(), read_only=read_only)
+        registry = Registry.from_settings(Settings.load(), read_only=read_only)
         bot = SlackBot(registry, settings, owns_registry=True)
         if chosen == "socket":
             print(

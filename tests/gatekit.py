@@ -51,12 +51,13 @@ def make_registry(
     }
     values.update(settings)
     config = Settings(**values)
+    keys = Keys.load(tmp_path)
     return Registry(
         settings=config,
         client=FlexusClient(config),
-        store=Store(store_url or config.resolved_store_url),
+        store=Store(store_url or config.resolved_store_url, keys.audit),
         policy=policy or team_policy(),
-        keys=Keys.load(tmp_path),
+        keys=keys,
         read_only=read_only,
     )
 

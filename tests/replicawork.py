@@ -24,7 +24,9 @@ async def _race(urls: list[str], token: str, items: list[dict[str, Any]], worker
             client = clients[(index + worker) % len(clients)]
             result = await client.call_tool("flexus_stop_servers", item["arguments"])
             text = "".join(getattr(block, "text", "") for block in result.content)
-            outcomes.append((item["action_id"], "error: " + text if result.is_error else "ok"))
+            replayed = bool(((result.structured_content or {}).get("result") or {}).get("replay"))
+            outcome = "error: " + text if result.is_error else "replay" if replayed else "ok"
+            outcomes.append((item["action_id"], outcome))
     return outcomes
 
 

@@ -159,11 +159,12 @@ async def test_confirmation_executes_exactly_once(registry: Registry) -> None:
     assert isinstance(done, ChangeOutput) and done.result is not None
     assert done.result.status == "succeeded" and len(done.result.job_ids) == 1
     assert [s.outcome for s in done.result.servers] == ["done", "done"]
-    with pytest.raises(Refused, match="already done by alice"):
-        await registry.call(ALICE, "flexus_stop_servers", {**args, "confirmation_token": token})
+    again = await registry.call(ALICE, "flexus_stop_servers", {**args, "confirmation_token": token})
+    assert isinstance(again, ChangeOutput) and again.result is not None and again.result.replay
+    assert again.result.status == "succeeded" and again.result.job_ids == done.result.job_ids
     assert len(writes(registry)) == 1
     events = [r.event for r in registry.store.audit_records()]
-    assert events == ["preview", "confirmed", "submitted", "executed"]
+    assert events == ["preview", "confirmed", "submitted", "executed", "replayed"]
 
 
 async def test_racing_confirmations_execute_once(registry: Registry) -> None:
@@ -247,8 +248,8 @@ async def test_changed_state_refuses_with_the_difference(registry: Registry) -> 
 
 
 async def test_human_confirmation_without_a_preview_is_refused(registry: Registry) -> None:
-    with pytest.raises(Refused, match="no open preview"):
-        await registry.call(ALICE, "flexus_stop_servers", {"servers": active_ids(registry, 1)}, human_confirmed=True)
+    with pytest.raises(Refused, match="no such preview"):
+        await registry.confirm_action(ALICE, "0" * 32)
     assert writes(registry) == []
 
 
@@ -262,8 +263,8 @@ async def test_token_fallback_deny_offers_no_token(tmp_path: Path) -> None:
         forged = reg.keys.issue_token(out.preview.action_id, "alice", "flexus_stop_servers", "x")
         with pytest.raises(Refused, match="disabled by policy"):
             await reg.call(ALICE, "flexus_stop_servers", {"servers": targets, "confirmation_token": forged})
-        done = await reg.call(ALICE, "flexus_stop_servers", {"servers": targets}, human_confirmed=True)
-        assert done.result is not None and done.result.status == "succeeded"
+        done = await reg.confirm_action(ALICE, out.preview.action_id)
+        assert done.status == "succeeded"
     finally:
         await reg.aclose()
 

@@ -149,9 +149,12 @@ def test_inspector_over_http(inspector: Path, sim: str, server_env: dict[str, st
         stderr=subprocess.DEVNULL,
     )
     try:
-        wait_http(f"http://127.0.0.1:{port}/mcp", process)
+        wait_http(f"http://127.0.0.1:{port}/healthz", process)
+        # No token principals in the policy: the server wrote a session token for the OS user (0600).
+        token = (Path(server_env["FLEXUS_STATE_DIR"]) / "mcp-http.token").read_text().strip()
         urllib.request.urlopen(urllib.request.Request(f"{sim}/_sandbox/requests", method="DELETE"))  # noqa: S310
-        exercise_every_tool(Inspector(inspector, [f"http://127.0.0.1:{port}/mcp"]), sim)
+        target = [f"http://127.0.0.1:{port}/mcp", "--header", f"Authorization: Bearer {token}"]
+        exercise_every_tool(Inspector(inspector, target), sim)
     finally:
         process.terminate()
         process.wait(timeout=10)

@@ -16,7 +16,8 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.types import ElicitResult
 
 from flexus_ops.gate.policy import GateSettings, Person, Policy, Role, os_principal, token_principal
-from flexus_ops.mcp_server import build_server, http_app, tool_catalog
+from flexus_ops.mcp_http import http_app
+from flexus_ops.mcp_server import build_server, tool_catalog
 from flexus_ops.registry.registry import Registry
 from tests.gatekit import make_registry, servers_with, writes
 from tests.procs import serve_app
@@ -141,7 +142,8 @@ async def test_without_elicitation_a_change_is_a_preview_then_a_token_confirms(r
         again = await client.call_tool(
             "flexus_stop_servers", {"servers": targets, "confirmation_token": preview["confirmation_token"]}
         )
-    assert again.is_error and "already done" in text_of(again)
+    # The same person replaying a used token gets the recorded outcome, marked, and nothing runs again.
+    assert not again.is_error and structured(again)["result"]["replay"] is True and "REPLAY" in text_of(again)
     assert len(writes(registry)) == 1
     assert progress and progress[-1][0] == progress[-1][1] == 2
 

@@ -147,7 +147,8 @@ async def test_four_mcp_replicas_four_racers_every_confirmation_once(postgres_ur
     assert set(wins.values()) == {1}, "and none ran twice"
     losers = [outcome for _, outcome in outcomes if outcome != "ok"]
     assert len(losers) == (RACERS - 1) * ACTIONS
-    assert all("already done by alice" in outcome for outcome in losers), Counter(losers).most_common(3)
+    # A loser either met the execution in flight ("already done") or, after it, got its recorded outcome.
+    assert all(o == "replay" or "already done by alice" in o for o in losers), Counter(losers).most_common(3)
     assert len(stops) == ACTIONS
     assert sorted(sid for r in stops for sid in r["server_ids"]) == sorted(targets)
 

@@ -259,7 +259,7 @@ def test_a_second_replica_cannot_run_it_again(bot: Rig, tmp_path: Path) -> None:
     second = Registry(
         settings=first.settings,
         client=FlexusClient(first.settings, sandbox=sandbox_of(first)),
-        store=Store(first.store.url),
+        store=Store(first.store.url, Keys.load(tmp_path).audit),
         policy=first.policy,
         keys=Keys.load(tmp_path),
     )

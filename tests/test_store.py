@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import inspect
 
+from flexus_ops.gate.audit import AuditKeyRing
 from flexus_ops.gate.gate import Refused
 from flexus_ops.gate.secrets import Keys
 from flexus_ops.gate.store import MIGRATIONS, Store
@@ -20,6 +21,10 @@ from tests import storework
 from tests.gatekit import ALICE, BOB, make_registry, servers_with, team_policy, writes
 
 WORKERS = 4
+
+
+def audit_keys(tmp_path: Path) -> AuditKeyRing:
+    return Keys.load(tmp_path / "keys").audit
 
 
 def processes() -> ProcessPoolExecutor:
@@ -51,8 +56,8 @@ def pending_action(store: Store) -> str:
     return action_id
 
 
-def test_the_store_runs_on_both_databases(store_url: str) -> None:
-    store = Store(store_url)
+def test_the_store_runs_on_both_databases(store_url: str, tmp_path: Path) -> None:
+    store = Store(store_url, audit_keys(tmp_path))
     assert store.schema_version() == len(MIGRATIONS)
     action_id = pending_action(store)
     assert store.transition(action_id, ["pending"], "executing")
@@ -62,11 +67,14 @@ def test_the_store_runs_on_both_databases(store_url: str) -> None:
     store.engine.dispose()
 
 
-def test_audit_chain_stays_linear_under_concurrent_processes(store_url: str) -> None:
-    Store(store_url).engine.dispose()  # migrate once up front; the workers only append
+def test_audit_chain_stays_linear_under_concurrent_processes(store_url: str, tmp_path: Path) -> None:
+    keys = audit_keys(tmp_path)
+    Store(store_url, keys).engine.dispose()  # migrate once up front; the workers only append
     with processes() as pool:
-        done = list(pool.map(storework.append_audit, [store_url] * WORKERS, range(WORKERS), [50] * WORKERS))
-    store = Store(store_url)
+        done = list(
+            pool.map(storework.append_audit, [store_url] * WORKERS, [keys] * WORKERS, range(WORKERS), [50] * WORKERS)
+        )
+    store = Store(store_url, keys)
     records = store.audit_records()
     assert sum(done) == len(records) == WORKERS * 50
     assert [r.seq for r in records] == list(range(1, WORKERS * 50 + 1)), "no gaps, no duplicates"
@@ -74,19 +82,26 @@ def test_audit_chain_stays_linear_under_concurrent_processes(store_url: str) -> 
     store.engine.dispose()
 
 
-def test_compare_and_set_gives_each_action_to_exactly_one_process(store_url: str) -> None:
-    store = Store(store_url)
+def test_compare_and_set_gives_each_action_to_exactly_one_process(store_url: str, tmp_path: Path) -> None:
+    keys = audit_keys(tmp_path)
+    store = Store(store_url, keys)
     action_ids = [pending_action(store) for _ in range(200)]
     with processes() as pool:
         results = list(
-            pool.map(storework.race_transitions, [store_url] * WORKERS, [action_ids] * WORKERS, range(WORKERS))
+            pool.map(
+                storework.race_transitions,
+                [store_url] * WORKERS,
+                [keys] * WORKERS,
+                [action_ids] * WORKERS,
+                range(WORKERS),
+            )
         )
     winners = [a for won in results for a in won]
     assert sorted(winners) == sorted(action_ids), "every action moved exactly once"
     store.engine.dispose()
 
 
-def test_migrations_upgrade_an_existing_store_in_place(store_url: str) -> None:
+def test_migrations_upgrade_an_existing_store_in_place(store_url: str, tmp_path: Path) -> None:
     old = Store.__new__(Store)
     old.url = store_url
     from flexus_ops.gate.store import make_engine
@@ -94,14 +109,14 @@ def test_migrations_upgrade_an_existing_store_in_place(store_url: str) -> None:
     old.engine = make_engine(store_url)
     assert old.migrate(target=1) == 1
     action_id = pending_action(old)
-    old.append_audit("preview", person="p", surface="s", tool="t", action_id=action_id, detail={})
+    storework.append_legacy_audit(old.engine, "preview", {})  # as the release that made this store did
     assert "ix_flexus_actions_open" not in {i["name"] for i in inspect(old.engine).get_indexes("flexus_actions")}
     old.engine.dispose()
 
     with processes() as pool:  # several replicas start at once against the old store
-        versions = list(pool.map(storework.migrate, [store_url] * WORKERS))
+        versions = list(pool.map(storework.migrate, [store_url] * WORKERS, [audit_keys(tmp_path)] * WORKERS))
     assert versions == [len(MIGRATIONS)] * WORKERS
-    upgraded = Store(store_url)
+    upgraded = Store(store_url, audit_keys(tmp_path))
     assert upgraded.get_action(action_id) is not None and upgraded.verify_audit() == []
     assert "ix_flexus_actions_open" in {i["name"] for i in inspect(upgraded.engine).get_indexes("flexus_actions")}
     upgraded.engine.dispose()

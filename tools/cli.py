@@ -15,6 +15,7 @@ import logging
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import __version__
@@ -36,7 +37,7 @@ def _registry(read_only: bool = False) -> Registry:
     from .config import Settings
     from .registry.registry import Registry
 
-    return Registry.from_settings(Settings(), read_only=read_only)
+    return Registry.from_settings(Settings.load(), read_only=read_only)
 
 
 def _caller() -> Caller:
@@ -102,7 +103,7 @@ class ProgressBar:
 
 def cmd_mcp(args: argparse.Namespace) -> int:
     _quiet_libraries()
-    from .mcp_server import banner, build_server, http_app
+    from .mcp_server import banner, build_server
 
     registry = _registry(args.read_only)
     if args.transport == "stdio":
@@ -111,14 +112,42 @@ def cmd_mcp(args: argparse.Namespace) -> int:
         return EXIT_OK
     import uvicorn
 
+    from .mcp_http import has_token_principals, http_app, new_session_token
+
+    session_token = None if has_token_principals(registry) else new_session_token()
     try:
-        app = http_app(registry, args.host, args.port, args.allowed_origin or None)
+        app = http_app(registry, args.host, args.port, args.allowed_origin or None, session_token=session_token)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    banner(registry, "streamable HTTP", f"http://{args.host}:{args.port}/mcp")
+    url = f"http://{args.host}:{args.port}/mcp"
+    banner(registry, "streamable HTTP", url)
+    if session_token is not None:
+        _hand_over_session_token(session_token, url, args.token_file, registry.settings.state_dir)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return EXIT_OK
+
+
+def _hand_over_session_token(token: str, url: str, token_file: str | None, state_dir: Path) -> None:
+    """The policy names no token holders, so this server made a token that stands for the OS user. On a
+    terminal it is shown once; otherwise (or with --token-file) it goes to a 0600 file whose path is
+    logged. The token itself is never logged."""
+    import os
+
+    from .gate.private import open_private
+
+    if token_file is not None or not sys.stderr.isatty():
+        path = Path(token_file) if token_file else state_dir / "mcp-http.token"
+        fd = open_private(path, os.O_WRONLY | os.O_TRUNC)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(token + "\n")
+        print(f"flexus-ops: MCP session token for this server written to {path} (mode 0600)", file=sys.stderr)
+        return
+    print(
+        f"  session token (shown once; it stands for you, {_caller().principal}):\n    {token}\n"
+        f'  client config: {{"url": "{url}", "headers": {{"Authorization": "Bearer {token}"}}}}',
+        file=sys.stderr,
+    )
 
 
 # -- slack ----------------------------------------------------------------------------------------
@@ -208,7 +237,9 @@ def cmd_call(args: argparse.Namespace) -> int:
             if answer not in ("y", "yes"):
                 print("not confirmed; nothing was changed", file=sys.stderr)
                 return EXIT_REFUSED
-            output = await registry.call(caller, spec.name, arguments, human_confirmed=True, progress=ProgressBar())
+            # The answer confirms the one preview just shown, by its id: it is consumed with that action.
+            result = await registry.confirm_action(caller, output.preview.action_id, progress=ProgressBar())
+            output = ChangeOutput(result=result)
         if sys.stderr.isatty():
             print(render(output), file=sys.stderr)
         _print_json(output.model_dump(mode="json", exclude_none=True))
@@ -265,18 +296,45 @@ def cmd_approvals(args: argparse.Namespace) -> int:
 # -- audit ----------------------------------------------------------------------------------------
 
 
+def _verify_audit(registry: Registry, checkpoint_files: list[str] | None) -> int:
+    from pathlib import Path
+
+    files = [Path(name) for name in checkpoint_files] if checkpoint_files else None
+    missing = [str(path) for path in files or [] if not path.is_file()]
+    if missing:
+        print(f"error: no such checkpoint file: {', '.join(missing)}", file=sys.stderr)
+        return EXIT_USAGE
+    report = registry.store.audit_report(files)
+    if report.problems:
+        print(f"audit log TAMPERED ({len(report.problems)} problem(s)):")
+        for problem in report.problems + report.unverifiable:
+            print(f"  - {problem}")
+        return EXIT_REFUSED
+    if report.keyed_from is None:
+        keyed = "no keyed records yet" if report.records else "empty"
+    elif report.legacy_records:
+        keyed = f"records 1-{report.legacy_records} legacy SHA-256, keyed (HMAC-SHA256) from record {report.keyed_from}"
+    else:
+        keyed = f"keyed (HMAC-SHA256) from record {report.keyed_from}"
+    keys = f", key(s) {', '.join(report.key_ids)}" if report.key_ids else ""
+    where = ", ".join(report.checkpoint_files) or "no checkpoint file"
+    checked = f"{report.checkpoints_checked} signed checkpoint(s) checked ({where})"
+    if report.unverifiable:
+        print(f"audit log NOT FULLY VERIFIED: {report.records} record(s), {keyed}{keys}; {checked}")
+        for gap in report.unverifiable:
+            print(f"  - {gap}")
+        return EXIT_USAGE
+    print(f"audit log intact: {report.records} record(s), {keyed}{keys}; {checked}")
+    if not report.checkpoints_checked and report.records:
+        # Without a checkpoint, deleting the newest records and moving the head back goes unnoticed.
+        print("  note: no checkpoints were checked, so truncation of the newest records cannot be ruled out")
+    return EXIT_OK
+
+
 def cmd_audit(args: argparse.Namespace) -> int:
     async def body(registry: Registry) -> int:
         if args.action == "verify":
-            problems = registry.store.verify_audit()
-            count = len(registry.store.audit_records())
-            if problems:
-                print(f"audit log TAMPERED ({len(problems)} problem(s)):")
-                for problem in problems:
-                    print(f"  - {problem}")
-                return EXIT_REFUSED
-            print(f"audit log intact: {count} record(s), hash chain verified")
-            return EXIT_OK
+            return _verify_audit(registry, args.checkpoints)
         records = registry.store.audit_records()[-args.limit :]
         if args.json:
             _print_json([record.__dict__ for record in records])
@@ -347,11 +405,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
             caller, "flexus_stop_servers", {"servers": targets, "confirmation_token": token}, progress=ProgressBar()
         )
         print(render(result))
-        step("4. The same token again: refused (single use)")
-        try:
-            await registry.call(caller, "flexus_stop_servers", {"servers": targets, "confirmation_token": token})
-        except Exception as exc:
-            print(f"refused: {exc}")
+        step("4. The same token again: single use, so nothing runs twice; you get the recorded outcome")
+        again = await registry.call(caller, "flexus_stop_servers", {"servers": targets, "confirmation_token": token})
+        print(render(again))
         step("5. The audit trail (hash-chained; `flexus-ops audit verify` checks it)")
         for record in registry.store.audit_records():
             print(f"  {record.seq}. {record.event:10} by {record.person} via {record.surface}: {record.tool}")
@@ -380,6 +436,11 @@ def build_parser() -> argparse.ArgumentParser:
     mcp.add_argument("--port", type=int, default=8765)
     mcp.add_argument("--read-only", action="store_true", help="offer only tools that change nothing")
     mcp.add_argument("--allowed-origin", action="append", help="browser origin allowed to call (repeatable)")
+    mcp.add_argument(
+        "--token-file",
+        help="HTTP without token principals in the policy: where to write the session token "
+        "(default: <state dir>/mcp-http.token when stderr is not a terminal)",
+    )
     mcp.set_defaults(handler=cmd_mcp)
 
     slack = commands.add_parser(
@@ -420,10 +481,17 @@ def build_parser() -> argparse.ArgumentParser:
     reveal.add_argument("--force", action="store_true", help="print even when stdout is not a terminal")
     approvals.set_defaults(handler=cmd_approvals)
 
-    audit = commands.add_parser("audit", help="show the audit log, or verify its hash chain")
+    audit = commands.add_parser("audit", help="show the audit log, or verify its keyed chain and checkpoints")
     audit.add_argument("action", nargs="?", choices=["show", "verify"], default="show")
     audit.add_argument("--limit", type=int, default=50)
     audit.add_argument("--json", action="store_true")
+    audit.add_argument(
+        "--checkpoints",
+        nargs="+",
+        metavar="FILE",
+        help="verify: checkpoint files or saved flexus_ops.audit logs to check the log against "
+        "(default: the state dir's audit-checkpoints.jsonl)",
+    )
     audit.set_defaults(handler=cmd_audit)
 
     token = commands.add_parser("token", help="make a bearer token for the MCP HTTP transport")

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from enum import StrEnum
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .cloud.errors import ConfigurationError
@@ -35,6 +36,12 @@ class AuthMode(StrEnum):
 
 def _env(*names: str) -> AliasChoices:
     return AliasChoices(*names)
+
+
+# Every Huawei Cloud region name has this shape (cn-north-4, ap-southeast-1, la-south-2, ...). The region
+# becomes part of hostnames (ecs.<region>.myhuaweicloud.com), so anything else ('x@evil:9/', 'a.evil.com')
+# could point signed requests, or an IAM password, at another host.
+REGION_PATTERN = re.compile(r"^[a-z]{2}(-[a-z0-9]+)+$")
 
 
 class Settings(BaseSettings):
@@ -60,6 +67,9 @@ class Settings(BaseSettings):
         2.0, ge=0, validation_alias=_env("FLEXUS_RETRY_BASE_SECONDS", "retry_base_seconds")
     )
     retry_max_seconds: float = Field(30.0, ge=0, validation_alias=_env("FLEXUS_RETRY_MAX_SECONDS", "retry_max_seconds"))
+    read_deadline_seconds: float = Field(
+        60.0, gt=0, validation_alias=_env("FLEXUS_READ_DEADLINE", "read_deadline_seconds")
+    )
     job_poll_seconds: float = Field(1.0, gt=0, validation_alias=_env("FLEXUS_JOB_POLL_SECONDS", "job_poll_seconds"))
     job_poll_max_seconds: float = Field(
         10.0, gt=0, validation_alias=_env("FLEXUS_JOB_POLL_MAX_SECONDS", "job_poll_max_seconds")
@@ -81,6 +91,29 @@ class Settings(BaseSettings):
     token_key: SecretStr | None = Field(None, validation_alias=_env("FLEXUS_TOKEN_KEY", "token_key"))
     encryption_key: SecretStr | None = Field(None, validation_alias=_env("FLEXUS_ENCRYPTION_KEY", "encryption_key"))
     mcp_state_key: SecretStr | None = Field(None, validation_alias=_env("FLEXUS_MCP_STATE_KEY", "mcp_state_key"))
+    audit_key: SecretStr | None = Field(None, validation_alias=_env("FLEXUS_AUDIT_KEY", "audit_key"))
+    # Earlier audit keys (comma list), kept so records written under them still verify.
+    audit_previous_keys: SecretStr | None = Field(
+        None, validation_alias=_env("FLEXUS_AUDIT_PREVIOUS_KEYS", "audit_previous_keys")
+    )
+
+    @field_validator("region")
+    @classmethod
+    def _region_shape(cls, value: str) -> str:
+        if not REGION_PATTERN.fullmatch(value):
+            raise ValueError(
+                f"FLEXUS_REGION: {value[:100]!r} is not a region name like 'cn-north-4' (lower-case letters, digits "
+                "and dashes: ^[a-z]{2}(-[a-z0-9]+)+$); to reach another host use FLEXUS_ECS_ENDPOINT"
+            )
+        return value
+
+    @classmethod
+    def load(cls, **values: object) -> Settings:
+        """Settings from the environment, with a bad value reported as the variable and the rule."""
+        try:
+            return cls(**values)  # type: ignore[arg-type]
+        except ValidationError as exc:
+            raise settings_error(exc) from None
 
     @property
     def resolved_store_url(self) -> str:
@@ -113,17 +146,24 @@ class Settings(BaseSettings):
     def uses_sandbox(self) -> bool:
         return self.auth_mode is AuthMode.SANDBOX
 
+    def _region_override_name(self) -> str:
+        return "HUAWEICLOUD_SDK_REGION_ECS_" + self.region.upper().replace("-", "_")
+
     def _region_override(self) -> str | None:
-        name = "HUAWEICLOUD_SDK_REGION_ECS_" + self.region.upper().replace("-", "_")
-        value = os.environ.get(name, "").strip()
+        value = os.environ.get(self._region_override_name(), "").strip()
         return value.split(",")[0].strip() or None if value else None
 
     def ecs_base_url(self) -> str | None:
         """The ECS endpoint, or None for the embedded sandbox."""
         if self.uses_sandbox:
             return None
-        url = self.ecs_endpoint or self._region_override() or f"https://ecs.{self.region}.myhuaweicloud.com"
-        return checked_endpoint(url, "FLEXUS_ECS_ENDPOINT")
+        if self.ecs_endpoint:
+            return checked_endpoint(self.ecs_endpoint, "FLEXUS_ECS_ENDPOINT")
+        override = self._region_override()
+        if override:
+            return checked_endpoint(override, self._region_override_name())
+        # The region was validated as a plain region name, so this names Huawei's host and no other.
+        return f"https://ecs.{self.region}.myhuaweicloud.com"
 
     def iam_base_url(self) -> str | None:
         if self.uses_sandbox:
@@ -140,6 +180,16 @@ class Settings(BaseSettings):
         if self.uses_sandbox:
             return "SANDBOX cloud (embedded simulator, no real servers are touched)"
         return f"Huawei Cloud {self.region} at {self.ecs_base_url()} ({self.auth_mode.value} auth)"
+
+
+def settings_error(exc: ValidationError) -> ConfigurationError:
+    """The first bad setting as one line: the variable, the rule, never the (possibly secret) value."""
+    first = exc.errors(include_url=False, include_input=False, include_context=False)[0]
+    message = first["msg"].removeprefix("Value error, ")
+    field = str(first["loc"][0]) if first["loc"] else "settings"
+    if message.startswith(f"{field.upper()}:") or ":" in message.split(" ", 1)[0]:
+        return ConfigurationError(message)
+    return ConfigurationError(f"{field.upper()}: {message}")
 
 
 def checked_endpoint(url: str, variable: str) -> str:

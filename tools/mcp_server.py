@@ -6,11 +6,15 @@ can, and otherwise hands the registry the arguments as they came (a preview, or 
 from __future__ import annotations
 
 import copy
+import hashlib
 import inspect
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Annotated, Any
 
+from mcp.server.auth.provider import TokenVerifier
+from mcp.server.auth.settings import AuthSettings
 from mcp.server.mcpserver import (
     AcceptedElicitation,
     Context,
@@ -25,11 +29,12 @@ from pydantic import BaseModel, Field
 
 from . import __version__
 from .cloud.errors import FlexusError
-from .config import is_loopback
+from .cloud.retries import retry_listener
 from .gate.gate import Refused
-from .gate.policy import os_principal, token_principal
+from .gate.policy import os_principal
+from .registry.outputs import ChangeOutput
 from .registry.registry import Registry
-from .registry.render import plan_text, render
+from .registry.render import render
 from .registry.spec import Caller, ToolSpec
 
 SERVER_NAME = "flexus-ops"
@@ -47,19 +52,30 @@ class _NotAsked:
 
 NOT_ASKED = _NotAsked()
 
+
+@dataclass(frozen=True)
+class Question:
+    """The pending action a person is asked about: the question names it, so an answer confirms it alone."""
+
+    action_id: str
+    message: str
+
+
+def answer_key(ctx: Context) -> str | None:
+    """What identifies an elicitation answer (2026-07-28 era): the request state it came back with.
+
+    The state is sealed by the SDK (only this server can mint it) and records the exact question, which
+    names one pending action. A replay of the final request carries the same state, so the gate, which
+    stores this key in the compare-and-set that consumes the action, recognises it."""
+    state = ctx.request_state
+    return hashlib.sha256(state.encode()).hexdigest() if state else None
+
+
 CallerFor = Callable[[Context], Caller]
 
 
 def stdio_caller(_ctx: Context) -> Caller:
     return Caller(principal=os_principal(), surface="mcp")
-
-
-def http_caller(ctx: Context) -> Caller:
-    # The HTTP app's auth middleware has already checked the token against the policy.
-    header = (ctx.headers or {}).get("authorization", "")
-    if header.lower().startswith("bearer "):
-        return Caller(principal=token_principal(header[7:].strip()), surface="mcp-http")
-    return Caller(principal=os_principal(), surface="mcp-http")
 
 
 PUBLISHED_KEYWORDS = {
@@ -157,42 +173,76 @@ def _error(exc: Exception, sandbox: bool) -> CallToolResult:
 def _tool_function(registry: Registry, spec: ToolSpec, caller_for: CallerFor) -> Callable[..., Any]:
     sandbox = registry.is_sandbox
 
-    async def ask(ctx: Context) -> Any:
+    async def question(ctx: Context) -> Question | _NotAsked:
+        """Which pending action to ask about: the one an earlier answer consumed (a replay), else a preview's."""
         arguments = raw_arguments(ctx, {})
         if arguments.get("dry_run") or arguments.get("confirmation_token") or not can_elicit(ctx):
             return NOT_ASKED
         try:
-            preview = await registry.preview(caller_for(ctx), spec.name, arguments)
+            caller = caller_for(ctx)
+            key = answer_key(ctx)
+            answered = await registry.action_answered_by(key) if key else None
+            if answered is not None:
+                # A replayed final request: ask (and so restore) the same question; the gate then answers
+                # with the recorded outcome, never a second execution.
+                return Question(answered["id"], registry.confirmation_question(answered))
+            preview = await registry.preview(caller, spec.name, arguments)
         except FlexusError:
             return NOT_ASKED  # the body reports the same error through the normal path
         assert preview.preview is not None
         if not preview.preview.runnable:
             return NOT_ASKED  # nothing to ask about: the body returns the preview that says why
-        # Deterministic text (no token, no clock): a retried call asks the same question.
-        message = plan_text(preview.preview.plan)
-        if preview.preview.needs_approval:
-            message += "\nAfter you confirm, a second person must approve it."
-        return Elicit(message, Confirm)
+        action = await registry.action_row(preview.preview.action_id)
+        assert action is not None
+        return Question(action["id"], registry.confirmation_question(action))
+
+    async def ask(asked: Question | _NotAsked) -> Any:
+        if isinstance(asked, Question):
+            return Elicit(asked.message, Confirm)
+        return NOT_ASKED
+
+    # Real objects, not strings: the SDK reads these hints, and `question` is local to this function.
+    ask.__annotations__ = {"asked": Annotated[Question | _NotAsked, Resolve(question)], "return": Any}
 
     async def tool(ctx: Context, **provided: Any) -> Any:
-        arguments = raw_arguments(ctx, provided)
         confirmation = provided.pop("confirmation", NOT_ASKED)
-        caller = caller_for(ctx)
+        asked = provided.pop("asked", NOT_ASKED)
+        arguments = raw_arguments(ctx, provided)
+
+        reported: list[float | None] = [0.0, None]  # the last progress value and total sent
 
         async def progress(done: float, total: float | None, message: str) -> None:
+            reported[:] = [done, total]
             await ctx.report_progress(done, total, message)
 
+        async def retrying(notice: str) -> None:
+            if (ctx.protocol_version or "") < "2026-07-28":
+                await ctx.warning(notice, logger_name="flexus_ops.cloud")
+                return
+            # The logging capability is deprecated from 2026-07-28 on: tell it as progress, a hair further
+            # on than the last report, since progress must only ever increase.
+            reported[0] = (reported[0] or 0.0) + 0.001
+            await ctx.report_progress(reported[0], reported[1], notice)
+
+        listening = retry_listener.set(retrying)
         try:
+            caller = caller_for(ctx)
             if isinstance(confirmation, AcceptedElicitation) and isinstance(confirmation.data, Confirm):
                 if not confirmation.data.confirm:
                     return _error(Refused("not confirmed: nothing was changed"), sandbox)
-                output = await registry.call(caller, spec.name, arguments, human_confirmed=True, progress=progress)
+                assert isinstance(asked, Question)
+                result = await registry.confirm_action(
+                    caller, asked.action_id, progress=progress, answer_key=answer_key(ctx)
+                )
+                output: BaseModel = ChangeOutput(result=result)
             elif spec.gated and not isinstance(confirmation, AcceptedElicitation):
                 return _error(Refused(f"the user {confirmation.action}d the change: nothing was changed"), sandbox)
             else:
                 output = await registry.call(caller, spec.name, arguments, progress=progress)
         except FlexusError as exc:
             return _error(exc, sandbox)
+        finally:
+            retry_listener.reset(listening)
         return _result(output, sandbox)
 
     parameters = [inspect.Parameter("ctx", inspect.Parameter.KEYWORD_ONLY, annotation=Context)]
@@ -201,13 +251,18 @@ def _tool_function(registry: Registry, spec: ToolSpec, caller_for: CallerFor) ->
         for name in spec.input_model.model_fields
     ]
     if spec.gated:
-        parameters.append(
+        parameters += [
+            inspect.Parameter(
+                "asked",
+                inspect.Parameter.KEYWORD_ONLY,
+                annotation=Annotated[Question | _NotAsked, Resolve(question)],
+            ),
             inspect.Parameter(
                 "confirmation",
                 inspect.Parameter.KEYWORD_ONLY,
                 annotation=Annotated[ElicitationResult[Confirm], Resolve(ask)],
-            )
-        )
+            ),
+        ]
     returns = Annotated[CallToolResult, spec.output_model]
     tool.__signature__ = inspect.Signature(parameters, return_annotation=returns)  # type: ignore[attr-defined]
     tool.__annotations__ = {p.name: p.annotation for p in parameters} | {"return": returns}
@@ -215,7 +270,13 @@ def _tool_function(registry: Registry, spec: ToolSpec, caller_for: CallerFor) ->
     return tool
 
 
-def build_server(registry: Registry, caller_for: CallerFor = stdio_caller) -> MCPServer:
+def build_server(
+    registry: Registry,
+    caller_for: CallerFor = stdio_caller,
+    *,
+    auth: AuthSettings | None = None,
+    token_verifier: TokenVerifier | None = None,
+) -> MCPServer:
     target = registry.describe_target()
     mode = " Read-only mode: only read tools are offered." if registry.is_read_only else ""
     server = MCPServer(
@@ -228,6 +289,8 @@ def build_server(registry: Registry, caller_for: CallerFor = stdio_caller) -> MC
             "Name servers by id or exact name."
         ),
         request_state_security=RequestStateSecurity(keys=[registry.keys.mcp_state]),
+        auth=auth,
+        token_verifier=token_verifier,
     )
     for spec in registry.tools():
         server.add_tool(
@@ -266,71 +329,20 @@ def banner(registry: Registry, transport: str, where: str) -> None:
     """Shown only on a terminal: stdout belongs to the protocol."""
     if not sys.stderr.isatty():
         return
+    from sqlalchemy.engine import make_url
+
     names = ", ".join(spec.name for spec in registry.tools())
+    store = make_url(registry.settings.resolved_store_url).render_as_string(hide_password=True)
     print(
         f"flexus-ops MCP server {__version__} ({transport}) on {where}\n"
         f"  cloud: {registry.describe_target()}\n"
         f"  tools: {names}\n"
-        f"  policy: {registry.policy.source}; store: {registry.settings.resolved_store_url}\n"
-        "  connect a client, e.g. Claude Code:  claude mcp add flexus-ops -- flexus-ops mcp\n"
-        "  (this process talks MCP on stdin/stdout; press Ctrl-C to stop)",
+        f"  policy: {registry.policy.source}; store: {store}\n"
+        + (
+            "  connect a client, e.g. Claude Code:  claude mcp add flexus-ops -- flexus-ops mcp\n"
+            "  (this process talks MCP on stdin/stdout; press Ctrl-C to stop)"
+            if transport == "stdio"
+            else f"  clients connect to {where} with Authorization: Bearer <token>; press Ctrl-C to stop"
+        ),
         file=sys.stderr,
     )
-
-
-class BearerAuth:
-    """HTTP auth for the MCP endpoint: a bearer token whose hash a person in the policy holds.
-
-    With no token configured in the policy, only loopback serving is allowed, and requests act as
-    the OS user who started the server (it is their machine)."""
-
-    def __init__(self, app: Any, registry: Registry, *, anonymous_local: bool) -> None:
-        self.app = app
-        self.registry = registry
-        self.anonymous_local = anonymous_local
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        headers = {key.lower(): value for key, value in scope.get("headers", [])}
-        header = headers.get(b"authorization", b"").decode("latin-1")
-        if header.lower().startswith("bearer "):
-            known = self.registry.policy.person_for(token_principal(header[7:].strip())) is not None
-        else:
-            known = self.anonymous_local
-        if not known:
-            body = b'{"error": "unauthorized: send Authorization: Bearer <token> for a person in the policy"}'
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 401,
-                    "headers": [(b"content-type", b"application/json"), (b"www-authenticate", b"Bearer")],
-                }
-            )
-            await send({"type": "http.response.body", "body": body})
-            return
-        await self.app(scope, receive, send)
-
-
-def http_app(registry: Registry, host: str, port: int, allowed_origins: list[str] | None = None) -> Any:
-    """The streamable HTTP app: stateless (any replica answers any request), SSE responses (so progress
-    notifications flow), host/origin allow-list against DNS rebinding, bearer auth in front."""
-    from mcp.server.transport_security import TransportSecuritySettings
-
-    has_tokens = any(p.startswith("mcp-token:") for person in registry.policy.people for p in person.principals)
-    if not has_tokens and not is_loopback(host):
-        raise ValueError(
-            f"refusing to serve MCP on {host} without authentication: add an 'mcp-token:' principal to the "
-            "policy (flexus-ops token new --person ID), or bind to 127.0.0.1"
-        )
-    hosts = [f"{host}:{port}", f"127.0.0.1:{port}", f"localhost:{port}"]
-    origins = allowed_origins or [f"http://{h}" for h in hosts]
-    server = build_server(registry, caller_for=http_caller)
-    app = server.streamable_http_app(
-        stateless_http=True,
-        json_response=False,
-        host=host,
-        transport_security=TransportSecuritySettings(allowed_hosts=hosts, allowed_origins=origins),
-    )
-    return BearerAuth(app, registry, anonymous_local=not has_tokens)

@@ -72,6 +72,20 @@ def plan_difference(before: Plan, now: Plan) -> str:
     return "; ".join(lines) or "the plan changed"
 
 
+def recorded_result(action: dict[str, Any]) -> ActionResult:
+    """What the store says an action came to, as a result a surface can show."""
+    stored = json.loads(action["result_json"]) if action["result_json"] else {}
+    if "status" in stored:
+        return ActionResult.model_validate(stored)
+    if action["state"] == "awaiting_approval":
+        message = f"confirmed; waiting for approval until {_when(action['expires_at'])}"
+        return ActionResult(status="awaiting_approval", action_id=action["id"], message=message)
+    detail = stored.get("error") or stored.get("reconciled") or f"state {action['state']}"
+    status = action["state"] if action["state"] in ("succeeded", "submitted") else "failed"
+    job_ids = json.loads(action["job_ids"]) if action["job_ids"] else []
+    return ActionResult(status=status, action_id=action["id"], job_ids=job_ids, message=bounded(str(detail)))
+
+
 class Gate:
     def __init__(self, store: Store, policy: Policy, keys: Keys) -> None:
         self.store = store
@@ -275,9 +289,13 @@ class Gate:
         token: str | None,
         via: str,
         action_id: str | None = None,
+        answer_key: str | None = None,
     ) -> ActionResult:
-        """Confirm by token, by the id of a preview a person was shown (a button), or by the newest
-        open preview of these exact arguments (an elicitation or terminal prompt)."""
+        """Confirm by token, or by the id of the preview a person was shown and answered (a button, a
+        terminal prompt, an elicitation). Every confirmation names one action and is used once: the
+        compare-and-set that moves it out of ``pending`` consumes it (and ``answer_key``, the answer that
+        confirmed it). Used again by the same person, it gets the recorded outcome marked as a replay;
+        by anyone else, a refusal; never a second execution."""
         self.expire_due()
         _shown, args_hash, _secret = self.bind_arguments(spec, args)
         if token is not None:
@@ -292,12 +310,10 @@ class Gate:
                 raise Refused("the arguments differ from the previewed ones; preview again")
             action = by_id
         else:
-            found = self.store.find_open_action(ctx.person, spec.name, args_hash, ["pending"])
-            if found is None:
-                raise Refused("nothing to confirm: there is no open preview of these arguments; preview first")
-            action = found
+            raise Refused("nothing to confirm: name the preview (its confirmation_token or action id)")
         if action["state"] != "pending":
-            raise Refused(self._explain_closed(action))
+            return self._replay(action, ctx.person, ctx.surface, via)
+        consumed = {"answer_key": answer_key} if answer_key else {}
         if action["expires_at"] <= time.time():
             self.expire_due(force=True)
             raise Refused(f"the preview expired at {_when(action['expires_at'])}; preview again")
@@ -325,7 +341,13 @@ class Gate:
                 raise Refused("no approver other than you is named in the policy; this cannot run")
             expires = time.time() + self.policy.settings.approval_ttl_seconds
             if not self.store.transition(
-                action["id"], ["pending"], "awaiting_approval", unexpired=True, confirmed_via=via, expires_at=expires
+                action["id"],
+                ["pending"],
+                "awaiting_approval",
+                unexpired=True,
+                confirmed_via=via,
+                expires_at=expires,
+                **consumed,
             ):
                 raise Refused(self._explain_closed(self.store.get_action(action["id"]) or action))
             self.audit(
@@ -345,12 +367,35 @@ class Gate:
             )
 
         if not self.store.transition(
-            action["id"], ["pending"], "executing", unexpired=True, executed_by=ctx.person, confirmed_via=via
+            action["id"],
+            ["pending"],
+            "executing",
+            unexpired=True,
+            executed_by=ctx.person,
+            confirmed_via=via,
+            **consumed,
         ):
             raise Refused(self._explain_closed(self.store.get_action(action["id"]) or action))
         self.audit("confirmed", action, person=ctx.person, surface=ctx.surface, via=via)
         secret = self.keys.decrypt(action["secret"], context=action["id"]) if action["secret"] else None
         return await self._execute(ctx, spec, args, action, current, secret)
+
+    def _replay(self, action: dict[str, Any], person: str, surface: str, via: str) -> ActionResult:
+        """A confirmation used again: the recorded outcome for its owner, a refusal for anyone else.
+        Either way the attempt is audited: a replay is worth a security lead's attention."""
+        state = action["state"]
+        if action["person"] != person or state not in ("awaiting_approval", "submitted", "succeeded", "failed"):
+            self.audit("replay_refused", action, person=person, surface=surface, via=via, state=state)
+            raise Refused(self._explain_closed(action) + "; this request was not run again")
+        self.audit("replayed", action, person=person, surface=surface, via=via, state=state)
+        recorded = recorded_result(action)
+        return recorded.model_copy(
+            update={
+                "replay": True,
+                "message": "REPLAY: this confirmation was already used; nothing was run again. "
+                f"Recorded outcome: {recorded.message}",
+            }
+        )
 
     # -- approval ---------------------------------------------------------------------------
 

@@ -12,8 +12,9 @@ resets are refused until a policy names an approver: the safe default.
 
 from __future__ import annotations
 
-import getpass
 import hashlib
+import os
+import pwd
 import tomllib
 from enum import StrEnum
 from functools import cache
@@ -123,10 +124,23 @@ class Policy(BaseModel):
         return [person for person in self.people if person.has(Role.APPROVER)]
 
 
+def os_user() -> str:
+    """The name of the effective uid, from the kernel and the passwd database.
+
+    Never from ``LOGNAME``, ``USER`` or ``SUDO_USER`` (what ``getpass.getuser()`` reads first): anyone can
+    set those, and ``os:`` principals decide who may approve whose request. A uid with no passwd entry
+    (some containers) is named by its number."""
+    uid = os.geteuid()
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid:{uid}"
+
+
 @cache
 def os_principal() -> str:
     # Looked up once: it is asked on every MCP call over stdio, and a process's user does not change.
-    return f"os:{getpass.getuser()}"
+    return f"os:{os_user()}"
 
 
 def token_principal(bearer_token: str) -> str:
@@ -135,8 +149,7 @@ def token_principal(bearer_token: str) -> str:
 
 
 def default_policy() -> Policy:
-    user = getpass.getuser()
-    return Policy(people=[Person(id=user, roles=[Role.OPERATOR], principals=[f"os:{user}"])])
+    return Policy(people=[Person(id=os_user(), roles=[Role.OPERATOR], principals=[os_principal()])])
 
 
 def load_policy(path: Path, *, required: bool) -> Policy:

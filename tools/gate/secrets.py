@@ -1,4 +1,5 @@
-"""The gate's keys: confirmation-token HMAC, AES-GCM for passwords at rest, MCP request-state sealing.
+"""The gate's keys: confirmation-token HMAC, AES-GCM for passwords at rest, MCP request-state sealing,
+and the audit chain's HMAC key (with earlier audit keys, which only verify).
 
 Each comes from configuration (so replicas agree) or, on a single machine, is derived from a random
 key file created once in the state directory with mode 0600.
@@ -17,8 +18,12 @@ from pathlib import Path
 from pydantic import SecretStr
 
 from ..cloud.errors import ConfigurationError
+from .audit import KEY_LABEL as AUDIT_KEY_LABEL
+from .audit import AuditKeyRing
+from .private import private_dir
 
 TOKEN_PREFIX = "fxc1"  # noqa: S105 - a version tag, not a secret
+STATE_DIR_KEY = "state-dir"  # in FLEXUS_AUDIT_PREVIOUS_KEYS: the audit key derived from the master key file
 
 
 def _derive(master: bytes, label: str) -> bytes:
@@ -32,7 +37,8 @@ def _load_master(state_dir: Path) -> bytes:
     path = state_dir / "keys" / "master.key"
     if path.exists():
         return base64.b64decode(path.read_bytes())
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_dir(state_dir)
+    private_dir(path.parent)
     key = secrets.token_bytes(32)
     # O_EXCL: if another process created it first, use theirs.
     try:
@@ -64,6 +70,7 @@ class Keys:
     token: bytes
     encryption: bytes
     mcp_state: bytes
+    audit: AuditKeyRing
 
     @classmethod
     def load(
@@ -73,16 +80,32 @@ class Keys:
         token_key: SecretStr | None = None,
         encryption_key: SecretStr | None = None,
         mcp_state_key: SecretStr | None = None,
+        audit_key: SecretStr | None = None,
+        audit_previous_keys: SecretStr | None = None,
     ) -> Keys:
+        """``audit_previous_keys``: a comma list of earlier audit keys, which verify old records only;
+        ``state-dir`` in it names the key derived from this state dir's master key file (the default
+        audit key before ``audit_key`` was configured)."""
         token = _configured(token_key, "FLEXUS_TOKEN_KEY")
         encryption = _configured(encryption_key, "FLEXUS_ENCRYPTION_KEY")
         mcp_state = _configured(mcp_state_key, "FLEXUS_MCP_STATE_KEY")
-        if token is None or encryption is None or mcp_state is None:
+        audit = _configured(audit_key, "FLEXUS_AUDIT_KEY")
+        if token is None or encryption is None or mcp_state is None or audit is None:
             master = _load_master(state_dir)
             token = token or _derive(master, "confirmation-token")
             encryption = encryption or _derive(master, "secret-at-rest")
             mcp_state = mcp_state or _derive(master, "mcp-request-state")
-        return cls(token, encryption, mcp_state)
+            audit = audit or _derive(master, AUDIT_KEY_LABEL)
+        previous: list[bytes] = []
+        listed = audit_previous_keys.get_secret_value() if audit_previous_keys is not None else ""
+        for item in (part.strip() for part in listed.split(",")):
+            if item == STATE_DIR_KEY:
+                previous.append(_derive(_load_master(state_dir), AUDIT_KEY_LABEL))
+            elif item:
+                key = _configured(SecretStr(item), "FLEXUS_AUDIT_PREVIOUS_KEYS")
+                assert key is not None
+                previous.append(key)
+        return cls(token, encryption, mcp_state, AuditKeyRing.of(audit, previous))
 
     def __repr__(self) -> str:
         return "Keys(<hidden>)"

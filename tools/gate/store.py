@@ -1,19 +1,19 @@
-"""The gate's state: pending actions, approvals and the hash-chained audit log, in one database.
+"""The gate's state: pending actions, approvals and the keyed, hash-chained audit log, in one database.
 
 SQLite (the embedded default) or PostgreSQL, chosen by the URL alone, through SQLAlchemy Core.
 Every state change is one conditional UPDATE (compare-and-set on ``state``), so two replicas or two
 clicks racing to confirm the same action cannot both win. Audit appends take a lock on the single
-``audit_head`` row, so the chain stays linear under concurrent writers: no forks, no gaps.
+``audit_head`` row, so the chain stays linear under concurrent writers: no forks, no gaps. The chain's
+cryptography (record MACs, checkpoints, verification) is in ``audit.py``; this module only moves rows.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -32,13 +32,27 @@ from sqlalchemy import (
     create_engine,
     event,
     insert,
+    inspect,
     select,
     text,
     update,
 )
 from sqlalchemy.engine import make_url
 
+from .audit import (
+    EVENT_CHECKPOINT_KEY,
+    GENESIS,
+    AuditKeyRing,
+    AuditRecord,
+    AuditReport,
+    ChainVerifier,
+    Checkpoint,
+    Checkpointer,
+    load_checkpoints,
+    records_to_prepend,
+)
 from .canonical import canonical_json
+from .private import private_file
 
 metadata = MetaData()
 
@@ -77,6 +91,7 @@ actions = Table(
     Column("reveal_expires_at", Float),
     Column("job_ids", Text),
     Column("result_json", Text),
+    Column("answer_key", String(64)),  # added by _v3_answer_key
 )
 
 audit = Table(
@@ -92,6 +107,7 @@ audit = Table(
     Column("detail_json", Text, nullable=False),
     Column("prev_hash", String(64), nullable=False),
     Column("hash", String(64), nullable=False),
+    Column("key_id", String(16)),  # the audit key's id, NULL on legacy records (added by _v4_keyed_audit)
 )
 
 audit_head = Table(
@@ -102,7 +118,6 @@ audit_head = Table(
     Column("hash", String(64), nullable=False),
 )
 
-GENESIS = "0" * 64
 MIGRATION_LOCK = 0x466C6578  # any constant shared by every replica ("Flex")
 
 
@@ -119,38 +134,29 @@ def _v2_open_action_index(db: Connection) -> None:
     db.execute(text("CREATE INDEX IF NOT EXISTS ix_flexus_actions_open ON flexus_actions (person, tool, args_hash)"))
 
 
-MIGRATIONS: list[Callable[[Connection], None]] = [_v1_tables, _v2_open_action_index]
+def _v3_answer_key(db: Connection) -> None:
+    # The elicitation answer that confirmed an action, consumed with it: a replayed answer finds its action.
+    # Step 1 creates the table from today's definition, which already has the column.
+    if "answer_key" not in {column["name"] for column in inspect(db).get_columns("flexus_actions")}:
+        db.execute(text("ALTER TABLE flexus_actions ADD COLUMN answer_key VARCHAR(64)"))
+    db.execute(text("CREATE UNIQUE INDEX IF NOT EXISTS ix_flexus_actions_answer ON flexus_actions (answer_key)"))
+
+
+def _v4_keyed_audit(db: Connection) -> None:
+    # Step 1 creates the table from today's definition, which already has the column.
+    if "key_id" not in {column["name"] for column in inspect(db).get_columns("flexus_audit")}:
+        db.execute(text("ALTER TABLE flexus_audit ADD COLUMN key_id VARCHAR(16)"))
+    # Each writing process looks its checkpoint key record up by event, once.
+    db.execute(text("CREATE INDEX IF NOT EXISTS ix_flexus_audit_event ON flexus_audit (event)"))
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [
+    _v1_tables,
+    _v2_open_action_index,
+    _v3_answer_key,
+    _v4_keyed_audit,
+]
 """Append-only: a released step is never edited, a change is a new step."""
-
-
-def chain_hash(prev_hash: str, record: dict[str, Any]) -> str:
-    return hashlib.sha256((prev_hash + canonical_json(record)).encode()).hexdigest()
-
-
-@dataclass(frozen=True)
-class AuditRecord:
-    seq: int
-    at: float
-    event: str
-    person: str | None
-    surface: str | None
-    tool: str | None
-    action_id: str | None
-    detail: dict[str, Any]
-    prev_hash: str
-    hash: str
-
-    def chained_fields(self) -> dict[str, Any]:
-        return {
-            "seq": self.seq,
-            "at": self.at,
-            "event": self.event,
-            "person": self.person,
-            "surface": self.surface,
-            "tool": self.tool,
-            "action_id": self.action_id,
-            "detail": self.detail,
-        }
 
 
 def _sqlite_engine(url: str) -> Engine:
@@ -178,8 +184,9 @@ def _sqlite_engine(url: str) -> Engine:
 def make_engine(url: str) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
-        if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        if parsed.database and parsed.database != ":memory:" and not parsed.database.startswith("file:"):
+            # Created 0600 before SQLite opens it: SQLite gives its -wal and -shm files the same mode.
+            private_file(Path(parsed.database))
         return _sqlite_engine(url)
     if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
         url = str(parsed.set(drivername="postgresql+psycopg"))
@@ -187,8 +194,12 @@ def make_engine(url: str) -> Engine:
 
 
 class Store:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, audit_keys: AuditKeyRing, *, checkpoints: Checkpointer | None = None) -> None:
+        """``audit_keys`` (``Keys.audit``): the key that MACs new audit records, and earlier keys that only
+        verify. ``checkpoints``: signs checkpoints of what this process appends (None: no checkpoints)."""
         self.url = url
+        self.audit_keys = audit_keys
+        self.checkpoints = checkpoints
         self.engine = make_engine(url)
         self.migrate()
 
@@ -219,6 +230,9 @@ class Store:
                 db.execute(update(schema_version).where(schema_version.c.id == 1).values(version=version))
             return max(current, target)
 
+    def at_current_schema(self) -> bool:
+        return self.schema_version() == len(MIGRATIONS)
+
     def schema_version(self) -> int:
         with self.tx() as db:
             return int(db.execute(select(schema_version.c.version).where(schema_version.c.id == 1)).scalar() or 0)
@@ -232,6 +246,11 @@ class Store:
     def get_action(self, action_id: str) -> dict[str, Any] | None:
         with self.tx() as db:
             found = db.execute(select(actions).where(actions.c.id == action_id)).mappings().first()
+        return dict(found) if found else None
+
+    def action_by_answer(self, answer_key: str) -> dict[str, Any] | None:
+        with self.tx() as db:
+            found = db.execute(select(actions).where(actions.c.answer_key == answer_key)).mappings().first()
         return dict(found) if found else None
 
     def find_open_action(self, person: str, tool: str, args_hash: str, states: Sequence[str]) -> dict[str, Any] | None:
@@ -338,40 +357,93 @@ class Store:
         action_id: str | None,
         detail: dict[str, Any],
     ) -> AuditRecord:
+        """Append one record in a transaction of its own, then a checkpoint if one is due."""
         with self.tx() as db:
-            head = db.execute(select(audit_head).where(audit_head.c.id == 1).with_for_update()).mappings().one()
-            record = AuditRecord(
-                seq=head["seq"] + 1,
-                at=time.time(),
-                event=event_name,
-                person=person,
-                surface=surface,
-                tool=tool,
-                action_id=action_id,
-                detail=json.loads(canonical_json(detail)),
-                prev_hash=head["hash"],
-                hash="",
+            record = self._append_audit(
+                db, event_name, person=person, surface=surface, tool=tool, action_id=action_id, detail=detail
             )
-            digest = chain_hash(record.prev_hash, record.chained_fields())
+        self.audit_appended(record)
+        return record
+
+    def _append_audit(
+        self,
+        db: Connection,
+        event_name: str,
+        *,
+        person: str | None,
+        surface: str | None,
+        tool: str | None,
+        action_id: str | None,
+        detail: dict[str, Any],
+    ) -> AuditRecord:
+        """Append within the caller's transaction; call ``audit_appended`` once it has committed.
+
+        The head row is locked first, so concurrent writers queue here and the chain stays linear.
+        A legacy chain's marker, or a key rotation record, goes in first when needed."""
+        head = db.execute(select(audit_head).where(audit_head.c.id == 1).with_for_update()).mappings().one()
+        last = db.execute(select(audit.c.key_id).where(audit.c.seq == head["seq"])).first()
+        # A head whose record is gone is for verification to report; appends go on under the current key.
+        last_key_id = last.key_id if last is not None else self.audit_keys.current.id
+        key = self.audit_keys.current
+        entries: list[tuple[str, dict[str, Any], str | None, str | None, str | None, str | None]] = [
+            (name, fields, None, "audit", None, None)
+            for name, fields in records_to_prepend(self.audit_keys, head["seq"], head["hash"], last_key_id)
+        ]
+        entries.append((event_name, detail, person, surface, tool, action_id))
+        seq, prev_hash = head["seq"], head["hash"]
+        for name, fields, who, where, what, action in entries:
+            draft = AuditRecord(
+                seq=seq + 1,
+                at=time.time(),
+                event=name,
+                person=who,
+                surface=where,
+                tool=what,
+                action_id=action,
+                detail=json.loads(canonical_json(fields)),
+                prev_hash=prev_hash,
+                hash="",
+                key_id=key.id,
+            )
+            record = replace(draft, hash=key.mac(prev_hash, draft))
             db.execute(
                 insert(audit).values(
                     seq=record.seq,
                     at=record.at,
                     event=record.event,
-                    person=person,
-                    surface=surface,
-                    tool=tool,
-                    action_id=action_id,
+                    person=record.person,
+                    surface=record.surface,
+                    tool=record.tool,
+                    action_id=record.action_id,
                     detail_json=canonical_json(record.detail),
                     prev_hash=record.prev_hash,
-                    hash=digest,
+                    hash=record.hash,
+                    key_id=record.key_id,
                 )
             )
-            db.execute(update(audit_head).where(audit_head.c.id == 1).values(seq=record.seq, hash=digest))
-        return AuditRecord(**{**record.__dict__, "hash": digest})
+            seq, prev_hash = record.seq, record.hash
+        db.execute(update(audit_head).where(audit_head.c.id == 1).values(seq=seq, hash=prev_hash))
+        return record
 
-    def audit_records(self, *, since_seq: int = 0, limit: int | None = None) -> list[AuditRecord]:
+    def audit_appended(self, record: AuditRecord) -> None:
+        """After the transaction that appended ``record`` committed: counts it towards a checkpoint."""
+        if self.checkpoints is not None:
+            self.checkpoints.appended(self, record)
+
+    def checkpoint_due(self) -> Checkpoint | None:
+        """For a long-running surface's timer: sign what this process appended if that is 60 s unsigned."""
+        return self.checkpoints.tick(self) if self.checkpoints is not None else None
+
+    def flush_checkpoint(self) -> Checkpoint | None:
+        """On close: sign whatever this process appended since its last checkpoint."""
+        return self.checkpoints.flush(self) if self.checkpoints is not None else None
+
+    def audit_records(
+        self, *, since_seq: int = 0, limit: int | None = None, event: str | None = None
+    ) -> list[AuditRecord]:
         query = select(audit).where(audit.c.seq > since_seq).order_by(audit.c.seq)
+        if event is not None:
+            query = query.where(audit.c.event == event)
         if limit is not None:
             query = query.limit(limit)
         with self.tx() as db:
@@ -388,29 +460,44 @@ class Store:
                 detail=json.loads(row["detail_json"]),
                 prev_hash=row["prev_hash"],
                 hash=row["hash"],
+                key_id=row["key_id"],
             )
             for row in rows
         ]
 
-    def verify_audit(self) -> list[str]:
-        """Every problem in the chain: altered records, gaps, forks, or a head that disagrees."""
-        problems: list[str] = []
-        previous = GENESIS
-        expected_seq = 1
-        records = self.audit_records()
-        for record in records:
-            if record.seq != expected_seq:
-                problems.append(f"record {expected_seq} is missing (found {record.seq} next)")
-                expected_seq = record.seq
-            if record.prev_hash != previous:
-                problems.append(f"record {record.seq}: does not follow record {record.seq - 1} (chain broken)")
-            if chain_hash(record.prev_hash, record.chained_fields()) != record.hash:
-                problems.append(f"record {record.seq}: content does not match its hash (altered)")
-            previous = record.hash
-            expected_seq += 1
+    def _all_audit_records(self, batch: int = 5000) -> Iterator[AuditRecord]:
+        since = 0
+        while True:
+            chunk = self.audit_records(since_seq=since, limit=batch)
+            yield from chunk
+            if len(chunk) < batch:
+                return
+            since = chunk[-1].seq
+
+    def checkpoint_key_recorded(self, key_id: str, public_key: str) -> bool:
+        return any(
+            record.detail.get("key_id") == key_id and record.detail.get("public_key") == public_key
+            for record in self.audit_records(event=EVENT_CHECKPOINT_KEY)
+        )
+
+    def audit_report(self, checkpoint_files: Sequence[Path] | None = None) -> AuditReport:
+        """Verify the chain, and the checkpoints in ``checkpoint_files`` (by default this state dir's own
+        checkpoint file, when this store writes checkpoints and the file exists)."""
+        if checkpoint_files is None:
+            checkpoint_files = self.checkpoints.default_files() if self.checkpoints is not None else []
+        checkpoints, unreadable = load_checkpoints(checkpoint_files)
+        local = self.checkpoints.known_public_keys() if self.checkpoints is not None and checkpoints else {}
+        verifier = ChainVerifier(self.audit_keys, checkpoints, local_public_keys=local)
+        verifier.report.problems.extend(unreadable)
+        verifier.report.checkpoint_files = [str(path) for path in checkpoint_files]
+        for record in self._all_audit_records():
+            verifier.feed(record)
         with self.tx() as db:
             head = db.execute(select(audit_head).where(audit_head.c.id == 1)).mappings().one()
-        last_seq = records[-1].seq if records else 0
-        if head["seq"] != last_seq or head["hash"] != previous:
-            problems.append(f"the chain head says record {head['seq']}, the log ends at {last_seq} (truncated?)")
-        return problems
+        return verifier.finish(head["seq"], head["hash"])
+
+    def verify_audit(self, checkpoint_files: Sequence[Path] | None = None) -> list[str]:
+        """Everything that keeps the log from being proven intact: altered records, gaps, forks, a head
+        or checkpoints that disagree, and records under keys this store does not hold. Empty: intact."""
+        report = self.audit_report(checkpoint_files)
+        return report.problems + report.unverifiable

@@ -132,6 +132,7 @@ class ActionResult(Compact):
     job_ids: list[str] = Field(default_factory=list)
     servers: list[ServerResult] = Field(default_factory=list)
     message: str
+    replay: bool | None = Field(None, description="true: a confirmation used again; nothing was run again")
 
 
 class ChangeOutput(Compact):

@@ -3,6 +3,7 @@ read-only mode), validates arguments, runs read tools, and sends every change th
 
 from __future__ import annotations
 
+import asyncio
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -12,9 +13,11 @@ from ..cloud.errors import InvalidInput
 from ..config import Settings
 from ..gate.gate import Gate, Refused
 from ..gate.policy import Person, Policy, Role, load_policy
+from ..gate.private import report_if_readable
 from ..gate.secrets import Keys
 from .catalog import TOOLS
-from .outputs import ActionResult, ChangeOutput
+from .outputs import ActionResult, ChangeOutput, Plan
+from .render import plan_text
 from .spec import Caller, Progress, Safety, ToolContext, ToolSpec, no_progress
 
 if TYPE_CHECKING:
@@ -50,6 +53,7 @@ class Registry:
         self.settings = settings
         self.read_only = read_only
         self.policy = policy if policy is not None else self._load_policy(settings)
+        report_if_readable(settings.state_dir)  # at start, even if this process only reads
         self.specs: dict[str, ToolSpec] = {spec.name: spec for spec in TOOLS}
         for name, value in (("client", client), ("store", store), ("keys", keys)):
             if value is not None:
@@ -59,7 +63,7 @@ class Registry:
     def from_settings(
         cls, settings: Settings | None = None, *, read_only: bool = False, client: FlexusClient | None = None
     ) -> Registry:
-        return cls(settings or Settings(), client=client, read_only=read_only)
+        return cls(settings or Settings.load(), client=client, read_only=read_only)
 
     @staticmethod
     def _load_policy(settings: Settings) -> Policy:
@@ -74,9 +78,12 @@ class Registry:
 
     @cached_property
     def store(self) -> Store:
+        from ..gate.audit import Checkpointer
         from ..gate.store import Store
 
-        return Store(self.settings.resolved_store_url)
+        return Store(
+            self.settings.resolved_store_url, self.keys.audit, checkpoints=Checkpointer(self.settings.state_dir)
+        )
 
     @cached_property
     def keys(self) -> Keys:
@@ -85,6 +92,8 @@ class Registry:
             token_key=self.settings.token_key,
             encryption_key=self.settings.encryption_key,
             mcp_state_key=self.settings.mcp_state_key,
+            audit_key=self.settings.audit_key,
+            audit_previous_keys=self.settings.audit_previous_keys,
         )
 
     @cached_property
@@ -159,11 +168,10 @@ class Registry:
         name: str,
         arguments: dict[str, Any],
         *,
-        human_confirmed: bool = False,
         progress: Progress | None = None,
     ) -> BaseModel:
-        """Run a tool. A change returns a preview unless it carries a valid confirmation token, or the
-        surface attests that a human just confirmed this exact preview (``human_confirmed``)."""
+        """Run a tool. A change returns a preview unless it carries a valid confirmation token; a surface
+        that asks a person itself confirms the preview they saw by its id (``confirm_action``)."""
         spec = self.spec(name)
         person = self.person(caller)
         self._authorize(person, spec)
@@ -175,11 +183,10 @@ class Registry:
         await self.reconcile(force=False)
         dry_run = bool(getattr(args, "dry_run", False))
         token = getattr(args, "confirmation_token", None)
-        if dry_run or (token is None and not human_confirmed):
+        if dry_run or token is None:
             self.gate.expire_due()
             return ChangeOutput(preview=await self.gate.preview(ctx, spec, args, caller.principal))
-        via = "token" if token is not None else caller.surface
-        result = await self.gate.confirm(ctx, spec, args, token=token, via=via)
+        result = await self.gate.confirm(ctx, spec, args, token=token, via="token")
         return ChangeOutput(result=result)
 
     async def preview(self, caller: Caller, name: str, arguments: dict[str, Any]) -> ChangeOutput:
@@ -190,19 +197,51 @@ class Registry:
         assert isinstance(result, ChangeOutput)
         return result
 
-    async def confirm_action(self, caller: Caller, action_id: str, *, progress: Progress | None = None) -> ActionResult:
-        """Confirm the preview a person was shown, by its id (a surface's Confirm button)."""
+    async def confirm_action(
+        self,
+        caller: Caller,
+        action_id: str,
+        *,
+        progress: Progress | None = None,
+        answer_key: str | None = None,
+    ) -> ActionResult:
+        """Confirm the preview a person was shown, by its id (a button, a terminal prompt, an elicitation).
+
+        ``answer_key`` identifies the answer that confirmed it (an elicitation's sealed request state); the
+        gate consumes it with the action, so a replay of that answer gets the recorded outcome."""
         person = self.person(caller)
         action = self.store.get_action(action_id)
         if action is None:
             raise Refused("no such preview")
         spec = self.spec(action["tool"])
         self._authorize(person, spec)
-        if action["person"] != person.id:
-            raise Refused("this preview belongs to another person; only they can confirm it")
         args = self.gate.rebuild_arguments(spec, action)
         ctx = self.context(person, caller, progress)
-        return await self.gate.confirm(ctx, spec, args, token=None, via=caller.surface, action_id=action_id)
+        return await self.gate.confirm(
+            ctx, spec, args, token=None, via=caller.surface, action_id=action_id, answer_key=answer_key
+        )
+
+    async def action_answered_by(self, answer_key: str) -> dict[str, Any] | None:
+        """The action an elicitation answer already confirmed, if any (to recognise a replay)."""
+        return self.store.action_by_answer(answer_key)
+
+    async def action_row(self, action_id: str) -> dict[str, Any] | None:
+        return self.action(action_id)
+
+    @staticmethod
+    def confirmation_question(action: dict[str, Any]) -> str:
+        """The question a person answers, naming the one pending action the answer confirms."""
+        message = plan_text(Plan.model_validate_json(action["plan_json"]))
+        if action["needs_approval"]:
+            message += "\nAfter you confirm, a second person must approve it."
+        return f"{message}\n(preview {action['id']})"
+
+    async def ready(self) -> bool:
+        """For readiness probes: the policy is loaded and the store answers at the current schema."""
+        try:
+            return await asyncio.to_thread(self.store.at_current_schema)
+        except Exception:  # any failure of the store means "not ready"; the probe says no more
+            return False
 
     def action(self, action_id: str) -> dict[str, Any] | None:
         """An action's public fields (never its encrypted secrets), for surfaces that show its state."""
@@ -260,4 +299,5 @@ class Registry:
         if "client" in self.__dict__:
             await self.client.aclose()
         if "store" in self.__dict__:
+            self.store.flush_checkpoint()  # a short-lived command signs what it appended before it exits
             self.store.engine.dispose()
