@@ -404,3 +404,45 @@ async def test_shared_client_is_one_pool_per_loop_and_settings() -> None:
     assert other is not first
     await first.aclose()
     await other.aclose()
+
+
+# -- bounded and visible retries -------------------------------------------------------------------
+
+
+async def test_a_hung_read_fails_within_its_deadline_saying_so(live: LiveSandbox) -> None:
+    live.sandbox.knobs.hang_seconds = 5.0
+    live.sandbox.knobs.hang_next = 100
+    settings = live.settings(timeout_seconds=1.0, read_deadline_seconds=1.5, retry_base_seconds=0.1)
+    async with FlexusClient(settings) as client:
+        with pytest.raises(TransportError, match="read deadline") as caught:
+            await client.list_servers(limit=1)
+    assert not caught.value.may_have_applied
+    # Two tries fit the deadline (1 s, a pause, the rest), not five of the full timeout.
+    assert len([r for r in live.sandbox.request_log if r.operation == "ListServersDetails"]) <= 2
+
+
+async def test_retry_after_is_honoured_capped_and_every_retry_is_told(
+    live: LiveSandbox, caplog: pytest.LogCaptureFixture
+) -> None:
+    from flexus_ops.cloud.retries import retry_listener
+
+    heard: list[str] = []
+
+    async def listener(notice: str) -> None:
+        heard.append(notice)
+
+    live.sandbox.knobs.rate_limit_per_second = 1.0
+    settings = live.settings(retry_base_seconds=0.01, retry_max_seconds=1.0)
+    async with FlexusClient(settings) as client:
+        await client.list_servers(limit=1)  # spends the only token
+        token = retry_listener.set(listener)
+        try:
+            live.sandbox.knobs.retry_after_seconds = 1
+            await client.list_servers(limit=1)
+            live.sandbox.knobs.retry_after_seconds = 3600  # honoured only up to FLEXUS_RETRY_MAX_SECONDS
+            await client.list_servers(limit=1)
+        finally:
+            retry_listener.reset(token)
+    assert heard and all("429 APIGW.0308" in notice for notice in heard)
+    assert "retrying in 1.0 s" in heard[0] and "retrying in 1.0 s" in heard[-1]
+    assert sum("cloud retry" in r.getMessage() for r in caplog.records) == len(heard)

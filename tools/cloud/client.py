@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
+import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -30,6 +31,7 @@ from .errors import (
     InvalidInput,
     JobTimeout,
     TransportError,
+    bounded,
     error_from_response,
 )
 from .models import (
@@ -48,6 +50,7 @@ from .models import (
     UpdateServerRequest,
     UpdateServerResult,
 )
+from .retries import parse_retry_after, retry_listener
 from .signer import canonical_query
 
 if TYPE_CHECKING:
@@ -59,6 +62,7 @@ SANDBOX_BASE_URL = "http://sandbox.flexus.invalid"
 
 M = TypeVar("M", bound=BaseModel)
 ProgressCallback = Callable[[JobResult], Awaitable[None] | None]
+log = logging.getLogger("flexus_ops.cloud")
 
 
 def validated(model: type[M], **data: Any) -> M:
@@ -185,9 +189,13 @@ class FlexusClient:
     async def _url(self, tail: str) -> str:
         return f"{self.base_url}/v1/{await self.project_id()}{tail}"
 
-    def _backoff(self, attempt: int) -> float:
+    def _backoff(self, attempt: int, retry_after: float | None = None) -> float:
         ceiling = min(self.settings.retry_max_seconds, self.settings.retry_base_seconds * (2**attempt))
-        return ceiling / 2 + random.uniform(0, ceiling / 2)
+        wait = ceiling / 2 + random.uniform(0, ceiling / 2)
+        if retry_after is not None:
+            # The gateway says when to come back; honour it, but never wait longer than the cap.
+            wait = max(wait, min(retry_after, self.settings.retry_max_seconds))
+        return wait
 
     async def _send(
         self,
@@ -202,19 +210,27 @@ class FlexusClient:
         headers = {"Content-Type": GET_CONTENT_TYPE if is_read else WRITE_CONTENT_TYPE}
         if query:
             url = f"{url}?{canonical_query(query)}"
+        path = httpx.URL(url).path
         attempts = self.settings.retry_attempts
+        # A read has one deadline for all its tries, so a hung cloud fails in bounded time, saying why.
+        deadline = time.monotonic() + self.settings.read_deadline_seconds if is_read else None
         for attempt in range(attempts + 1):
+            timeout = self.settings.timeout_seconds
+            if deadline is not None:
+                timeout = max(0.001, min(timeout, deadline - time.monotonic()))
             try:
                 async with self._limit:
-                    response = await self._http.request(method, url, content=content, headers=headers)
+                    response = await self._http.request(
+                        method, url, content=content, headers=headers, timeout=httpx.Timeout(timeout)
+                    )
             except httpx.TransportError as exc:
                 # A refused connection never reached the cloud; anything later might have.
                 reached = not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
-                if is_read and attempt < attempts:
-                    await asyncio.sleep(self._backoff(attempt))
+                why = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+                if is_read and attempt < attempts and await self._retry(method, path, why, attempt, deadline):
                     continue
                 raise TransportError(
-                    f"{method} {httpx.URL(url).path}: {type(exc).__name__}: {exc}",
+                    f"{method} {path}: {why}{self._gave_up(attempt, deadline)}",
                     may_have_applied=reached and not is_read,
                 ) from None
             if response.status_code < 400:
@@ -222,10 +238,42 @@ class FlexusClient:
             error = error_from_response(response)
             retryable = error.status == 429 or (is_read and error.status >= 500)
             if retryable and attempt < attempts:
-                await asyncio.sleep(self._backoff(attempt))
-                continue
+                retry_after = parse_retry_after(response.headers.get("Retry-After"))
+                why = f"{error.status} {error.code}"
+                if await self._retry(method, path, why, attempt, deadline, retry_after):
+                    continue
             raise error
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _retry(
+        self,
+        method: str,
+        path: str,
+        why: str,
+        attempt: int,
+        deadline: float | None,
+        retry_after: float | None = None,
+    ) -> bool:
+        """Wait before the next try and say so; False when the read's deadline leaves no time for it."""
+        wait = self._backoff(attempt, retry_after)
+        if deadline is not None and time.monotonic() + wait >= deadline:
+            return False
+        notice = (
+            f"{method} {path}: {bounded(why, 200)}; retrying in {wait:.1f} s "
+            f"(try {attempt + 2} of {self.settings.retry_attempts + 1})"
+        )
+        log.warning("cloud retry: %s", notice)
+        listener = retry_listener.get()
+        if listener is not None:
+            await listener(notice)
+        await asyncio.sleep(wait)
+        return True
+
+    def _gave_up(self, attempt: int, deadline: float | None) -> str:
+        if attempt == 0:
+            return ""
+        limit = f" within the {self.settings.read_deadline_seconds:.0f} s read deadline" if deadline else ""
+        return f" (gave up after {attempt + 1} tries{limit}; FLEXUS_READ_DEADLINE sets it)"
 
     # -- reads ------------------------------------------------------------------------------
 

@@ -89,6 +89,8 @@ class Knobs(BaseModel):
     """The next N ECS/IAM requests get 500 APIGW.0601 without being processed."""
     fail_next_write_5xx: int = Field(0, ge=0)
     """The next N batch/PUT writes get 503 APIGW.0601, unprocessed; reads are untouched."""
+    retry_after_seconds: int | None = Field(None, ge=0)
+    """Add ``Retry-After`` to throttled (429) answers. Huawei documents none; a proxy in front may send it."""
     hang_next: int = Field(0, ge=0)
     """The next N requests sleep ``hang_seconds`` before being processed (so a client times out)."""
     hang_seconds: float = Field(30.0, ge=0)

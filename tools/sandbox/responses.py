@@ -374,6 +374,8 @@ class Sandbox:
             response = self._error(gateway_error(500, error_code, "Internal server error."), request_id)
         response.headers["X-Request-Id"] = request_id
         status = response.status_code
+        if status == 429 and self.knobs.retry_after_seconds is not None:
+            response.headers["Retry-After"] = str(self.knobs.retry_after_seconds)
         self.request_log.append(
             RequestRecord(
                 seq=seq,
