@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import re
 import secrets
 from dataclasses import dataclass, field
@@ -25,14 +26,16 @@ from mcp.server.auth.provider import AccessToken
 from mcp.server.auth.settings import AuthSettings
 from mcp.server.mcpserver import Context
 
+from .cloud.errors import ConfigurationError
 from .config import is_loopback
 from .gate.gate import Refused
 from .gate.policy import os_principal, token_principal
 from .registry.registry import Registry
 from .registry.spec import Caller
+from .serving import Drain, Draining
 
+log = logging.getLogger("flexus_ops.mcp")
 SESSION_TOKEN_PREFIX = "fxs_"  # noqa: S105 - a prefix, not a secret
-HEALTH_PATHS = ("/healthz", "/readyz")
 
 # RFC 6750: the scheme (any case), one space, a b64token. Anything else is ambiguous and refused.
 BEARER = re.compile(r"^[Bb][Ee][Aa][Rr][Ee][Rr] ([A-Za-z0-9\-._~+/]+=*)$")
@@ -60,7 +63,12 @@ class PolicyTokenVerifier:
         principal = token_principal(token)
         if self._session_hash and hmac.compare_digest(hashlib.sha256(token.encode()).digest(), self._session_hash):
             principal = os_principal()
-        person = self.registry.policy.person_for(principal)
+        try:
+            policy = self.registry.policy
+        except ConfigurationError as exc:  # a policy file that no longer loads admits nobody until fixed
+            log.warning("refusing every token: %s", exc)
+            return None
+        person = policy.person_for(principal)
         if person is None:
             return None
         return AccessToken(token=token, client_id=person.id, scopes=[], subject=principal)
@@ -131,11 +139,13 @@ def http_app(
     allowed_origins: list[str] | None = None,
     *,
     session_token: str | None = None,
+    drain: Drain | None = None,
 ) -> Any:
     """The streamable HTTP app: stateless (any replica answers any request), SSE responses (so progress
     notifications flow), host/origin allow-list against DNS rebinding, every request authenticated.
 
-    Without token principals in the policy, ``session_token`` is required and only loopback is served."""
+    Without token principals in the policy, ``session_token`` is required and only loopback is served.
+    With ``drain``, a stopping server says "not ready" and takes no new calls (see ``DrainingServer``)."""
     from mcp.server.transport_security import TransportSecuritySettings
     from starlette.requests import Request
     from starlette.responses import JSONResponse
@@ -166,6 +176,8 @@ def http_app(
 
     @server.custom_route("/readyz", methods=["GET"])
     async def readyz(_request: Request) -> JSONResponse:
+        if drain is not None and drain.draining:
+            return JSONResponse({"status": "draining"}, status_code=503)
         ready = await registry.ready()
         return JSONResponse({"status": "ready" if ready else "not ready"}, status_code=200 if ready else 503)
 
@@ -175,4 +187,4 @@ def http_app(
         host=host,
         transport_security=TransportSecuritySettings(allowed_hosts=hosts, allowed_origins=origins),
     )
-    return StrictAuthorization(app)
+    return StrictAuthorization(app if drain is None else Draining(app, drain))

@@ -461,3 +461,199 @@ def test_the_command_detects_truncation_with_a_moved_head(tmp_path: Path) -> Non
     assert elsewhere.returncode == 1 and "truncated" in elsewhere.stdout
     missing = run(env, "audit", "verify", "--checkpoints", str(tmp_path / "nope.jsonl"))
     assert missing.returncode == 2 and "no such checkpoint file" in missing.stderr
+
+
+# -- (h) rewriting a keyed log into an unkeyed one ------------------------------------------------------
+
+
+KEYED_FILE = "audit-keyed.jsonl"  # the state dir's record of where each store's log became keyed
+
+
+def forge_unkeyed(engine: Engine) -> None:
+    """Rewrite the whole log as an unkeyed release would have written it: checkpoint key records dropped,
+    the rest renumbered, plain SHA-256 links, no key ids, the head moved. No key is needed."""
+    kept = [row for row in rows(engine) if row["event"] != EVENT_CHECKPOINT_KEY]
+    prev = "0" * 64
+    with engine.begin() as db:
+        db.execute(text("DELETE FROM flexus_audit"))
+        for seq, row in enumerate(kept, 1):
+            row |= {"seq": seq, "key_id": None, "prev_hash": prev}
+            row["hash"] = sha256_link(prev, row)
+            db.execute(
+                text(
+                    "INSERT INTO flexus_audit (seq, at, event, person, surface, tool, action_id, detail_json, "
+                    "prev_hash, hash, key_id) VALUES (:seq, :at, :event, :person, :surface, :tool, :action_id, "
+                    ":detail_json, :prev_hash, :hash, :key_id)"
+                ),
+                row,
+            )
+            prev = row["hash"]
+        db.execute(
+            text("UPDATE flexus_audit_head SET seq = :seq, hash = :hash WHERE id = 1"), {"seq": len(kept), "hash": prev}
+        )
+
+
+def pending_row(action_id: str) -> dict[str, Any]:
+    now = 1_700_000_000.0
+    return {
+        "id": action_id,
+        "tool": "flexus_stop_servers",
+        "person": "alice",
+        "principal": "os:alice",
+        "surface": "cli",
+        "args_json": "{}",
+        "args_hash": "h",
+        "plan_json": "{}",
+        "plan_hash": "h",
+        "state": "pending",
+        "needs_approval": False,
+        "created_at": now,
+        "expires_at": now + 300,
+        "updated_at": now,
+    }
+
+
+def test_a_log_rewritten_unkeyed_is_reported_and_never_continued_or_resealed(
+    open_store: Callable[..., Store], tmp_path: Path
+) -> None:
+    """F3: with the database and the checkpoint file but no key, rewrite everything as legacy records and
+    empty the checkpoints. Verify must not say intact, and the product must not seal the forgery by
+    appending an audit_keyed marker and fresh checkpoints on top of it."""
+    store = open_store()
+    append(store, 10)
+    assert store.flush_checkpoint() is not None
+    assert store.verify_audit() == []
+
+    forge_unkeyed(store.engine)
+    (tmp_path / "state" / CHECKPOINT_FILE).write_text("")
+    forged = events(store)
+    assert forged == ["test"] * 10
+
+    problems = store.verify_audit()
+    assert any("no keyed records" in p and "record 1" in p and KEYED_FILE in p for p in problems), problems
+
+    # The next change fails closed: its state change and its record roll back together.
+    from flexus_ops.cloud.errors import StoreError
+    from flexus_ops.gate.audit import AuditEntry
+
+    entry = AuditEntry("preview", "alice", "cli", "flexus_stop_servers", "a" * 32, {"n": 1})
+    with pytest.raises(StoreError, match=r"has lost its keyed records \(this state dir saw them from record 1"):
+        store.create_action(pending_row("a" * 32), entry)
+    assert store.get_action("a" * 32) is None, "the state change rolled back with its audit record"
+    with pytest.raises(StoreError, match="nothing was recorded"):
+        append(store, 1)
+    assert store.flush_checkpoint() is None, "nothing of the forgery is signed"
+
+    # So does a new process on the same state dir: the fact is on disk, not only in memory.
+    later = open_store()
+    with pytest.raises(StoreError, match="lost its keyed records"):
+        append(later, 1)
+    assert events(later) == forged, "no audit_keyed marker was sealed onto the forgery"
+    assert (tmp_path / "state" / CHECKPOINT_FILE).read_text() == ""
+    assert any("no keyed records" in p for p in later.verify_audit())
+
+
+def test_the_state_dir_records_where_each_log_became_keyed(
+    store_url: str, tmp_path: Path, open_store: Callable[..., Store]
+) -> None:
+    legacy_store(store_url, tmp_path, records=5)
+    first = open_store()
+    append(first, 2)  # continues the legacy chain from a marker at record 6
+    path = tmp_path / "state" / KEYED_FILE
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    (line,) = [json.loads(text_line) for text_line in path.read_text().splitlines()]
+    assert line["keyed_from"] == 6 and line["key_id"] == first.audit_keys.current.id
+    assert line["legacy_seq"] == 5 and line["legacy_hash"] == first.audit_records()[4].hash
+    assert line["store"].split(":")[0] in store_url, "named by its URL (never with a password)"
+
+    # A replica with its own state dir joining the keyed store records what it finds.
+    replica = open_store(state="replica")
+    append(replica, 1)
+    (joined,) = [json.loads(text_line) for text_line in (tmp_path / "replica" / KEYED_FILE).read_text().splitlines()]
+    assert (joined["store"], joined["keyed_from"], joined["key_id"]) == (line["store"], 6, line["key_id"])
+    assert replica.verify_audit() == [] and first.verify_audit() == []
+
+    # Rewriting the keyed part away (back into one legacy chain) is reported by both state dirs.
+    forge_unkeyed(first.engine)
+    for store in (first, replica):
+        problems = store.verify_audit()
+        assert any("no keyed records" in p and "record 6" in p for p in problems), problems
+
+
+def test_an_unkeyed_record_on_a_keyed_log_is_never_resealed(store_url: str, tmp_path: Path) -> None:
+    """Even a writer with no state dir of its own (no record of the keyed start) must not continue a
+    log that has keyed records but ends in an unkeyed one: that would seal a forged tail."""
+    from flexus_ops.cloud.errors import StoreError
+
+    store = Store(store_url, Keys.load(tmp_path / "keys").audit)
+    try:
+        append(store, 3)
+        storework.append_legacy_audit(store.engine, "approved", {"forged": True})
+        with pytest.raises(StoreError, match="nothing was recorded"):
+            append(store, 1)
+        assert events(store) == ["test"] * 3 + ["approved"], "no second audit_keyed marker"
+    finally:
+        store.engine.dispose()
+
+
+def test_a_checkpoint_file_of_garbage_is_reported(open_store: Callable[..., Store], tmp_path: Path) -> None:
+    """F6: lines in the state dir's own checkpoint file that are not checkpoints are a problem, not skipped."""
+    store = open_store()
+    append(store, 3)
+    assert store.flush_checkpoint() is not None
+    path = tmp_path / "state" / CHECKPOINT_FILE
+    path.write_text("garbage\nnot a checkpoint at all\n")
+    report = store.audit_report()
+    assert report.checkpoints_checked == 0
+    assert f"line 1 of {path} is not a checkpoint" in report.problems, report.problems
+    assert f"line 2 of {path} is not a checkpoint" in report.problems, report.problems
+
+
+def test_a_damaged_keyed_record_file_fails_closed(open_store: Callable[..., Store], tmp_path: Path) -> None:
+    from flexus_ops.cloud.errors import StoreError
+
+    store = open_store()
+    append(store, 2)
+    path = tmp_path / "state" / KEYED_FILE
+    path.write_text("garbage\n")
+    fresh = open_store()  # a new process reads the file afresh
+    with pytest.raises(StoreError, match="nothing was recorded"):
+        append(fresh, 1)
+    assert any(f"line 1 of {path}" in p for p in fresh.verify_audit())
+
+
+@pytest.mark.slow
+def test_the_command_reports_an_unkeyed_rewrite_and_refuses_to_seal_it(tmp_path: Path) -> None:
+    """F3 end to end: the rewrite is reported, and the next change fails (exit 4) instead of appending an
+    audit_keyed marker and fresh checkpoints on top of the forgery."""
+    from sqlalchemy import create_engine
+
+    state = tmp_path / "state"
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("HUAWEICLOUD_", "FLEXUS_", "SLACK_"))}
+    env = clean | {"FLEXUS_STATE_DIR": str(state), "FLEXUS_SANDBOX_JOB_SECONDS": "0.1"}
+    for name in ("web-01", "web-02"):
+        previewed = run(env, "call", "flexus_stop_servers", "--args", json.dumps({"servers": [name]}))
+        assert previewed.returncode == 0, previewed.stderr
+    intact = run(env, "audit", "verify")
+    assert intact.returncode == 0 and "keyed from the record this state dir saw" in intact.stdout, intact.stdout
+
+    engine = create_engine(f"sqlite:///{state / 'flexus.db'}")
+    try:
+        forge_unkeyed(engine)
+        forged = rows(engine)
+    finally:
+        engine.dispose()
+    (state / CHECKPOINT_FILE).write_text("")
+
+    caught = run(env, "audit", "verify")
+    assert caught.returncode == 1 and "TAMPERED" in caught.stdout and "no keyed records" in caught.stdout, caught.stdout
+    change = run(env, "call", "flexus_stop_servers", "--args", json.dumps({"servers": ["web-03"]}))
+    assert change.returncode == 4 and "lost its keyed records" in change.stderr, change.stdout + change.stderr
+    engine = create_engine(f"sqlite:///{state / 'flexus.db'}")
+    try:
+        assert rows(engine) == forged, "nothing appended: no audit_keyed marker sealed onto the forgery"
+    finally:
+        engine.dispose()
+    assert (state / CHECKPOINT_FILE).read_text() == "", "and no checkpoint signed over it"
+    again = run(env, "audit", "verify")
+    assert again.returncode == 1 and "no keyed records" in again.stdout, again.stdout

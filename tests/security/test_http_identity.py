@@ -5,6 +5,8 @@ that verified caller and nothing else, and HTTP never falls back to the OS user.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 import stat
 import subprocess
@@ -105,7 +107,9 @@ async def test_the_scheme_is_case_insensitive(url: str, scheme: str) -> None:
 
 
 @pytest.mark.parametrize("name", ["access_token", "token", "Access_Token"])
-async def test_a_token_in_the_query_string_is_refused(url: str, name: str) -> None:
+async def test_a_token_in_the_query_string_is_refused(url: str, name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The attacker's own HTTP client logs the URL it sends; that is the attacker's log, not the server's.
+    monkeypatch.setattr(logging.getLogger("httpx2"), "level", logging.WARNING)
     with_header = await post(
         f"{url}?{name}={OPERATOR_SECRET}", [("Authorization", f"Bearer {OPERATOR_SECRET}")], INITIALIZE
     )
@@ -195,3 +199,37 @@ def test_the_cli_writes_the_session_token_to_a_private_file_and_never_logs_it(tm
         process.terminate()
         _out, err = process.communicate(timeout=15)
     assert str(token_file) in err and token not in err
+
+
+async def test_a_principal_removed_from_the_policy_file_is_refused_without_a_restart(tmp_path: Path) -> None:
+    """A leaked token is revoked by editing the policy file: a running server must honour it at once."""
+    from flexus_ops.config import Settings
+    from flexus_ops.gate.policy import token_principal
+
+    policy = tmp_path / "policy.toml"
+
+    def write(*people: tuple[str, str]) -> None:
+        policy.write_text(
+            "".join(
+                f'[[people]]\nid = "{who}"\nroles = ["viewer"]\nprincipals = ["{token_principal(token)}"]\n'
+                for who, token in people
+            )
+        )
+
+    write(("viewer", VIEWER_SECRET))
+    reg = Registry(Settings(state_dir=tmp_path / "state", policy_path=policy, sandbox_job_seconds=0.1))
+    try:
+        with served(reg) as url:
+            assert (await post(url, [("Authorization", f"Bearer {VIEWER_SECRET}")], INITIALIZE)).status_code == 200
+            write(("newcomer", OPERATOR_SECRET))  # the viewer's token leaked: removed; someone else added
+            deadline = asyncio.get_running_loop().time() + 15
+            while (await post(url, [("Authorization", f"Bearer {VIEWER_SECRET}")], INITIALIZE)).status_code != 401:
+                assert asyncio.get_running_loop().time() < deadline, "the removed token still works"
+                await asyncio.sleep(0.2)
+            assert (await post(url, [("Authorization", f"Bearer {OPERATOR_SECRET}")], INITIALIZE)).status_code == 200
+            policy.write_text("[[people]\nbroken")  # a broken edit fails closed, it does not keep the old list
+            while (await post(url, [("Authorization", f"Bearer {OPERATOR_SECRET}")], INITIALIZE)).status_code != 401:
+                assert asyncio.get_running_loop().time() < deadline + 15, "a broken policy left the old one in force"
+                await asyncio.sleep(0.2)
+    finally:
+        await reg.aclose()

@@ -7,6 +7,7 @@ case does anything run a second time, after a restart, on another replica, or wi
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,14 @@ class Recorder:
 
     async def __call__(self, request: httpx2.Request) -> None:
         self.requests.append((request.headers.multi_items(), request.content))
+
+    def first_call(self) -> dict[str, Any]:
+        """The first tools/call, the one that got the question (no inputResponses yet)."""
+        for _headers, content in self.requests:
+            body = json.loads(content) if content else {}
+            if body.get("method") == "tools/call" and not body["params"].get("inputResponses"):
+                return body
+        raise AssertionError("no tools/call was sent")
 
     def final_answer(self) -> tuple[list[tuple[str, str]], dict[str, Any]]:
         """The last tools/call that carried an elicitation answer (inputResponses + requestState)."""
@@ -170,7 +179,7 @@ async def test_legacy_era_answer_confirms_the_previewed_action_only(registry: Re
         first = await mcp.call_tool("flexus_reboot_servers", {"servers": [target["id"]]})
     action_id = first.structured_content["result"]["action_id"]  # type: ignore[index]
     assert f"(preview {action_id})" in person.questions[0]
-    row = registry.action(action_id)
+    row = await registry.action(action_id)
     assert row is not None and row["state"] == "succeeded" and len(writes(registry)) == 1
 
 
@@ -211,3 +220,50 @@ async def test_ten_racing_button_clicks_run_once(team_registry: Registry) -> Non
     assert all("already" in str(c) for c in clicks if isinstance(c, Exception))
     late = await registry.confirm_action(ALICE_SLACK, action_id)
     assert late.replay is True and late.status == ran[0].status
+
+
+async def answer_rounds(
+    registry: Registry, url: str, server_id: str
+) -> tuple[list[tuple[str, str]], dict[str, Any], dict[str, Any]]:
+    """Round one by hand for ``server_id`` (after learning the wire shapes from one normal exchange):
+    the headers, and the round-two body that answers "yes" to the question it got, not yet sent."""
+    recorder, _person, _first = await stop_with_elicitation(registry, url)
+    headers, final = recorder.final_answer()
+    first = copy.deepcopy(recorder.first_call())
+    first["params"]["arguments"]["servers"] = [server_id]
+    asked = parse_response(await post(url, replay_headers(headers), first))["result"]
+    assert "inputRequests" in asked, asked
+    answer = copy.deepcopy(final)
+    answer["params"]["arguments"]["servers"] = [server_id]
+    answer["params"]["requestState"] = asked["requestState"]
+    return headers, answer, asked
+
+
+async def test_ten_copies_of_the_first_answer_at_once_run_it_once_and_ask_nothing_new(registry: Registry) -> None:
+    target = servers_with(registry, "ACTIVE")[1]["id"]
+    with served(registry) as url:
+        headers, answer, _asked = await answer_rounds(registry, url, target)
+        replies = await asyncio.gather(*(post(url, replay_headers(headers), answer) for _ in range(10)))
+    results = [parse_response(reply)["result"] for reply in replies]
+    # The old race: a copy that looked before the winner committed got a *new* question for a new preview.
+    assert not [r for r in results if "inputRequests" in r], "a copy of the answer was asked a new question"
+    ran = [r for r in results if not r.get("isError") and not r["structuredContent"]["result"].get("replay")]
+    refused = [r for r in results if r.get("isError")]
+    assert len(ran) == 1
+    assert all("already" in r["content"][0]["text"] for r in refused)
+    assert [w.server_ids for w in writes(registry)][-1] == [target] and len(writes(registry)) == 2
+
+
+async def test_a_declined_question_cannot_be_answered_yes_later(registry: Registry) -> None:
+    target = servers_with(registry, "ACTIVE")[1]["id"]
+    with served(registry) as url:
+        headers, answer, _asked = await answer_rounds(registry, url, target)
+        (key,) = answer["params"]["inputResponses"]
+        declined = copy.deepcopy(answer)
+        declined["params"]["inputResponses"][key] = {"action": "decline"}
+        no = parse_response(await post(url, replay_headers(headers), declined))["result"]
+        later = parse_response(await post(url, replay_headers(headers), answer))["result"]
+    assert no.get("isError") and "declined" in no["content"][0]["text"]
+    # The "yes" meets a closed preview: it is asked afresh (or refused), never run.
+    assert "inputRequests" in later or later.get("isError"), later
+    assert len(writes(registry)) == 1, "only the exchange that taught the wire shapes ran"

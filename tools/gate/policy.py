@@ -24,6 +24,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from ..cloud.errors import ConfigurationError
+from .private import trusted
 
 
 class Role(StrEnum):
@@ -158,6 +159,9 @@ def load_policy(path: Path, *, required: bool) -> Policy:
         if required:
             raise ConfigurationError(f"policy file {path} does not exist (FLEXUS_POLICY)")
         return default_policy()
+    # Who may do what must come from this user or root (an admin's /etc file), never from a file
+    # another user could have written.
+    trusted(path, "policy file", root_may_own=True)
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
         policy = Policy.model_validate(data)

@@ -20,7 +20,7 @@ from pydantic import SecretStr
 from ..cloud.errors import ConfigurationError
 from .audit import KEY_LABEL as AUDIT_KEY_LABEL
 from .audit import AuditKeyRing
-from .private import private_dir
+from .private import private_dir, trusted
 
 TOKEN_PREFIX = "fxc1"  # noqa: S105 - a version tag, not a secret
 STATE_DIR_KEY = "state-dir"  # in FLEXUS_AUDIT_PREVIOUS_KEYS: the audit key derived from the master key file
@@ -35,10 +35,11 @@ def _derive(master: bytes, label: str) -> bytes:
 
 def _load_master(state_dir: Path) -> bytes:
     path = state_dir / "keys" / "master.key"
-    if path.exists():
-        return base64.b64decode(path.read_bytes())
     private_dir(state_dir)
     private_dir(path.parent)
+    if path.exists():
+        trusted(path, "key file", secret=True)  # a key someone else could read or plant is no secret
+        return base64.b64decode(path.read_bytes())
     key = secrets.token_bytes(32)
     # O_EXCL: if another process created it first, use theirs.
     try:
