@@ -111,7 +111,7 @@ async def on_confirm(ctx: BotContext, body: dict[str, Any]) -> None:
         return
     who, action_id = found
     url = body.get("response_url")
-    row = ctx.registry.action(action_id)
+    row = await ctx.registry.action(action_id)
     if row is None:
         await tell(url, refusal_message("Not done", "no such preview"))
         return
@@ -139,7 +139,7 @@ async def on_confirm(ctx: BotContext, body: dict[str, Any]) -> None:
 async def _confirm_refused(
     ctx: BotContext, who: Who, action_id: str, here: Target, url: str | None, exc: Refused
 ) -> None:
-    row = ctx.registry.action(action_id)
+    row = await ctx.registry.action(action_id)
     if row is not None and row["person"] == who.person.id and row["state"] in ("expired", "cancelled"):
         # The preview can never run now: say so in its place, so the stale buttons go away.
         if row["state"] == "expired":
@@ -162,9 +162,9 @@ async def on_cancel(ctx: BotContext, body: dict[str, Any]) -> None:
         return
     who, action_id = found
     url = body.get("response_url")
-    before = ctx.registry.action(action_id)
+    before = await ctx.registry.action(action_id)
     try:
-        ctx.registry.reject(who.caller, action_id, None)
+        await ctx.registry.reject(who.caller, action_id, None)
     except Refused as exc:
         if before is not None and before["person"] != who.person.id:
             await tell(url, refusal_message("Not yours", "only the person who asked for this preview can cancel it"))
@@ -181,7 +181,7 @@ async def on_cancel(ctx: BotContext, body: dict[str, Any]) -> None:
 
 async def request_approval(ctx: BotContext, action_id: str, here: Target) -> None:
     """After the requester confirmed: the request goes to the approvals channel (no secret in it)."""
-    found = ctx.approval_view(action_id)
+    found = await ctx.approval_view(action_id)
     if found is None:
         return
     view, _row = found
@@ -214,12 +214,12 @@ async def watch(ctx: BotContext, action_id: str) -> None:
     it; this only shows it) or is decided somewhere without a click here (another replica, the CLI),
     replace the buttons with the outcome. Polls the store, so it needs no other coordination."""
     while action_id in ctx.posted:
-        row = ctx.registry.action(action_id)
+        row = await ctx.registry.action(action_id)
         if row is None:
             return
         if action_id in ctx.deciding or row["state"] in ("awaiting_approval", *RUNNING_STATES):
             if row["state"] == "awaiting_approval" and row["expires_at"] <= time.time():
-                ctx.registry.gate.expire_due()
+                await ctx.registry.gate.expire_due()
                 continue
             wait = ctx.watch_interval
             if row["state"] == "awaiting_approval":
@@ -228,7 +228,7 @@ async def watch(ctx: BotContext, action_id: str) -> None:
             continue
         settled = await settle(ctx, action_id)
         if settled is not None and settled["state"] == "expired":
-            view = ctx.approval_view(action_id)
+            view = await ctx.approval_view(action_id)
             if view is not None:
                 notice = requester_notice(view[0], "⌛ nobody approved it in time; it expired")
                 await notify_requester(ctx, settled, notice)
@@ -241,7 +241,7 @@ async def settle(
     """Show a decided request's decision in place of its buttons: here, and on the approval message
     this process posted, if that is another message. ``closed`` overrides the rendering from the
     gate's record (the deciding click knows the per-server result too)."""
-    found = ctx.approval_view(action_id)
+    found = await ctx.approval_view(action_id)
     if found is None:
         return None
     view, row = found
@@ -312,7 +312,7 @@ async def on_approve(ctx: BotContext, body: dict[str, Any]) -> None:
         return
     who, action_id = found
     url = body.get("response_url")
-    viewed = ctx.approval_view(action_id)
+    viewed = await ctx.approval_view(action_id)
     if viewed is None:
         await tell(url, refusal_message("Not approved", "no such approval request"))
         return
@@ -361,14 +361,14 @@ async def on_reject(ctx: BotContext, body: dict[str, Any]) -> None:
     here = clicked_message(ctx, body)
     with ctx.deciding_on(action_id):
         try:
-            ctx.registry.reject(who.caller, action_id, None)
+            await ctx.registry.reject(who.caller, action_id, None)
         except Refused as exc:
             await settle(ctx, action_id, here)
             await tell(url, refusal_message("Not rejected", str(exc)))
             return
         row = await settle(ctx, action_id, here)
     if row is not None and row["person"] != who.person.id:
-        view = ctx.approval_view(action_id)
+        view = await ctx.approval_view(action_id)
         if view is not None:
             await notify_requester(ctx, row, requester_notice(view[0], f"❌ rejected by {who.mention}"))
 
@@ -382,10 +382,10 @@ async def on_reveal(ctx: BotContext, body: dict[str, Any]) -> None:
         return
     who, action_id = found
     url = body.get("response_url")
-    viewed = ctx.approval_view(action_id)
+    viewed = await ctx.approval_view(action_id)
     servers = ", ".join(i.name or i.server_id for i in viewed[0].plan.acting) if viewed else "the servers"
     try:
-        secret = ctx.registry.reveal(who.caller, action_id)  # the gate: the requester only, once
+        secret = await ctx.registry.reveal(who.caller, action_id)  # the gate: the requester only, once
     except Refused as exc:
         await tell(url, refusal_message("Nothing to show", str(exc)))
         return

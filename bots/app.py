@@ -27,7 +27,7 @@ from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_sdk.web.async_client import AsyncWebClient
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from flexus_ops.cloud.errors import ConfigurationError, FlexusError
@@ -37,6 +37,7 @@ from flexus_ops.gate.policy import Role
 from flexus_ops.registry.outputs import JobOutput, ListServersOutput, ShowServerOutput
 from flexus_ops.registry.registry import Registry
 from flexus_ops.registry.render import render
+from flexus_ops.serving import Drain, Draining
 
 from . import actions, views
 from .blocks import (
@@ -144,6 +145,7 @@ async def on_command(ctx: BotContext, ack: AsyncAck, body: dict[str, Any]) -> No
         return
 
     await ack()  # an empty 200 within Slack's 3 seconds; the answer follows through the response_url
+    ctx.registry.start_housekeeping()  # settling and expiry in the background, after the first request
     shared = isinstance(request, ReadRequest) and request.share
     answer = ResponseUrl(body.get("response_url"), replace=False, shared=shared)
     try:
@@ -158,7 +160,8 @@ async def answer_for(ctx: BotContext, who: Who, request: ReadRequest | ChangeReq
     """The registry does the work; this picks the renderer."""
     registry = ctx.registry
     if isinstance(request, ApprovalsRequest):
-        rows = registry.pending_approvals(who.caller)
+        await registry.settle_briefly()
+        rows = await registry.pending_approvals(who.caller)
         titles = {name: spec.title for name, spec in registry.specs.items()}
         mentions = {row["requested_by"]: mention(ctx.policy, row["requested_by"]) for row in rows}
         return approvals_list_message(rows, titles, mentions, who.person.has(Role.APPROVER))
@@ -243,8 +246,10 @@ class SlackBot:
 
     # -- HTTP mode ----------------------------------------------------------------------------
 
-    def asgi(self) -> Starlette:
-        """``POST /slack/events`` (commands, clicks, submissions) and ``GET /healthz``."""
+    def asgi(self, drain: Drain | None = None) -> Any:
+        """``POST /slack/events`` (commands, clicks, submissions), ``GET /healthz`` and ``GET /readyz``.
+        With ``drain``, a stopping bot says "not ready" and turns new events away (Slack retries them,
+        and another replica answers)."""
         if not self.settings.signing_secret:
             raise ConfigurationError("SLACK_SIGNING_SECRET is not set; HTTP mode cannot verify requests without it")
         handler = AsyncSlackRequestHandler(self.app)
@@ -255,6 +260,10 @@ class SlackBot:
         async def health(_request: Request) -> Response:
             return PlainTextResponse("ok")
 
+        async def ready(_request: Request) -> Response:
+            ok = not (drain is not None and drain.draining) and await self.registry.ready()
+            return JSONResponse({"status": "ready" if ok else "not ready"}, status_code=200 if ok else 503)
+
         @asynccontextmanager
         async def lifespan(_app: Starlette) -> AsyncIterator[None]:
             try:
@@ -262,15 +271,21 @@ class SlackBot:
             finally:
                 await self.aclose()
 
-        return Starlette(
-            routes=[Route(EVENTS_PATH, events, methods=["POST"]), Route("/healthz", health, methods=["GET"])],
+        app = Starlette(
+            routes=[
+                Route(EVENTS_PATH, events, methods=["POST"]),
+                Route("/healthz", health, methods=["GET"]),
+                Route("/readyz", ready, methods=["GET"]),
+            ],
             lifespan=lifespan,
         )
+        return app if drain is None else Draining(app, drain)
 
     # -- Socket Mode --------------------------------------------------------------------------
 
-    async def run_socket_mode(self) -> None:
-        """Connect and serve until SIGINT or SIGTERM, then close the connection and the registry."""
+    async def run_socket_mode(self) -> int:
+        """Connect and serve until SIGINT or SIGTERM, then close the connection and the registry; returns
+        the exit code (128 + the signal)."""
         from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 
         if self.settings.app_token is None:
@@ -278,16 +293,23 @@ class SlackBot:
         handler = AsyncSocketModeHandler(self.app, self.settings.app_token.get_secret_value())
         guard_slack_loggers(self.log_level)  # the Socket Mode client logs every frame it receives
         stop = asyncio.Event()
+        received: list[int] = []
         loop = asyncio.get_running_loop()
+
+        def stopping(signum: int) -> None:
+            received.append(signum)
+            stop.set()
+
         for signum in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError):  # not on Windows; Ctrl-C still ends asyncio.run
-                loop.add_signal_handler(signum, stop.set)
+                loop.add_signal_handler(signum, stopping, signum)
         try:
             await handler.connect_async()
             await stop.wait()
         finally:
             await handler.close_async()
             await self.aclose()
+        return 128 + received[0] if received else 0
 
     async def aclose(self) -> None:
         await self.context.aclose()
@@ -314,29 +336,27 @@ def describe(bot: SlackBot, mode: str, where: str) -> str:
     return "\n".join(lines)
 
 
-def main(*, host: str = "127.0.0.1", port: int = 3000, mode: str = "auto", read_only: bool = False) -> int:
-    """``flexus-ops slack``: Socket Mode when SLACK_APP_TOKEN is set (or ``mode="socket"``), else HTTP."""
-    from flexus_ops.config import Settings
-
-    try:
-        settings = SlackBotSettings()
-        chosen = mode if mode != "auto" else ("socket" if settings.app_token else "http")
-        settings.check(chosen)  # before the registry touches the state directory
-        registry = Registry.from_settings(Settings.load(), read_only=read_only)
-        bot = SlackBot(registry, settings, owns_registry=True)
-        if chosen == "socket":
-            print(
-                describe(bot, "Socket Mode", "connecting with SLACK_APP_TOKEN (no public URL needed)"), file=sys.stderr
-            )
-            with contextlib.suppress(KeyboardInterrupt):
-                asyncio.run(bot.run_socket_mode())
-            return 0
-        app = bot.asgi()
-    except ConfigurationError as exc:
-        print(f"configuration error: {exc}", file=sys.stderr)
-        return 2
+def main(
+    *, host: str = "127.0.0.1", port: int = 3000, mode: str = "auto", read_only: bool = False, grace_seconds: float = 10
+) -> int:
+    """``flexus-ops slack``: Socket Mode when SLACK_APP_TOKEN is set (or ``mode="socket"``), else HTTP.
+    Configuration errors propagate to the CLI, which reports them in one line (exit 4)."""
     import uvicorn
 
+    from flexus_ops.config import Settings
+    from flexus_ops.serving import Drain, DrainingServer
+
+    settings = SlackBotSettings()
+    chosen = mode if mode != "auto" else ("socket" if settings.app_token else "http")
+    settings.check(chosen)  # before the registry touches the state directory
+    registry = Registry.from_settings(Settings.load(), read_only=read_only)
+    bot = SlackBot(registry, settings, owns_registry=True)
+    if chosen == "socket":
+        print(describe(bot, "Socket Mode", "connecting with SLACK_APP_TOKEN (no public URL needed)"), file=sys.stderr)
+        return asyncio.run(bot.run_socket_mode())
+    drain = Drain()
+    app = bot.asgi(drain)
     print(describe(bot, "HTTP", f"http://{host}:{port}{EVENTS_PATH}"), file=sys.stderr)
-    uvicorn.run(app, host=host, port=port, log_level="warning")
-    return 0
+    server = DrainingServer(uvicorn.Config(app, host=host, port=port, log_level="warning"), drain, grace_seconds)
+    asyncio.run(server.serve())
+    return server.exit_code

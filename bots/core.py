@@ -33,7 +33,7 @@ log = logging.getLogger("flexus_ops.bots")
 
 _USER_ID = re.compile(r"^[UW][A-Z0-9]{1,20}$")
 RUNNING_STATES = ("approved", "executing", "submitted")  # decided, not finished: the decider shows the end
-FINISHED_STATES = ("succeeded", "failed")
+FINISHED_STATES = ("succeeded", "failed", "unknown")
 
 
 class Kind(StrEnum):
@@ -305,8 +305,8 @@ class BotContext:
             return False
         return True
 
-    def approval_view(self, action_id: str) -> tuple[ApprovalView, dict[str, Any]] | None:
-        row = self.registry.action(action_id)
+    async def approval_view(self, action_id: str) -> tuple[ApprovalView, dict[str, Any]] | None:
+        row = await self.registry.action(action_id)
         if row is None:
             return None
         view = ApprovalView(

@@ -55,17 +55,19 @@ def test_call_previews_then_confirms_with_the_token(env: dict[str, str]) -> None
 
 
 @pytest.mark.parametrize(
-    ("args", "words"),
+    ("args", "words", "code"),
     [
-        (["call", "flexus_stop_servers", "--args", "{not json"], "--args: must be a JSON object"),
-        (["call", "flexus_stop_servers", "--args", "[]"], "--args: must be a JSON object"),
-        (["call", "flexus_stop_servers", "--args", '{"servers": []}'], "servers:"),
-        (["call", "flexus_nope"], "unknown tool"),
+        (["call", "flexus_stop_servers", "--args", "{not json"], "--args: must be a JSON object", 2),
+        (["call", "flexus_stop_servers", "--args", "[]"], "--args: must be a JSON object", 2),
+        (["call", "flexus_stop_servers", "--args", '{"servers": []}'], "servers:", 2),
+        (["call", "flexus_stop_servers", "--args", '{"servers": ["no-such-server"]}'], "no server named", 2),
+        (["call", "flexus_nope"], "unknown tool", 1),  # the registry refuses what it does not offer
     ],
 )
-def test_bad_input_exits_with_a_specific_message(env: dict[str, str], args: list[str], words: str) -> None:
+def test_bad_input_exits_with_a_specific_message(env: dict[str, str], args: list[str], words: str, code: int) -> None:
     result = run(env, *args)
-    assert result.returncode in (1, 2) and words in result.stderr
+    assert result.returncode == code and words in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
     assert result.stdout == ""
 
 

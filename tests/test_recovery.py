@@ -46,6 +46,7 @@ async def test_a_process_killed_mid_write_is_reconciled_from_the_cloud(tmp_path:
             "HUAWEICLOUD_SDK_SK": SK,
             "HUAWEICLOUD_SDK_PROJECT_ID": PID,
             "PYTHONPATH": str(ROOT),
+            "FLEXUS_LEASE_SECONDS": "2",  # the dead owner's lease runs out in seconds
         }
         child = subprocess.Popen(
             [sys.executable, "-m", "tests.crashwork", server_id],
@@ -75,10 +76,12 @@ async def test_a_process_killed_mid_write_is_reconciled_from_the_cloud(tmp_path:
         await asyncio.sleep(2.0)  # the cloud finishes what it received
         assert len(stop_writes(live.sandbox)) == 1
         assert registry.store.get_action(action_id)["state"] == "executing"
-
-        backdate(registry, action_id)
         try:
-            settled = await registry.reconcile()
+            # Once the dead owner's lease has run out (seconds), anyone settles it from the cloud.
+            deadline = time.monotonic() + 20
+            while (settled := await registry.settle()) == []:
+                assert time.monotonic() < deadline, "the lease never ran out"
+                await asyncio.sleep(0.2)
             assert settled == [action_id]
             row = registry.store.get_action(action_id)
             assert row["state"] == "succeeded"
@@ -100,9 +103,9 @@ async def test_an_execution_that_never_reached_the_cloud_is_marked_not_applied(t
         assert isinstance(out, ChangeOutput) and out.preview is not None
         # The process died right after winning the compare-and-set, before sending anything.
         assert registry.store.transition(out.preview.action_id, ["pending"], "executing", executed_by="alice")
-        assert await registry.reconcile() == [], "a recent execution may still be running elsewhere"
+        assert await registry.settle() == [], "a recent execution may still be running elsewhere"
         backdate(registry, out.preview.action_id)
-        assert await registry.reconcile() == [out.preview.action_id]
+        assert await registry.settle() == [out.preview.action_id]
         row = registry.store.get_action(out.preview.action_id)
         assert row["state"] == "failed"
         assert json.loads(row["result_json"])["reconciled"]["observed"] == {target[0]: "not applied"}
@@ -126,7 +129,7 @@ async def test_a_submitted_action_is_settled_from_its_jobs(tmp_path: Path) -> No
         action_id = done.result.action_id
         await asyncio.sleep(0.3)  # the job finishes in the cloud
         backdate(registry, action_id)
-        assert await registry.reconcile() == [action_id]
+        assert await registry.settle() == [action_id]
         row = registry.store.get_action(action_id)
         assert row["state"] == "succeeded"
         assert list(json.loads(row["result_json"])["reconciled"]["jobs"].values()) == ["SUCCESS"]

@@ -4,6 +4,7 @@ Nothing of ours is mocked; the gate decides, the tests check what people would s
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import threading
@@ -211,7 +212,7 @@ def test_cancel_withdraws_the_preview_and_it_can_no_longer_run(bot: Rig) -> None
     _response, url = bot.slack.click(ALICE, CONFIRM, action_id)  # a stale Confirm, e.g. another tab
     (refused,) = bot.fake.wait_at(url)
     assert "withdrawn" in refused.text and writes(bot.registry) == []
-    assert bot.registry.action(action_id)["state"] == "cancelled"  # type: ignore[index]
+    assert bot.registry.store.get_action(action_id)["state"] == "cancelled"  # type: ignore[index]
 
 
 def test_another_persons_click_gets_a_private_not_yours(bot: Rig) -> None:
@@ -222,7 +223,7 @@ def test_another_persons_click_gets_a_private_not_yours(bot: Rig) -> None:
         (answer,) = bot.fake.wait_at(url)
         assert answer.body["replace_original"] is False and answer.body["response_type"] == "ephemeral"
         assert "Not yours" in answer.text
-    assert bot.registry.action(action_id)["state"] == "pending" and writes(bot.registry) == []  # type: ignore[index]
+    assert bot.registry.store.get_action(action_id)["state"] == "pending" and writes(bot.registry) == []  # type: ignore[index]
     _response, url = bot.slack.click(ALICE, CONFIRM, action_id)
     bot.fake.wait_at(url, final=is_final)
     assert len(writes(bot.registry)) == 1
@@ -304,7 +305,7 @@ def test_requests_from_outside_the_policy_are_refused_privately(bot: Rig) -> Non
         assert "Not allowed" in answer.text and answer.body["replace_original"] is False
     _response, url = bot.slack.click(MALLORY, CONFIRM, action_id)
     assert "not a person in the policy" in bot.fake.wait_at(url)[0].text
-    assert writes(bot.registry) == [] and bot.registry.action(action_id)["state"] == "pending"  # type: ignore[index]
+    assert writes(bot.registry) == [] and bot.registry.store.get_action(action_id)["state"] == "pending"  # type: ignore[index]
 
 
 # -- password resets ------------------------------------------------------------------------------
@@ -495,7 +496,7 @@ def test_an_expired_request_is_marked_expired_on_click_and_by_the_watcher(bot: R
 def test_a_request_decided_elsewhere_updates_the_message(bot: Rig) -> None:
     target = names(bot.registry, "ACTIVE", 1)[0]
     action_id = bot.request_reset(ALICE, target, RESET_PASSWORD)
-    bot.registry.reject(Caller("os:bob", "cli"), action_id, "not today")  # bob, on the CLI
+    asyncio.run(bot.registry.reject(Caller("os:bob", "cli"), action_id, "not today"))  # bob, on the CLI
     ts = bot.approval_ts(action_id)
     edit = wait_until(lambda: [c for c in bot.fake.api("chat.update") if c.body["ts"] == ts], what="the watcher")
     assert "Rejected* by <@UBOB>" in edit[-1].text and "not today" in edit[-1].text
@@ -554,4 +555,4 @@ def test_policy_without_approvals_channel_points_approvers_to_the_list(tmp_path:
         answer = bot.fake.wait_at(url)[0]
         assert "no approvals channel is configured" in answer.text and "/flexus approvals" in answer.text
         assert bot.fake.api("chat.postMessage") == []
-        assert bot.registry.action(action_id)["state"] == "awaiting_approval"  # type: ignore[index]
+        assert bot.registry.store.get_action(action_id)["state"] == "awaiting_approval"  # type: ignore[index]

@@ -98,10 +98,10 @@ def test_the_command_refuses_to_start_half_configured(
     monkeypatch.setenv("FLEXUS_STATE_DIR", str(tmp_path / "state"))
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    assert main(["slack"]) == 2
+    assert main(["slack"]) == 4  # a configuration failure (the README's exit-code table)
     assert words in capsys.readouterr().err
     assert not (tmp_path / "state").exists()  # refused before anything was created
-    assert main(["slack", "--mode", "socket"]) == 2
+    assert main(["slack", "--mode", "socket"]) == 4
 
 
 # -- the real command -----------------------------------------------------------------------------

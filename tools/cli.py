@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import getpass
 import json
 import logging
+import os
+import signal
 import sys
+import threading
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,7 +28,97 @@ if TYPE_CHECKING:
     from .registry.registry import Registry
     from .registry.spec import Caller
 
-EXIT_OK, EXIT_REFUSED, EXIT_USAGE = 0, 1, 2
+# The exit codes, in one place (README, "The CLI", prints the same table). `failure` maps an exception to
+# its code; `main` is the only place that turns exceptions into codes.
+EXIT_OK = 0  # done, or queued for approval (the JSON says which); a completed change whose servers
+#              partly failed is 0 too: the JSON reports each server's outcome
+EXIT_REFUSED = 1  # the gate said no (including "not confirmed" at the y/N prompt)
+EXIT_USAGE = 2  # bad input: arguments, JSON, a server that does not exist (argparse exits 2 as well)
+EXIT_CLOUD = 3  # the cloud answered with an error, or no answer came to a request that cannot have applied
+EXIT_STORE = 4  # store, state dir, configuration or policy
+EXIT_UNKNOWN = 5  # a write may have been applied: settle by looking at the servers, never retry blindly
+EXIT_INTERNAL = 70  # a bug (EX_SOFTWARE from sysexits.h)
+EXIT_SIGINT, EXIT_SIGPIPE, EXIT_SIGTERM = 130, 141, 143  # 128 + the signal, what shells report
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so asyncio unwinds it the same way: tasks are cancelled and every
+    ``finally`` (closing the store, signing its checkpoint) runs before the process exits 143."""
+
+
+def _debug() -> bool:
+    return os.environ.get("FLEXUS_DEBUG") == "1"
+
+
+def _one_line(exc: BaseException, limit: int = 300) -> str:
+    # Only the first line: a database error's later lines carry the SQL and its parameters.
+    lines = str(exc).strip().splitlines()
+    text = lines[0].strip() if lines else ""
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def failure(exc: BaseException) -> tuple[int, str]:
+    """The exit code and the one line a person reads for ``exc``: the component, the cause, the next step."""
+    try:
+        from .cloud import errors
+        from .gate.gate import Refused
+        from .registry.targets import TargetError
+    except Exception:  # the classifier must never fail; without its classes everything is a bug
+        return EXIT_INTERNAL, _internal(exc)
+
+    if isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        return failure(exc.exceptions[0])  # a task group's wrapper around the one error that happened
+    if isinstance(exc, BrokenPipeError):
+        return EXIT_SIGPIPE, "output closed by the reader"
+    message = " ".join(str(exc).split())  # our messages are one line already; make sure of it
+    if isinstance(exc, errors.OutcomeUnknown) or (isinstance(exc, errors.TransportError) and exc.may_have_applied):
+        return EXIT_UNKNOWN, (
+            f"outcome unknown: {message}"
+            + ("" if isinstance(exc, errors.TransportError) else "; do not retry: check the servers' state first")
+        )
+    if isinstance(exc, errors.TransportError):
+        return EXIT_CLOUD, f"network: {message}; nothing was changed: check the network and the endpoint, then retry"
+    if isinstance(exc, errors.JobTimeout):
+        return EXIT_CLOUD, f"cloud: {message}"
+    if isinstance(exc, errors.CloudError):
+        hints: list[tuple[type[errors.CloudError], str]] = [
+            (errors.AuthenticationError, "check the credentials (HUAWEICLOUD_SDK_AK/SK or FLEXUS_IAM_*)"),
+            (errors.PermissionDenied, "the credentials lack this permission: ask the cloud account's administrator"),
+            (errors.Throttled, "the API is rate-limiting: wait a minute, then retry"),
+            (errors.ServiceError, "the cloud failed: retry later"),
+        ]
+        hint = next((text for cls, text in hints if isinstance(exc, cls)), "check the request")
+        return EXIT_CLOUD, f"cloud: {message}; {hint}"
+    if isinstance(exc, errors.StoreError):
+        return EXIT_STORE, message  # already "store: <cause>; <next step>"
+    if isinstance(exc, errors.ConfigurationError):
+        return EXIT_STORE, f"configuration: {message}; see README.md, Configuration"
+    if isinstance(exc, Refused):
+        return EXIT_REFUSED, f"refused: {message}"
+    if isinstance(exc, errors.InvalidInput | TargetError):
+        return EXIT_USAGE, f"bad input: {message}"
+    if isinstance(exc, errors.FlexusError):
+        return EXIT_REFUSED, f"error: {message}"
+    if type(exc).__module__.split(".")[0] in ("sqlalchemy", "psycopg", "sqlite3"):
+        # A database error the store did not translate into a StoreError.
+        return EXIT_STORE, f"store: {_one_line(exc)}; check FLEXUS_STORE_URL and that the database is reachable"
+    if isinstance(exc, OSError):
+        where = f" ({exc.filename})" if exc.filename else ""
+        return EXIT_STORE, (
+            f"file system: {exc.strerror or _one_line(exc)}{where}; check that FLEXUS_STATE_DIR (or the path named) "
+            "is a directory you can write"
+        )
+    return EXIT_INTERNAL, _internal(exc)
+
+
+def _internal(exc: BaseException) -> str:
+    return f"internal error ({type(exc).__name__}): {_one_line(exc)}; this is a bug, please report it"
+
+
+def _say(line: str) -> None:
+    """One line on stderr; a closed stderr is no reason to fail again."""
+    with contextlib.suppress(OSError, ValueError):
+        print(f"flexus-ops: {line}", file=sys.stderr, flush=True)
 
 
 def _quiet_libraries() -> None:
@@ -48,27 +142,22 @@ def _caller() -> Caller:
 
 
 def _run(body: Callable[[Registry], Awaitable[int]], *, read_only: bool = False) -> int:
-    """Run one async command against a registry, turning our errors into a message and an exit code."""
-    from .cloud.errors import ConfigurationError, FlexusError, InvalidInput
+    """Run one async command against a registry. Errors propagate to ``main``, which alone turns them
+    into one line and an exit code."""
 
     async def main() -> int:
         registry = _registry(read_only)
         try:
-            return await body(registry)
-        finally:
-            await registry.aclose()
+            code = await body(registry)
+        except BaseException:
+            # Best effort: a store that just failed may fail to close too, and must not hide the first error.
+            with contextlib.suppress(Exception):
+                await registry.aclose()
+            raise
+        await registry.aclose()
+        return code
 
-    try:
-        return asyncio.run(main())
-    except InvalidInput as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except ConfigurationError as exc:
-        print(f"configuration error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except FlexusError as exc:
-        print(f"refused: {exc}", file=sys.stderr)
-        return EXIT_REFUSED
+    return asyncio.run(main())
 
 
 def _print_json(value: Any) -> None:
@@ -77,6 +166,29 @@ def _print_json(value: Any) -> None:
 
 def _interactive() -> bool:
     return sys.stdin.isatty() and sys.stderr.isatty()
+
+
+async def _read_answer() -> str:
+    """One line from the terminal. Read in a daemon thread, unbuffered: a Ctrl-C at the prompt then ends
+    the command at once (a worker thread of asyncio's own would be waited for, until Enter), and no
+    buffered-reader lock is left held by the abandoned thread when the interpreter exits."""
+    loop = asyncio.get_running_loop()
+    answered: asyncio.Future[str] = loop.create_future()
+
+    def deliver(text: str) -> None:
+        if not answered.done():
+            answered.set_result(text)
+
+    def read() -> None:
+        try:
+            text = os.read(sys.stdin.fileno(), 1024).decode(errors="replace")
+        except OSError:
+            text = ""
+        with contextlib.suppress(RuntimeError):  # the loop is gone: the command already ended
+            loop.call_soon_threadsafe(deliver, text)
+
+    threading.Thread(target=read, name="flexus-ops-prompt", daemon=True).start()
+    return await answered
 
 
 class ProgressBar:
@@ -108,27 +220,101 @@ def cmd_mcp(args: argparse.Namespace) -> int:
     registry = _registry(args.read_only)
     if args.transport == "stdio":
         banner(registry, "stdio", "stdin/stdout")
-        build_server(registry).run("stdio")
-        return EXIT_OK
+        return _serve_stdio(registry, build_server(registry))
     import uvicorn
 
+    from .cloud.errors import ConfigurationError, InvalidInput
     from .mcp_http import has_token_principals, http_app, new_session_token
+    from .serving import Drain, DrainingServer
 
     session_token = None if has_token_principals(registry) else new_session_token()
+    drain = Drain()
     try:
-        app = http_app(registry, args.host, args.port, args.allowed_origin or None, session_token=session_token)
+        app = http_app(
+            registry, args.host, args.port, args.allowed_origin or None, session_token=session_token, drain=drain
+        )
     except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        raise InvalidInput("--host", str(exc)) from None
     url = f"http://{args.host}:{args.port}/mcp"
     banner(registry, "streamable HTTP", url)
+    token_path = None
     if session_token is not None:
-        _hand_over_session_token(session_token, url, args.token_file, registry.settings.state_dir)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
-    return EXIT_OK
+        token_path = _hand_over_session_token(session_token, url, args.token_file, registry.settings.state_dir)
+    server = DrainingServer(
+        uvicorn.Config(app, host=args.host, port=args.port, log_level="warning"), drain, args.grace_seconds
+    )
+
+    async def serve() -> None:
+        try:
+            await server.serve()
+        except SystemExit:
+            if server.started:
+                raise
+            # uvicorn has logged why (the address is in use, or not ours to take) and exits 3; say it our way.
+            raise ConfigurationError(f"cannot listen on {args.host}:{args.port}; choose another --port") from None
+        finally:
+            if token_path is not None:
+                token_path.unlink(missing_ok=True)  # the session token dies with this server
+            with contextlib.suppress(Exception):
+                await registry.aclose()  # signs the audit checkpoint for what this process appended
+
+    asyncio.run(serve())
+    return server.exit_code
 
 
-def _hand_over_session_token(token: str, url: str, token_file: str | None, state_dir: Path) -> None:
+def _exit_now(code: int) -> None:
+    """End the process at once, skipping the interpreter's wait for threads: the stdio transport reads
+    stdin in a worker thread that no cancellation can wake, and waiting for it is why Ctrl-C needed Enter."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
+
+
+def _exit_later(code: int, seconds: float) -> None:
+    """A watchdog: however a shutdown goes, the process is gone ``seconds`` from now."""
+    timer = threading.Timer(seconds, _exit_now, (code,))
+    timer.daemon = True
+    timer.start()
+
+
+def _serve_stdio(registry: Registry, server: Any) -> int:
+    """MCP on stdin/stdout until the client closes stdin (exit 0), SIGINT (130) or SIGTERM (143).
+
+    On a signal the registry is closed with a short bound and the process ends: a call still in flight
+    stays in the store as it was, for the settling process; it is never re-sent from here."""
+
+    def stop(stopped: asyncio.Future[int], code: int) -> None:
+        if not stopped.done():
+            stopped.set_result(code)
+
+    async def serve() -> int:
+        loop = asyncio.get_running_loop()
+        stopped: asyncio.Future[int] = loop.create_future()
+        for signum, code in ((signal.SIGINT, EXIT_SIGINT), (signal.SIGTERM, EXIT_SIGTERM)):
+            loop.add_signal_handler(signum, stop, stopped, code)
+        serving = asyncio.ensure_future(server.run_stdio_async())
+        await asyncio.wait([serving, stopped], return_when=asyncio.FIRST_COMPLETED)
+        if serving.done() and not stopped.done():
+            error = serving.exception()
+            if error is None:  # the client closed stdin: the reader thread has ended, a normal exit is safe
+                await registry.aclose()
+                return EXIT_OK
+            code = _report(error)
+        else:
+            code = stopped.result()
+            _say("interrupted" if code == EXIT_SIGINT else "terminated")
+            serving.cancel()
+        _exit_later(code, 2.0)  # in case closing the store hangs
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(registry.aclose(), 1.5)
+        _exit_now(code)
+        return code  # not reached
+
+    return asyncio.run(serve())
+
+
+def _hand_over_session_token(token: str, url: str, token_file: str | None, state_dir: Path) -> Path | None:
     """The policy names no token holders, so this server made a token that stands for the OS user. On a
     terminal it is shown once; otherwise (or with --token-file) it goes to a 0600 file whose path is
     logged. The token itself is never logged."""
@@ -142,12 +328,13 @@ def _hand_over_session_token(token: str, url: str, token_file: str | None, state
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(token + "\n")
         print(f"flexus-ops: MCP session token for this server written to {path} (mode 0600)", file=sys.stderr)
-        return
+        return path
     print(
         f"  session token (shown once; it stands for you, {_caller().principal}):\n    {token}\n"
         f'  client config: {{"url": "{url}", "headers": {{"Authorization": "Bearer {token}"}}}}',
         file=sys.stderr,
     )
+    return None
 
 
 # -- slack ----------------------------------------------------------------------------------------
@@ -157,7 +344,9 @@ def cmd_slack(args: argparse.Namespace) -> int:
     _quiet_libraries()
     from .bots.app import main as run_slack  # bolt and aiohttp load only for this command
 
-    return run_slack(host=args.host, port=args.port, mode=args.mode, read_only=args.read_only)
+    return run_slack(
+        host=args.host, port=args.port, mode=args.mode, read_only=args.read_only, grace_seconds=args.grace_seconds
+    )
 
 
 # -- tools ----------------------------------------------------------------------------------------
@@ -233,7 +422,7 @@ def cmd_call(args: argparse.Namespace) -> int:
             print("PREVIEW - nothing has changed.\n" + plan_text(output.preview.plan), file=sys.stderr)
             # The prompt goes to stderr: stdout carries only the JSON result.
             print("Run this plan? [y/N] ", end="", file=sys.stderr, flush=True)
-            answer = (await asyncio.to_thread(sys.stdin.readline)).strip().lower()
+            answer = (await _read_answer()).strip().lower()
             if answer not in ("y", "yes"):
                 print("not confirmed; nothing was changed", file=sys.stderr)
                 return EXIT_REFUSED
@@ -263,7 +452,8 @@ def cmd_approvals(args: argparse.Namespace) -> int:
     async def body(registry: Registry) -> int:
         caller = _caller()
         if args.action == "list":
-            pending = registry.pending_approvals(caller)
+            await registry.settle_briefly()  # show what actions came to, not what a crash left behind
+            pending = await registry.pending_approvals(caller)
             if args.json:
                 _print_json(pending)
                 return EXIT_OK
@@ -280,13 +470,13 @@ def cmd_approvals(args: argparse.Namespace) -> int:
             print(result_text(result))
             return EXIT_OK
         if args.action == "reject":
-            registry.reject(caller, args.action_id, args.note)
+            await registry.reject(caller, args.action_id, args.note)
             print(f"{args.action_id}: rejected")
             return EXIT_OK
         if not sys.stdout.isatty() and not args.force:
             print("refusing to print a password to a pipe or file; run on a terminal (or --force)", file=sys.stderr)
             return EXIT_REFUSED
-        secret = registry.reveal(caller, args.action_id)
+        secret = await registry.reveal(caller, args.action_id)
         print(f"generated password (shown once, now erased): {secret}")
         return EXIT_OK
 
@@ -296,7 +486,7 @@ def cmd_approvals(args: argparse.Namespace) -> int:
 # -- audit ----------------------------------------------------------------------------------------
 
 
-def _verify_audit(registry: Registry, checkpoint_files: list[str] | None) -> int:
+async def _verify_audit(registry: Registry, checkpoint_files: list[str] | None) -> int:
     from pathlib import Path
 
     files = [Path(name) for name in checkpoint_files] if checkpoint_files else None
@@ -304,7 +494,7 @@ def _verify_audit(registry: Registry, checkpoint_files: list[str] | None) -> int
     if missing:
         print(f"error: no such checkpoint file: {', '.join(missing)}", file=sys.stderr)
         return EXIT_USAGE
-    report = registry.store.audit_report(files)
+    report = await registry.records.audit_report(files)  # never waits for settling
     if report.problems:
         print(f"audit log TAMPERED ({len(report.problems)} problem(s)):")
         for problem in report.problems + report.unverifiable:
@@ -325,6 +515,15 @@ def _verify_audit(registry: Registry, checkpoint_files: list[str] | None) -> int
             print(f"  - {gap}")
         return EXIT_USAGE
     print(f"audit log intact: {report.records} record(s), {keyed}{keys}; {checked}")
+    if report.keyed_from is not None and report.keyed_recorded:
+        print(f"  keyed from the record this state dir saw it keyed from ({report.keyed_recorded})")
+    if report.keyed_from is None and report.records:
+        # A log rewritten whole into unkeyed records needs no key: only a record of it being keyed tells.
+        print(
+            "  note: no keyed records, and this state dir never saw this log keyed: a log rewritten without "
+            "the audit key into unkeyed records would look the same (a state dir that wrote to it keyed, or its "
+            "checkpoints, would tell)"
+        )
     if not report.checkpoints_checked and report.records:
         # Without a checkpoint, deleting the newest records and moving the head back goes unnoticed.
         print("  note: no checkpoints were checked, so truncation of the newest records cannot be ruled out")
@@ -334,8 +533,9 @@ def _verify_audit(registry: Registry, checkpoint_files: list[str] | None) -> int
 def cmd_audit(args: argparse.Namespace) -> int:
     async def body(registry: Registry) -> int:
         if args.action == "verify":
-            return _verify_audit(registry, args.checkpoints)
-        records = registry.store.audit_records()[-args.limit :]
+            return await _verify_audit(registry, args.checkpoints)
+        await registry.settle_briefly()
+        records = (await registry.records.audit_records())[-args.limit :]
         if args.json:
             _print_json([record.__dict__ for record in records])
             return EXIT_OK
@@ -409,9 +609,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
         again = await registry.call(caller, "flexus_stop_servers", {"servers": targets, "confirmation_token": token})
         print(render(again))
         step("5. The audit trail (hash-chained; `flexus-ops audit verify` checks it)")
-        for record in registry.store.audit_records():
+        for record in await registry.records.audit_records():
             print(f"  {record.seq}. {record.event:10} by {record.person} via {record.surface}: {record.tool}")
-        print(f"  chain: {'intact' if not registry.store.verify_audit() else 'BROKEN'}")
+        report = await registry.records.audit_report()
+        print(f"  chain: {'intact' if report.intact else 'BROKEN'}")
         print(f"\n(the demo's state is in {state}; your own audit log was not touched)")
         return EXIT_OK
 
@@ -441,6 +642,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="HTTP without token principals in the policy: where to write the session token "
         "(default: <state dir>/mcp-http.token when stderr is not a terminal)",
     )
+    mcp.add_argument(
+        "--grace-seconds",
+        type=float,
+        default=10.0,
+        help="HTTP: on SIGTERM/SIGINT, how long calls in flight may take to finish (readiness says no meanwhile)",
+    )
     mcp.set_defaults(handler=cmd_mcp)
 
     slack = commands.add_parser(
@@ -450,6 +657,12 @@ def build_parser() -> argparse.ArgumentParser:
     slack.add_argument("--port", type=int, default=3000, help="HTTP mode: port to listen on")
     slack.add_argument("--mode", choices=["auto", "socket", "http"], default="auto")
     slack.add_argument("--read-only", action="store_true", help="offer only tools that change nothing")
+    slack.add_argument(
+        "--grace-seconds",
+        type=float,
+        default=10.0,
+        help="HTTP mode, on SIGTERM/SIGINT: how long events in flight may finish (default: %(default)s)",
+    )
     slack.set_defaults(handler=cmd_slack)
 
     # Listed for --help only: `main` hands `sim` to the sandbox's own parser, so other commands never
@@ -505,8 +718,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    arguments = list(sys.argv[1:] if argv is None else argv)
+def _dispatch(arguments: list[str]) -> int:
     if arguments[:1] == ["sim"]:
         from .sandbox.server import main as sim_main
 
@@ -518,6 +730,53 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
     return int(handler(args) or 0)
+
+
+def _report(exc: BaseException) -> int:
+    """Tell the person about ``exc`` in one line (the traceback too with FLEXUS_DEBUG=1); its exit code."""
+    code, line = failure(exc)
+    if _debug():
+        import traceback
+
+        with contextlib.suppress(Exception):
+            traceback.print_exception(exc, file=sys.stderr)
+    _say(line)
+    return code
+
+
+def _on_sigterm(_signum: int, _frame: Any) -> None:
+    raise Terminated
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Every command runs through here, so every failure ends the same way: one line, one exit code."""
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    previous: Any = None
+    if threading.current_thread() is threading.main_thread():
+        # Servers install their own handlers on top; everything else unwinds on SIGTERM like on Ctrl-C.
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        code = _dispatch(arguments)
+        sys.stdout.flush()  # a reader that went away (`| head`) shows here, not at interpreter exit
+        return code
+    except BrokenPipeError:
+        # The reader closed stdout: stop quietly. Point stdout at /dev/null so the interpreter's final
+        # flush of what is still buffered cannot fail again ("Exception ignored ... BrokenPipeError").
+        with contextlib.suppress(OSError, ValueError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_SIGPIPE
+    except Terminated:
+        _say("terminated")
+        return EXIT_SIGTERM
+    except KeyboardInterrupt:
+        _say("interrupted")
+        return EXIT_SIGINT
+    except Exception as exc:  # the last resort: whatever it was, one line and a meaningful code
+        return _report(exc)
+    finally:
+        if previous is not None:  # called in-process (tests, embedding): leave the caller's handler as it was
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -74,12 +74,29 @@ class Settings(BaseSettings):
     job_poll_max_seconds: float = Field(
         10.0, gt=0, validation_alias=_env("FLEXUS_JOB_POLL_MAX_SECONDS", "job_poll_max_seconds")
     )
+    job_wait_seconds: float = Field(
+        900.0, gt=0, le=86_400, validation_alias=_env("FLEXUS_JOB_WAIT_SECONDS", "job_wait_seconds")
+    )
     max_concurrency: int = Field(16, ge=1, le=256, validation_alias=_env("FLEXUS_MAX_CONCURRENCY", "max_concurrency"))
     # The embedded sandbox's fleet, when it is used.
     sandbox_servers: int = Field(30, ge=0, validation_alias=_env("FLEXUS_SANDBOX_SERVERS", "sandbox_servers"))
     sandbox_seed: int = Field(7, validation_alias=_env("FLEXUS_SANDBOX_SEED", "sandbox_seed"))
     sandbox_job_seconds: float = Field(
         2.0, ge=0, validation_alias=_env("FLEXUS_SANDBOX_JOB_SECONDS", "sandbox_job_seconds")
+    )
+
+    # The store's bounds: a database that is down or hung fails a call clearly instead of stalling it.
+    db_connect_timeout_seconds: float = Field(
+        10.0, gt=0, le=300, validation_alias=_env("FLEXUS_DB_CONNECT_TIMEOUT", "db_connect_timeout_seconds")
+    )
+    db_statement_timeout_seconds: float = Field(
+        10.0, gt=0, le=300, validation_alias=_env("FLEXUS_DB_STATEMENT_TIMEOUT", "db_statement_timeout_seconds")
+    )
+    # An execution's owner renews its lease while the call is in flight; a dead owner's lease runs out
+    # after this, and only then may another process settle its execution.
+    lease_seconds: float = Field(10.0, ge=1, le=600, validation_alias=_env("FLEXUS_LEASE_SECONDS", "lease_seconds"))
+    settle_interval_seconds: float = Field(
+        30.0, gt=0, le=3600, validation_alias=_env("FLEXUS_SETTLE_SECONDS", "settle_interval_seconds")
     )
 
     # The gate: where its state lives, who may do what, and the secrets replicas must share.

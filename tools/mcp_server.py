@@ -5,9 +5,12 @@ can, and otherwise hands the registry the arguments as they came (a preview, or 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import inspect
+import logging
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,11 +27,12 @@ from mcp.server.mcpserver import (
     RequestStateSecurity,
     Resolve,
 )
+from mcp.shared.exceptions import MCPError
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import BaseModel, Field
 
 from . import __version__
-from .cloud.errors import FlexusError
+from .cloud.errors import FlexusError, bounded
 from .cloud.retries import retry_listener
 from .gate.gate import Refused
 from .gate.policy import os_principal
@@ -43,7 +47,7 @@ SERVER_NAME = "flexus-ops"
 class Confirm(BaseModel):
     """The one question a person answers before a change runs."""
 
-    confirm: bool = Field(description="Run exactly this plan?")
+    confirm: bool = Field(description="Run exactly this plan?", strict=True)  # true, not "yes" or 1
 
 
 class _NotAsked:
@@ -170,6 +174,16 @@ def _error(exc: Exception, sandbox: bool) -> CallToolResult:
     return CallToolResult(content=[TextContent(type="text", text=text)], is_error=True)
 
 
+def _crash(exc: Exception, tool: str, sandbox: bool) -> CallToolResult:
+    """An error that is not ours (a bug, or a library's): one line to the client, never a traceback. The
+    server's log gets the same line, and the traceback only with FLEXUS_DEBUG=1."""
+    lines = str(exc).strip().splitlines()  # only the first line: a database error goes on with SQL
+    line = f"internal error ({type(exc).__name__}): {bounded(lines[0] if lines else '', 300)}"
+    debug = os.environ.get("FLEXUS_DEBUG") == "1"
+    logging.getLogger("flexus_ops").warning("%s: %s", tool, line, exc_info=exc if debug else None)
+    return _error(RuntimeError(line), sandbox)
+
+
 def _tool_function(registry: Registry, spec: ToolSpec, caller_for: CallerFor) -> Callable[..., Any]:
     sandbox = registry.is_sandbox
 
@@ -187,14 +201,26 @@ def _tool_function(registry: Registry, spec: ToolSpec, caller_for: CallerFor) ->
                 # with the recorded outcome, never a second execution.
                 return Question(answered["id"], registry.confirmation_question(answered))
             preview = await registry.preview(caller, spec.name, arguments)
-        except FlexusError:
-            return NOT_ASKED  # the body reports the same error through the normal path
+            if key and (answered := await registry.action_answered_by(key)) is not None:
+                # A replay that raced the first answer: when it looked, the answer was not consumed yet;
+                # now that the preview found nothing pending, it is. Same question, recorded outcome.
+                return Question(answered["id"], registry.confirmation_question(answered))
+        except MCPError:
+            raise
+        except Exception:  # ours or not: the body meets the same error and reports it, in one line
+            return NOT_ASKED
         assert preview.preview is not None
         if not preview.preview.runnable:
             return NOT_ASKED  # nothing to ask about: the body returns the preview that says why
-        action = await registry.action_row(preview.preview.action_id)
+        action = await registry.action(preview.preview.action_id)
         assert action is not None
         return Question(action["id"], registry.confirmation_question(action))
+
+    async def _withdraw(caller: Caller, asked: Question | _NotAsked) -> None:
+        """A "no" closes the preview it answered, so the same question cannot be answered "yes" later."""
+        if isinstance(asked, Question):
+            with contextlib.suppress(FlexusError):
+                await registry.reject(caller, asked.action_id, "declined at the confirmation prompt")
 
     async def ask(asked: Question | _NotAsked) -> Any:
         if isinstance(asked, Question):
@@ -229,6 +255,7 @@ def _tool_function(registry: Registry, spec: ToolSpec, caller_for: CallerFor) ->
             caller = caller_for(ctx)
             if isinstance(confirmation, AcceptedElicitation) and isinstance(confirmation.data, Confirm):
                 if not confirmation.data.confirm:
+                    await _withdraw(caller, asked)
                     return _error(Refused("not confirmed: nothing was changed"), sandbox)
                 assert isinstance(asked, Question)
                 result = await registry.confirm_action(
@@ -236,13 +263,19 @@ def _tool_function(registry: Registry, spec: ToolSpec, caller_for: CallerFor) ->
                 )
                 output: BaseModel = ChangeOutput(result=result)
             elif spec.gated and not isinstance(confirmation, AcceptedElicitation):
+                await _withdraw(caller, asked)
                 return _error(Refused(f"the user {confirmation.action}d the change: nothing was changed"), sandbox)
             else:
                 output = await registry.call(caller, spec.name, arguments, progress=progress)
         except FlexusError as exc:
             return _error(exc, sandbox)
+        except MCPError:
+            raise  # a protocol-level answer the SDK gives itself (e.g. URL elicitation required)
+        except Exception as exc:
+            return _crash(exc, spec.name, sandbox)
         finally:
             retry_listener.reset(listening)
+            registry.start_housekeeping()  # settling in the background, once the first request is answered
         return _result(output, sandbox)
 
     parameters = [inspect.Parameter("ctx", inspect.Parameter.KEYWORD_ONLY, annotation=Context)]

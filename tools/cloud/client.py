@@ -438,10 +438,13 @@ class FlexusClient:
         self,
         job_id: str,
         *,
-        max_wait_seconds: float = 900.0,
+        max_wait_seconds: float | None = None,
         on_progress: ProgressCallback | None = None,
     ) -> JobResult:
-        """Poll ShowJob until SUCCESS or FAIL, backing off; per-server outcomes come from sub_jobs."""
+        """Poll ShowJob until SUCCESS or FAIL, backing off; per-server outcomes come from sub_jobs. Gives up
+        after ``max_wait_seconds`` (default FLEXUS_JOB_WAIT_SECONDS) with ``JobTimeout``: the job goes on."""
+        if max_wait_seconds is None:
+            max_wait_seconds = self.settings.job_wait_seconds
         started = time.monotonic()
         interval = self.settings.job_poll_seconds
         last_status: str | None = None
@@ -465,7 +468,7 @@ class FlexusClient:
         self,
         job_ids: Sequence[str],
         *,
-        max_wait_seconds: float = 900.0,
+        max_wait_seconds: float | None = None,
         on_progress: ProgressCallback | None = None,
     ) -> list[JobResult]:
         return list(

@@ -9,6 +9,11 @@
  - ``TransportError``: no answer (connection refused, timeout). ``may_have_applied`` tells whether
    a write could have reached the cloud, so callers reconcile instead of re-sending blindly.
  - ``JobTimeout``: a job did not finish in the time allowed.
+ - ``StoreError``: the gate's store (database, state dir) failed; says which, why and what to do.
+ - ``OutcomeUnknown``: a change was sent but its outcome is not known (a lost answer, a store that
+   failed after sending); it is settled by observation later, never re-sent.
+
+Every message is one line a person can act on: the component, the cause, the next step.
 """
 
 from __future__ import annotations
@@ -104,6 +109,23 @@ class JobTimeout(FlexusError):
             f"job {job_id} still {last_status or 'unknown'} after {waited_seconds:.0f}s; "
             "it keeps running in the cloud: query it again with show_job"
         )
+
+
+class StoreError(FlexusError):
+    """The store could not be used: unreachable, locked, read-only, timed out, or a bad state dir."""
+
+    def __init__(self, cause: str, next_step: str) -> None:
+        self.cause = bounded(cause, 300)
+        super().__init__(f"store: {self.cause}; {next_step}")
+
+
+class OutcomeUnknown(FlexusError):
+    """A change was sent to the cloud but whether it applied is not known yet. Never retry it blindly:
+    it is settled by observation (the job, or the servers' state), then recorded as applied or not."""
+
+    def __init__(self, message: str, action_id: str | None = None) -> None:
+        self.action_id = action_id
+        super().__init__(bounded(message))
 
 
 def _find_code(payload: Any) -> tuple[str | None, str | None, list[dict[str, Any]]]:

@@ -14,6 +14,11 @@ also signs checkpoints: the seq and MAC of the newest record it wrote, with its 
 least every 100 records or 60 s and when it closes. Checkpoints go to
 ``<state_dir>/audit-checkpoints.jsonl`` and, as one JSON line, to the ``flexus_ops.audit`` log, so
 copies can live where a database writer cannot reach.
+
+A log rewritten whole into unkeyed records needs no key, so each state dir also records, once per
+store, where that store's log became keyed (``<state_dir>/audit-keyed.jsonl``, 0600): from then on its
+writers refuse to append to a log whose keyed part is gone or starts elsewhere (never continuing or
+re-sealing an unkeyed chain), and ``audit verify`` reports it.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .canonical import canonical_json
-from .private import open_private
+from .private import open_private, trusted
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -48,12 +53,25 @@ EVENT_ROTATED = "audit_key_rotated"
 EVENT_CHECKPOINT_KEY = "checkpoint_key"
 CHAIN_EVENTS = frozenset({EVENT_KEYED, EVENT_ROTATED, EVENT_CHECKPOINT_KEY})
 CHECKPOINT_FILE = "audit-checkpoints.jsonl"
+KEYED_FILE = "audit-keyed.jsonl"
 SIGNING_KEY_FILE = "audit-checkpoint.key"
 CHECKPOINT_EVERY_RECORDS = 100
 CHECKPOINT_EVERY_SECONDS = 60.0
 
 
 # -- records ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """An audit record to append in the same transaction as the state change it describes."""
+
+    event: str
+    person: str | None
+    surface: str | None
+    tool: str | None
+    action_id: str | None
+    detail: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -156,6 +174,51 @@ def records_to_prepend(
     return []
 
 
+@dataclass(frozen=True)
+class KeyedMark:
+    """Where a store's log became keyed, as a state dir first saw it (when it first wrote keyed records
+    there, or found them): the first keyed record, its key, and the legacy head an ``audit_keyed`` marker
+    continued. A keyed log stays keyed from that record for good, so it never changes afterwards."""
+
+    store: str  # the store's URL, without its password
+    keyed_from: int
+    key_id: str
+    legacy_seq: int | None = None
+    legacy_hash: str | None = None
+    at: float = 0.0
+
+    def to_json(self) -> str:
+        return canonical_json(
+            {
+                "store": self.store,
+                "keyed_from": self.keyed_from,
+                "key_id": self.key_id,
+                "legacy_seq": self.legacy_seq,
+                "legacy_hash": self.legacy_hash,
+                "at": self.at,
+            }
+        )
+
+    @classmethod
+    def parse(cls, line: str) -> KeyedMark:
+        value = json.loads(line)
+        if not isinstance(value, dict):
+            raise ValueError("not an object")
+        store, keyed_from, key_id = value.get("store"), value.get("keyed_from"), value.get("key_id")
+        legacy_seq, legacy_hash, at = value.get("legacy_seq"), value.get("legacy_hash"), value.get("at", 0.0)
+        if not (
+            isinstance(store, str)
+            and isinstance(keyed_from, int)
+            and keyed_from >= 1
+            and isinstance(key_id, str)
+            and isinstance(legacy_seq, int | None)
+            and isinstance(legacy_hash, str | None)
+            and isinstance(at, int | float)
+        ):
+            raise ValueError("missing or mistyped fields")
+        return cls(store, keyed_from, key_id, legacy_seq, legacy_hash, at)
+
+
 # -- checkpoints ------------------------------------------------------------------------------------
 
 
@@ -209,24 +272,58 @@ class Checkpoint:
         return True
 
 
-def load_checkpoints(paths: Sequence[Path]) -> tuple[list[Checkpoint], list[str]]:
-    """Checkpoints from checkpoint files or saved logs (a line may carry a log prefix; lines that are
-    not checkpoints are skipped), and a problem for each line that looks like one but does not parse."""
+def load_checkpoints(paths: Sequence[Path], *, strict: Sequence[Path] = ()) -> tuple[list[Checkpoint], list[str]]:
+    """Checkpoints from checkpoint files or saved logs, and a problem for each line that looks like one
+    but does not parse. In a saved log a line may carry a log prefix, and lines that are not checkpoints
+    are skipped; in a ``strict`` file (a state dir's own checkpoint file, where flexus-ops writes
+    checkpoints and nothing else) every line that is not a checkpoint is a problem."""
     found: dict[Checkpoint, None] = {}  # ordered, without the copies a file and a log both hold
     problems: list[str] = []
     decoder = json.JSONDecoder()
+    strict_files = {path.resolve() for path in strict}
     for path in paths:
+        whole = path.resolve() in strict_files
         for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+            if whole and not line.strip():
+                continue
             if '"head_mac"' not in line:
+                if whole:
+                    problems.append(f"line {number} of {path} is not a checkpoint")
                 continue
             try:
-                value, _end = decoder.raw_decode(line, line.index("{"))
+                start = 0 if whole else line.index("{")
+                value, end = decoder.raw_decode(line, start)
+                if whole and line[end:].strip():
+                    raise ValueError("more after the checkpoint")
                 checkpoint = Checkpoint.parse(value, f"{path}:{number}")
             except ValueError:
-                problems.append(f"{path}:{number}: a damaged checkpoint line")
+                problems.append(f"line {number} of {path} is not a checkpoint (a damaged checkpoint line)")
                 continue
             found.setdefault(checkpoint, None)
     return list(found), problems
+
+
+def load_keyed_marks(path: Path) -> tuple[dict[str, KeyedMark], list[str]]:
+    """A state dir's record of where each store's log became keyed (the first line for a store counts),
+    and a problem for each line that is not such a record. A missing file records nothing."""
+    marks: dict[str, KeyedMark] = {}
+    problems: list[str] = []
+    try:
+        text = path.read_text(errors="replace")
+    except FileNotFoundError:
+        return marks, problems
+    except OSError as exc:
+        return marks, [f"{path} cannot be read ({type(exc).__name__}): where the audit log became keyed is unknown"]
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            mark = KeyedMark.parse(line)
+        except ValueError:
+            problems.append(f"line {number} of {path} is not a record of where an audit log became keyed")
+            continue
+        marks.setdefault(mark.store, mark)
+    return marks, problems
 
 
 @dataclass(frozen=True, repr=False)
@@ -249,6 +346,7 @@ class CheckpointSigner:
             else:
                 with os.fdopen(fd, "wb") as handle:
                     handle.write(base64.b64encode(raw))
+        trusted(path, "key file", secret=True)  # a signing key someone else could read or plant signs nothing
         private = Ed25519PrivateKey.from_private_bytes(base64.b64decode(path.read_bytes()))
         public = private.public_key().public_bytes_raw()
         return cls(private, public, signer_id_of(public))
@@ -280,6 +378,11 @@ class Checkpointer:
         # Cheap on purpose: the key is read (and cryptography imported) at the first checkpoint only.
         self.path = state_dir / CHECKPOINT_FILE
         self.key_path = state_dir / "keys" / SIGNING_KEY_FILE
+        self.keyed_path = state_dir / KEYED_FILE
+        self._keyed: dict[str, KeyedMark] = {}  # once read or written, kept: deleting the file changes nothing
+        # Its own lock, never held while waiting for the database: an append holding the audit head's row
+        # lock reads these marks, while the checkpoint lock is held across appends of the key record.
+        self._keyed_lock = threading.RLock()
         self.every_records = every_records
         self.every_seconds = every_seconds
         self._signer: CheckpointSigner | None = None
@@ -305,6 +408,32 @@ class Checkpointer:
 
     def default_files(self) -> list[Path]:
         return [self.path] if self.path.exists() else []
+
+    def keyed_mark(self, store: str) -> tuple[KeyedMark | None, list[str]]:
+        """Where this state dir saw ``store``'s log become keyed (None: it never did), and the problems
+        with its record file (a damaged file leaves that unknown: writers then refuse to append)."""
+        with self._keyed_lock:
+            if store in self._keyed:
+                return self._keyed[store], []
+            marks, problems = load_keyed_marks(self.keyed_path)
+            for name, mark in marks.items():
+                self._keyed.setdefault(name, mark)
+            return self._keyed.get(store), problems
+
+    def record_keyed(self, mark: KeyedMark) -> bool:
+        """Record, once, where ``mark.store``'s log became keyed: False if a record of it already stands
+        (or the file is damaged, which verification and every writer report)."""
+        with self._keyed_lock:
+            earlier, problems = self.keyed_mark(mark.store)
+            if earlier is not None or problems:
+                return False
+            fd = open_private(self.keyed_path, os.O_WRONLY | os.O_APPEND)
+            try:
+                os.write(fd, (mark.to_json() + "\n").encode())  # one short line: appends stay whole
+            finally:
+                os.close(fd)
+            self._keyed[mark.store] = mark  # (not logged here: INFO on this logger is the checkpoint stream)
+            return True
 
     def appended(self, store: Store, record: AuditRecord) -> Checkpoint | None:
         """Called after each committed append: a checkpoint when 100 records or 60 s have passed."""
@@ -388,6 +517,7 @@ class AuditReport:
     legacy_records: int = 0
     keyed_from: int | None = None
     key_ids: list[str] = field(default_factory=list)
+    keyed_recorded: str | None = None  # the state dir's record of the keyed start, when compared
     checkpoint_files: list[str] = field(default_factory=list)
     checkpoints_checked: int = 0
     problems: list[str] = field(default_factory=list)  # tampering
@@ -414,10 +544,16 @@ class ChainVerifier:
         checkpoints: Sequence[Checkpoint] = (),
         *,
         local_public_keys: dict[str, bytes] | None = None,
+        keyed_mark: KeyedMark | None = None,
+        keyed_source: str = "",
     ) -> None:
+        """``keyed_mark``: where a state dir saw this log become keyed (read from ``keyed_source``); a log
+        whose keyed part is gone or starts elsewhere was rewritten, whatever its links say."""
         self.ring = ring
         self.checkpoints = list(checkpoints)
         self.local_public_keys = local_public_keys or {}
+        self.keyed_mark = keyed_mark
+        self.keyed_source = keyed_source
         self.report = AuditReport()
         self._wanted = {c.seq for c in self.checkpoints}
         self._macs_at: dict[int, str] = {}
@@ -517,9 +653,25 @@ class ChainVerifier:
                 f"{len(seqs)} record(s) ({span}) cannot be verified without key {key_id} "
                 "(add it to FLEXUS_AUDIT_PREVIOUS_KEYS)"
             )
+        self._keyed_start()
         for checkpoint in self.checkpoints:
             self._checkpoint(checkpoint)
         return report
+
+    def _keyed_start(self) -> None:
+        mark, report = self.keyed_mark, self.report
+        if mark is None:
+            return
+        report.keyed_recorded = self.keyed_source
+        seen = f"this state dir saw it keyed from record {mark.keyed_from} ({self.keyed_source})"
+        if report.keyed_from is None:
+            self._problem(f"the log has no keyed records, but {seen}: rewritten without the audit key")
+        elif report.keyed_from != mark.keyed_from:
+            self._problem(f"the log is keyed from record {report.keyed_from}, but {seen}: rewritten")
+        elif report.key_ids[0] != mark.key_id:
+            self._problem(
+                f"record {mark.keyed_from} is under key {report.key_ids[0]}, but {seen} under key {mark.key_id}"
+            )
 
     def _checkpoint(self, checkpoint: Checkpoint) -> None:
         seq, key_id = checkpoint.seq, checkpoint.key_id

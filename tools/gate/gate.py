@@ -7,34 +7,52 @@ surface it came from, so no surface can skip a step.
    button) re-reads the targets, refuses if the plan no longer holds, and executes exactly once.
 3. For tools that need approval, confirming turns the action into an approval request; ``approve`` by
    a *different* authorised person executes it once.
+
+Every state change and its audit record are one transaction, and a change that lost its compare-and-set
+writes no record. An execution belongs to the process running it (an owner and a lease it renews while
+the call is in flight); only after the lease has run out may another process settle it, from what the
+cloud shows, never by sending anything again. All store calls go through ``AsyncStore``: off the loop.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import json
+import logging
+import os
 import secrets
+import socket
 import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, SecretStr
 
-from ..cloud.errors import FlexusError, bounded
+from ..cloud.errors import FlexusError, JobTimeout, OutcomeUnknown, StoreError, TransportError, bounded
 from ..registry.inputs import GATE_FIELDS
 from ..registry.outputs import ActionResult, Plan, Preview
 from ..registry.spec import Execution, ToolContext, ToolSpec
+from .audit import AuditEntry
 from .canonical import canonical_json
 from .policy import Policy, Role
 from .secrets import Keys
 
 if TYPE_CHECKING:
-    from .store import Store
+    from .store import AsyncStore
+
+log = logging.getLogger("flexus_ops.gate")
 
 OPEN_STATES = ("pending", "awaiting_approval")
+DONE_STATES = ("executing", "submitted", "succeeded", "failed", "unknown")
+UNSETTLED_STATES = ("executing", "submitted", "unknown")
 SWEEP_INTERVAL_SECONDS = 1.0
-RECONCILE_INTERVAL_SECONDS = 5.0
-DONE_STATES = ("executing", "submitted", "succeeded", "failed")
+SETTLE_BATCH = 20
+# A write whose answer was lost may still land for a while; "not applied" is believed only after this.
+LANDING_WINDOW_SECONDS = 60.0
+# Who runs an execution: this process, named so that a person reading the store can find it.
+OWNER = f"{socket.gethostname()[:40]}:{os.getpid()}:{secrets.token_hex(4)}"
 
 
 class Refused(FlexusError):
@@ -81,18 +99,18 @@ def recorded_result(action: dict[str, Any]) -> ActionResult:
         message = f"confirmed; waiting for approval until {_when(action['expires_at'])}"
         return ActionResult(status="awaiting_approval", action_id=action["id"], message=message)
     detail = stored.get("error") or stored.get("reconciled") or f"state {action['state']}"
-    status = action["state"] if action["state"] in ("succeeded", "submitted") else "failed"
+    status = action["state"] if action["state"] in ("succeeded", "submitted", "unknown") else "failed"
     job_ids = json.loads(action["job_ids"]) if action["job_ids"] else []
     return ActionResult(status=status, action_id=action["id"], job_ids=job_ids, message=bounded(str(detail)))
 
 
 class Gate:
-    def __init__(self, store: Store, policy: Policy, keys: Keys) -> None:
+    def __init__(self, store: AsyncStore, policy: Policy, keys: Keys, *, lease_seconds: float = 10.0) -> None:
         self.store = store
         self.policy = policy
         self.keys = keys
+        self.lease_seconds = lease_seconds
         self._next_sweep = 0.0
-        self._next_reconcile = 0.0
 
     # -- binding ----------------------------------------------------------------------------
 
@@ -123,8 +141,8 @@ class Gate:
 
     # -- audit ------------------------------------------------------------------------------
 
-    def audit(
-        self,
+    @staticmethod
+    def entry(
         event: str,
         action: dict[str, Any] | None,
         *,
@@ -132,11 +150,12 @@ class Gate:
         surface: str | None,
         tool: str | None = None,
         **detail: Any,
-    ) -> None:
+    ) -> AuditEntry:
+        """An audit record about ``action``, to be written with the state change it describes."""
         if action is not None:
             detail.setdefault("arguments", json.loads(action["args_json"]))
-        self.store.append_audit(
-            event,
+        return AuditEntry(
+            event=event,
             person=person,
             surface=surface,
             tool=tool or (action["tool"] if action else None),
@@ -144,26 +163,30 @@ class Gate:
             detail={k: v for k, v in detail.items() if v is not None},
         )
 
+    async def audit(self, event: str, action: dict[str, Any] | None, **fields: Any) -> None:
+        """A record with no state change of its own (a replay, a reveal)."""
+        await self.store.append_audit(self.entry(event, action, **fields))
+
     # -- expiry -----------------------------------------------------------------------------
 
-    def expire_due(self, *, force: bool = False) -> None:
+    async def expire_due(self, *, force: bool = False) -> None:
         """Record expiries (and erase their secrets). Housekeeping only: every decision checks expiry itself,
         so this runs at most once a second per process unless forced."""
         now = time.monotonic()
         if not force and now < self._next_sweep:
             return
         self._next_sweep = now + SWEEP_INTERVAL_SECONDS
-        for action in self.store.due_for_expiry(OPEN_STATES):
-            if self.store.transition(action["id"], [action["state"]], "expired", secret=None):
-                self.audit(
-                    "expired",
-                    action,
-                    person=action["person"],
-                    surface="gate",
-                    was=action["state"],
-                    expired_at=_when(action["expires_at"]),
-                )
-        self.store.erase_stale_reveals()
+        for action in await self.store.due_for_expiry(OPEN_STATES):
+            entry = self.entry(
+                "expired",
+                action,
+                person=action["person"],
+                surface="gate",
+                was=action["state"],
+                expired_at=_when(action["expires_at"]),
+            )
+            await self.store.transition(action["id"], [action["state"]], "expired", secret=None, audit_entry=entry)
+        await self.store.erase_stale_reveals()
 
     # -- preview ----------------------------------------------------------------------------
 
@@ -174,7 +197,7 @@ class Gate:
         fingerprint = plan_fingerprint(plan)
         needs_approval = self.policy.needs_approval(spec.name)
         settings = self.policy.settings
-        reused = self.store.find_open_action(ctx.person, spec.name, args_hash, ["pending"])
+        reused = await self.store.find_open_action(ctx.person, spec.name, args_hash, ["pending"])
         if reused is not None and reused["plan_hash"] == fingerprint:
             action = reused  # the same question again (e.g. a client's retry): keep one pending action
         else:
@@ -198,8 +221,7 @@ class Gate:
             }
             if secret is not None:
                 action["secret"] = self.keys.encrypt(secret, context=action["id"])
-            self.store.create_action(action)
-            self.audit(
+            entry = self.entry(
                 "preview",
                 action,
                 person=ctx.person,
@@ -207,6 +229,7 @@ class Gate:
                 plan=plan.summary,
                 acting=[i.server_id for i in plan.acting],
             )
+            await self.store.create_action(action, entry)
 
         token: str | None = self.keys.issue_token(action["id"], ctx.person, spec.name, args_hash)
         approvers = [p.id for p in self.policy.approvers if p.id != ctx.person]
@@ -257,14 +280,18 @@ class Gate:
             return f"cancelled: {action['decision_note'] or 'no reason given'}; preview again"
         return f"not open (state {state})"
 
-    def _check_token(self, spec: ToolSpec, person: str, args_hash: str, token: str) -> dict[str, Any]:
+    async def _lost(self, action: dict[str, Any]) -> Refused:
+        """The refusal for a compare-and-set that lost: it says who won."""
+        return Refused(self._explain_closed(await self.store.get_action(action["id"]) or action))
+
+    async def _check_token(self, spec: ToolSpec, person: str, args_hash: str, token: str) -> dict[str, Any]:
         if self.policy.settings.confirmation_fallback == "deny":
             raise Refused(
                 "confirmation_token: confirmation by token is disabled by policy (confirmation_fallback = "
                 "'deny'); use a client that can prompt the user"
             )
         action_id = self.keys.action_id_of(token)
-        action = self.store.get_action(action_id) if action_id else None
+        action = await self.store.get_action(action_id) if action_id else None
         if action is None or not self.keys.token_matches(
             token, action["id"], action["person"], action["tool"], action["args_hash"]
         ):
@@ -296,12 +323,12 @@ class Gate:
         compare-and-set that moves it out of ``pending`` consumes it (and ``answer_key``, the answer that
         confirmed it). Used again by the same person, it gets the recorded outcome marked as a replay;
         by anyone else, a refusal; never a second execution."""
-        self.expire_due()
+        await self.expire_due()
         _shown, args_hash, _secret = self.bind_arguments(spec, args)
         if token is not None:
-            action = self._check_token(spec, ctx.person, args_hash, token)
+            action = await self._check_token(spec, ctx.person, args_hash, token)
         elif action_id is not None:
-            by_id = self.store.get_action(action_id)
+            by_id = await self.store.get_action(action_id)
             if by_id is None or by_id["tool"] != spec.name:
                 raise Refused("no such preview")
             if by_id["person"] != ctx.person:
@@ -312,45 +339,38 @@ class Gate:
         else:
             raise Refused("nothing to confirm: name the preview (its confirmation_token or action id)")
         if action["state"] != "pending":
-            return self._replay(action, ctx.person, ctx.surface, via)
+            return await self._replay(action, ctx.person, ctx.surface, via)
         consumed = {"answer_key": answer_key} if answer_key else {}
         if action["expires_at"] <= time.time():
-            self.expire_due(force=True)
+            await self.expire_due(force=True)
             raise Refused(f"the preview expired at {_when(action['expires_at'])}; preview again")
         previewed = Plan.model_validate_json(action["plan_json"])
         assert spec.plan is not None
         current = await spec.plan(ctx, args)
         if plan_fingerprint(current) != action["plan_hash"]:
             difference = plan_difference(previewed, current)
-            if self.store.transition(
+            entry = self.entry(
+                "refused", action, person=ctx.person, surface=ctx.surface, via=via, difference=difference
+            )
+            if await self.store.transition(
                 action["id"],
                 ["pending"],
                 "cancelled",
                 secret=None,
                 decision_note=f"state changed before confirmation: {difference}",
+                audit_entry=entry,
             ):
-                self.audit("refused", action, person=ctx.person, surface=ctx.surface, via=via, difference=difference)
                 raise Refused(
                     f"the servers changed since the preview, so it no longer holds: {difference}. Preview again."
                 )
             # Someone else confirmed it meanwhile: the change we see is theirs, say so.
-            raise Refused(self._explain_closed(self.store.get_action(action["id"]) or action))
+            raise await self._lost(action)
 
         if action["needs_approval"]:
             if not [p for p in self.policy.approvers if p.id != ctx.person]:
                 raise Refused("no approver other than you is named in the policy; this cannot run")
             expires = time.time() + self.policy.settings.approval_ttl_seconds
-            if not self.store.transition(
-                action["id"],
-                ["pending"],
-                "awaiting_approval",
-                unexpired=True,
-                confirmed_via=via,
-                expires_at=expires,
-                **consumed,
-            ):
-                raise Refused(self._explain_closed(self.store.get_action(action["id"]) or action))
-            self.audit(
+            entry = self.entry(
                 "approval_requested",
                 action,
                 person=ctx.person,
@@ -359,6 +379,17 @@ class Gate:
                 reason=action["reason"],
                 expires_at=_when(expires),
             )
+            if not await self.store.transition(
+                action["id"],
+                ["pending"],
+                "awaiting_approval",
+                unexpired=True,
+                confirmed_via=via,
+                expires_at=expires,
+                audit_entry=entry,
+                **consumed,
+            ):
+                raise await self._lost(action)
             approvers = ", ".join(p.id for p in self.policy.approvers if p.id != ctx.person)
             return ActionResult(
                 status="awaiting_approval",
@@ -366,28 +397,31 @@ class Gate:
                 message=f"confirmed; waiting for approval by one of: {approvers} (until {_when(expires)})",
             )
 
-        if not self.store.transition(
+        entry = self.entry("confirmed", action, person=ctx.person, surface=ctx.surface, via=via)
+        if not await self.store.transition(
             action["id"],
             ["pending"],
             "executing",
             unexpired=True,
             executed_by=ctx.person,
             confirmed_via=via,
+            audit_entry=entry,
+            **self._lease(),
             **consumed,
         ):
-            raise Refused(self._explain_closed(self.store.get_action(action["id"]) or action))
-        self.audit("confirmed", action, person=ctx.person, surface=ctx.surface, via=via)
+            raise await self._lost(action)
         secret = self.keys.decrypt(action["secret"], context=action["id"]) if action["secret"] else None
         return await self._execute(ctx, spec, args, action, current, secret)
 
-    def _replay(self, action: dict[str, Any], person: str, surface: str, via: str) -> ActionResult:
+    async def _replay(self, action: dict[str, Any], person: str, surface: str, via: str) -> ActionResult:
         """A confirmation used again: the recorded outcome for its owner, a refusal for anyone else.
         Either way the attempt is audited: a replay is worth a security lead's attention."""
         state = action["state"]
-        if action["person"] != person or state not in ("awaiting_approval", "submitted", "succeeded", "failed"):
-            self.audit("replay_refused", action, person=person, surface=surface, via=via, state=state)
+        settled = ("awaiting_approval", "submitted", "succeeded", "failed", "unknown")
+        if action["person"] != person or state not in settled:
+            await self.audit("replay_refused", action, person=person, surface=surface, via=via, state=state)
             raise Refused(self._explain_closed(action) + "; this request was not run again")
-        self.audit("replayed", action, person=person, surface=surface, via=via, state=state)
+        await self.audit("replayed", action, person=person, surface=surface, via=via, state=state)
         recorded = recorded_result(action)
         return recorded.model_copy(
             update={
@@ -399,7 +433,7 @@ class Gate:
 
     # -- approval ---------------------------------------------------------------------------
 
-    def _approver_check(self, person: str, action: dict[str, Any] | None, verb: str) -> dict[str, Any]:
+    async def _approver_check(self, person: str, action: dict[str, Any] | None, verb: str) -> dict[str, Any]:
         who = self.policy.person(person)
         if who is None or not who.has(Role.APPROVER):
             raise Refused(f"{person} is not an approver; only approvers named in the policy can {verb}")
@@ -410,14 +444,17 @@ class Gate:
         if action["state"] != "awaiting_approval":
             raise Refused(self._explain_closed(action))
         if action["expires_at"] <= time.time():
-            self.expire_due(force=True)
+            await self.expire_due(force=True)
             raise Refused(f"the request expired at {_when(action['expires_at'])} before anyone approved it")
         return action
 
     async def approve(self, ctx: ToolContext, spec: ToolSpec, action_id: str, note: str | None) -> ActionResult:
-        self.expire_due()
-        action = self._approver_check(ctx.person, self.store.get_action(action_id), "approve")
-        if not self.store.transition(
+        await self.expire_due()
+        action = await self._approver_check(ctx.person, await self.store.get_action(action_id), "approve")
+        entry = self.entry(
+            "approved", action, person=ctx.person, surface=ctx.surface, requester=action["person"], note=note
+        )
+        if not await self.store.transition(
             action_id,
             ["awaiting_approval"],
             "approved",
@@ -425,35 +462,39 @@ class Gate:
             decided_by=ctx.person,
             decided_at=time.time(),
             decision_note=note,
+            audit_entry=entry,
         ):
-            raise Refused(self._explain_closed(self.store.get_action(action_id) or action))
-        self.audit("approved", action, person=ctx.person, surface=ctx.surface, requester=action["person"], note=note)
+            raise await self._lost(action)
         args = self.rebuild_arguments(spec, action)
         requester_ctx = ToolContext(client=ctx.client, person=ctx.person, surface=ctx.surface, progress=ctx.progress)
         assert spec.plan is not None
         current = await spec.plan(requester_ctx, args)
         if plan_fingerprint(current) != action["plan_hash"]:
             difference = plan_difference(Plan.model_validate_json(action["plan_json"]), current)
-            self.store.transition(
+            await self.store.transition(
                 action_id,
                 ["approved"],
                 "cancelled",
                 secret=None,
                 decision_note=f"state changed before execution: {difference}",
+                audit_entry=self.entry(
+                    "refused", action, person=ctx.person, surface=ctx.surface, difference=difference
+                ),
             )
-            self.audit("refused", action, person=ctx.person, surface=ctx.surface, difference=difference)
             raise Refused(f"approved, but the servers changed since the request, so it was not run: {difference}")
-        if not self.store.transition(action_id, ["approved"], "executing", executed_by=ctx.person):
-            raise Refused(self._explain_closed(self.store.get_action(action_id) or action))
+        if not await self.store.transition(
+            action_id, ["approved"], "executing", executed_by=ctx.person, **self._lease()
+        ):
+            raise await self._lost(action)
         secret = self.keys.decrypt(action["secret"], context=action_id) if action["secret"] else None
         return await self._execute(requester_ctx, spec, args, action, current, secret)
 
-    def reject(self, person: str, surface: str, action_id: str, note: str | None) -> None:
-        self.expire_due()
-        action = self.store.get_action(action_id)
+    async def reject(self, person: str, surface: str, action_id: str, note: str | None) -> None:
+        await self.expire_due()
+        action = await self.store.get_action(action_id)
         own_open = action is not None and action["person"] == person and action["state"] in OPEN_STATES
         # A requester may withdraw their own request.
-        if own_open and self.store.transition(
+        if own_open and await self.store.transition(
             action_id,
             OPEN_STATES,
             "cancelled",
@@ -461,11 +502,11 @@ class Gate:
             decided_by=person,
             decided_at=time.time(),
             decision_note=note or "withdrawn by the requester",
+            audit_entry=self.entry("cancelled", action, person=person, surface=surface, note=note),
         ):
-            self.audit("cancelled", action, person=person, surface=surface, note=note)
             return
-        action = self._approver_check(person, action, "reject")
-        if not self.store.transition(
+        action = await self._approver_check(person, action, "reject")
+        if not await self.store.transition(
             action_id,
             ["awaiting_approval"],
             "rejected",
@@ -473,70 +514,72 @@ class Gate:
             decided_by=person,
             decided_at=time.time(),
             decision_note=note,
+            audit_entry=self.entry(
+                "rejected", action, person=person, surface=surface, requester=action["person"], note=note
+            ),
         ):
-            raise Refused(self._explain_closed(self.store.get_action(action_id) or action))
-        self.audit("rejected", action, person=person, surface=surface, requester=action["person"], note=note)
+            raise await self._lost(action)
 
-    def reveal(self, person: str, surface: str, action_id: str) -> str:
-        blob = self.store.take_reveal_secret(action_id, person)
+    async def reveal(self, person: str, surface: str, action_id: str) -> str:
+        blob = await self.store.take_reveal_secret(action_id, person)
         if blob is None:
             raise Refused("nothing to reveal: only the requester can reveal a generated password, once, soon after")
-        self.audit("revealed", self.store.get_action(action_id), person=person, surface=surface)
+        await self.audit("revealed", await self.store.get_action(action_id), person=person, surface=surface)
         return self.keys.decrypt(blob, context=f"reveal:{action_id}")
 
-    # -- reconciliation ---------------------------------------------------------------------
+    # -- settling: what the cloud shows decides, nothing is sent again ------------------------
 
-    async def reconcile(self, ctx: ToolContext, specs: dict[str, ToolSpec], *, force: bool = False) -> list[str]:
-        """Settle executions a crash interrupted, from what the cloud shows; never send anything again.
-
-        ``submitted`` actions (job ids known) are settled from their jobs. ``executing`` actions with no
-        job ids, silent for longer than ``reconcile_after_seconds``, may or may not have reached the cloud:
-        each tool's ``observe`` reads the servers and says per server whether the change is there.
-        """
-        now = time.monotonic()
-        if not force and now < self._next_reconcile:
-            return []
-        self._next_reconcile = now + RECONCILE_INTERVAL_SECONDS
+    async def settle(self, ctx: ToolContext, specs: dict[str, ToolSpec], *, limit: int = SETTLE_BATCH) -> list[str]:
+        """Settle executions nobody owns any more (their owner's lease ran out: a crash, a kill, a lost
+        database) and outcomes that are unknown (a lost answer), from what the cloud shows; never send
+        anything again. ``submitted`` actions are settled from their jobs; the others by each tool's
+        ``observe``, which reads the servers and says per server whether the change is there. At most
+        ``limit`` actions a round, so a round's work is bounded."""
+        observable = [name for name, spec in specs.items() if spec.observe is not None]
         settled: list[str] = []
-        quiet_since = time.time() - self.policy.settings.reconcile_after_seconds
-        for action in self.store.actions_in(["executing", "submitted"], limit=100):
-            if action["updated_at"] > quiet_since:
-                continue
+        for action in await self.store.unsettled(UNSETTLED_STATES, limit):
             spec = specs.get(action["tool"])
-            if spec is None:
+            if spec is None or (action["state"] == "unknown" and action["tool"] not in observable):
                 continue
-            if action["state"] == "submitted" and action["job_ids"]:
-                outcome = await self._settle_from_jobs(ctx, action)
-            else:
-                outcome = await self._settle_by_observation(ctx, spec, action)
+            try:
+                if action["state"] == "submitted" and action["job_ids"]:
+                    outcome = await self._settle_from_jobs(ctx, action)
+                else:
+                    outcome = await self._settle_by_observation(ctx, spec, action)
+            except FlexusError as exc:  # the cloud cannot be read now: try again next round
+                log.warning("settling %s: %s", action["id"], bounded(str(exc), 200))
+                continue
             if outcome is None:
                 continue
             final, detail = outcome
-            if self.store.transition(
-                action["id"], [action["state"]], final, secret=None, result_json=json.dumps({"reconciled": detail})
+            entry = self.entry(
+                "reconciled",
+                action,
+                person="flexus-ops",
+                surface="settler",
+                resent=False,
+                was=action["state"],
+                outcome=final,
+                **detail,
+            )
+            if await self.store.transition(
+                action["id"],
+                [action["state"]],
+                final,
+                lease_expired=True,
+                secret=None,
+                result_json=json.dumps({"reconciled": detail}),
+                audit_entry=entry,
             ):
-                self.audit(
-                    "reconciled",
-                    action,
-                    person="flexus-ops",
-                    surface="reconciler",
-                    resent=False,
-                    was=action["state"],
-                    outcome=final,
-                    **detail,
-                )
                 settled.append(action["id"])
         return settled
 
     async def _settle_from_jobs(self, ctx: ToolContext, action: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
         statuses: dict[str, str] = {}
         for job_id in json.loads(action["job_ids"]):
-            try:
-                statuses[job_id] = (await ctx.client.show_job(job_id)).status or "UNKNOWN"
-            except FlexusError as exc:
-                statuses[job_id] = f"unreadable ({bounded(str(exc), 100)})"
+            statuses[job_id] = (await ctx.client.show_job(job_id)).status or "UNKNOWN"
         if any(status in ("RUNNING", "INIT") for status in statuses.values()):
-            return None  # still running: settle on a later pass
+            return None  # still running: settle on a later round
         final = "succeeded" if all(status == "SUCCESS" for status in statuses.values()) else "failed"
         return final, {"jobs": statuses}
 
@@ -544,58 +587,157 @@ class Gate:
         self, ctx: ToolContext, spec: ToolSpec, action: dict[str, Any]
     ) -> tuple[str, dict[str, Any]] | None:
         if spec.observe is None:
-            return "failed", {"observed": "this tool cannot be checked; verify by hand"}
+            # Nothing in the cloud shows whether it happened: keep it unknown, for a person to check.
+            if action["state"] == "unknown":
+                return None
+            return "unknown", {"observed": "this change leaves no trace the API shows; verify by hand"}
         plan = Plan.model_validate_json(action["plan_json"])
         args = self.rebuild_arguments(spec, action)
         observed = await spec.observe(ctx, args, plan, action["updated_at"])
+        if any(seen not in ("applied", "not applied") for seen in observed.values()):
+            if action["state"] == "unknown":
+                return None
+            return "unknown", {"observed": observed}
         applied = [sid for sid, seen in observed.items() if seen == "applied"]
+        if observed and len(applied) < len(observed) and time.time() - action["updated_at"] < LANDING_WINDOW_SECONDS:
+            return None  # a write may still land: believe "not applied" only after the landing window
         final = "succeeded" if observed and len(applied) == len(observed) else "failed"
         return final, {"observed": observed}
 
     # -- execution --------------------------------------------------------------------------
+
+    def _lease(self) -> dict[str, Any]:
+        return {"owner": OWNER, "lease_until": time.time() + self.lease_seconds}
+
+    async def _keep_lease(self, action_id: str) -> None:
+        """Renew this process's lease while its execution is in flight; a dead process stops renewing."""
+        while True:
+            await asyncio.sleep(self.lease_seconds / 3)
+            try:
+                if not await self.store.renew_lease(action_id, OWNER, time.time() + self.lease_seconds):
+                    log.warning("execution %s: lost its lease (settled elsewhere)", action_id)
+                    return
+            except StoreError as exc:  # keep trying: the database may come back before the lease runs out
+                log.warning("execution %s: lease not renewed: %s", action_id, exc)
 
     async def _execute(
         self, ctx: ToolContext, spec: ToolSpec, args: BaseModel, action: dict[str, Any], plan: Plan, secret: str | None
     ) -> ActionResult:
         assert spec.execute is not None
         action_id = action["id"]
+        sent: list[str] = []  # job ids, once the cloud has them
 
         async def on_jobs(job_ids: list[str]) -> None:
-            self.store.transition(action_id, ["executing"], "submitted", job_ids=json.dumps(job_ids))
-            self.audit("submitted", action, person=ctx.person, surface=ctx.surface, job_ids=job_ids)
+            sent.extend(job_ids)
+            entry = self.entry("submitted", action, person=ctx.person, surface=ctx.surface, job_ids=job_ids)
+            await self.store.transition(
+                action_id, ["executing"], "submitted", owned_by=OWNER, job_ids=json.dumps(job_ids), audit_entry=entry
+            )
 
         execution = Execution(action_id=action_id, plan=plan, secret=secret, on_jobs=on_jobs)
+        heartbeat = asyncio.create_task(self._keep_lease(action_id))
         try:
             result = await spec.execute(ctx, args, execution)
+        except (TransportError, JobTimeout, StoreError) as exc:
+            raise await self._unknown(ctx, spec, action, exc, sent) from None
         except FlexusError as exc:
-            self.store.transition(
-                action_id,
-                ["executing", "submitted"],
+            # The cloud refused it outright (or it was refused before sending): nothing was applied.
+            await self._record_final(
+                ctx,
+                action,
                 "failed",
-                secret=None,
-                result_json=json.dumps({"error": bounded(str(exc))}),
-            )
-            self.audit(
-                "executed", action, person=ctx.person, surface=ctx.surface, outcome="error", error=bounded(str(exc))
+                {"secret": None, "result_json": json.dumps({"error": bounded(str(exc))})},
+                outcome="error",
+                error=bounded(str(exc)),
             )
             raise
-        final = {"succeeded": "succeeded", "nothing_to_do": "succeeded", "submitted": "submitted"}.get(
-            result.status, "failed"
+        finally:
+            while not heartbeat.done():  # until it is really gone, however a cancellation races its calls
+                heartbeat.cancel()
+                await asyncio.wait([heartbeat], timeout=1)
+        unknown = any(o.outcome == "unknown" for o in result.servers)
+        final = (
+            "unknown"
+            if unknown
+            else {"succeeded": "succeeded", "nothing_to_do": "succeeded"}.get(
+                result.status, "submitted" if result.status == "submitted" else "failed"
+            )
         )
-        values: dict[str, Any] = {"secret": None, "result_json": result.model_dump_json()}
+        values: dict[str, Any] = {"secret": None, "result_json": result.model_dump_json(), "lease_until": None}
         if result.job_ids:
             values["job_ids"] = json.dumps(result.job_ids)
         if execution.generated_secret and execution.secret is not None:
             values["reveal_secret"] = self.keys.encrypt(execution.secret, context=f"reveal:{action_id}")
             values["reveal_expires_at"] = time.time() + self.policy.settings.reveal_ttl_seconds
-        self.store.transition(action_id, ["executing", "submitted"], final, **values)
-        self.audit(
-            "executed",
-            action,
-            person=ctx.person,
-            surface=ctx.surface,
-            outcome=result.status,
-            job_ids=result.job_ids or None,
-            servers={o.server_id: o.outcome for o in result.servers},
-        )
+        try:
+            won = await self._record_final(
+                ctx,
+                action,
+                final,
+                values,
+                outcome=result.status,
+                job_ids=result.job_ids or None,
+                servers={o.server_id: o.outcome for o in result.servers},
+            )
+        except StoreError as exc:
+            raise OutcomeUnknown(
+                f"{spec.title}: {result.message}, but recording the outcome failed ({exc}). Nothing will be "
+                f"sent again; flexus-ops settles action {action_id} from the cloud once the store is back."
+                + (f" Jobs: {', '.join(result.job_ids)}." if result.job_ids else ""),
+                action_id,
+            ) from None
+        if not won:
+            settled = await self.store.get_action(action_id) or {}
+            result = result.model_copy(
+                update={
+                    "message": f"{result.message} (meanwhile the store settled this action as "
+                    f"{settled.get('state', 'unknown')} from the cloud; this is what this execution saw)"
+                }
+            )
         return result
+
+    async def _record_final(
+        self, ctx: ToolContext, action: dict[str, Any], final: str, values: dict[str, Any], **detail: Any
+    ) -> bool:
+        """The execution's last transition, only while this process still owns it; False if it lost."""
+        entry = self.entry("executed", action, person=ctx.person, surface=ctx.surface, **detail)
+        return await self.store.transition(
+            action["id"], ["executing", "submitted"], final, owned_by=OWNER, audit_entry=entry, **values
+        )
+
+    async def _unknown(
+        self, ctx: ToolContext, spec: ToolSpec, action: dict[str, Any], exc: FlexusError, sent: list[str]
+    ) -> FlexusError:
+        """The change may have been applied: store it as unknown (settled later by observation), never as
+        failed, and tell the caller what was sent and how to check. A read that failed before anything was
+        sent is simply a failure."""
+        maybe = (isinstance(exc, TransportError) and exc.may_have_applied) or isinstance(exc, JobTimeout) or sent
+        if not maybe and not isinstance(exc, StoreError):
+            with contextlib.suppress(StoreError):
+                await self._record_final(
+                    ctx,
+                    action,
+                    "failed",
+                    {"secret": None, "result_json": json.dumps({"error": bounded(str(exc))})},
+                    outcome="error",
+                    error=bounded(str(exc)),
+                )
+            return exc
+        state = "submitted" if sent else "unknown"
+        jobs = f" Jobs: {', '.join(sent)}." if sent else ""
+        with contextlib.suppress(StoreError):
+            await self._record_final(
+                ctx,
+                action,
+                state,
+                {"lease_until": None, "result_json": json.dumps({"error": bounded(str(exc))})},
+                outcome="unknown",
+                error=bounded(str(exc)),
+                job_ids=sent or None,
+            )
+        return OutcomeUnknown(
+            f"{spec.title}: the request was sent but its outcome is not known ({bounded(str(exc), 200)}).{jobs} "
+            f"Do not retry it: flexus-ops settles action {action['id']} from what the cloud shows "
+            "(see flexus-ops audit, or flexus_show_job for a job).",
+            action["id"],
+        )

@@ -9,13 +9,17 @@ cryptography (record MACs, checkpoints, verification) is in ``audit.py``; this m
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     Boolean,
@@ -33,27 +37,36 @@ from sqlalchemy import (
     event,
     insert,
     inspect,
+    or_,
     select,
     text,
     update,
 )
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as SQLATimeoutError
 
+from ..cloud.errors import StoreError, bounded
 from .audit import (
     EVENT_CHECKPOINT_KEY,
+    EVENT_KEYED,
     GENESIS,
+    AuditEntry,
     AuditKeyRing,
     AuditRecord,
     AuditReport,
     ChainVerifier,
     Checkpoint,
     Checkpointer,
+    KeyedMark,
     load_checkpoints,
     records_to_prepend,
 )
 from .canonical import canonical_json
 from .private import private_file
 
+log = logging.getLogger("flexus_ops.store")
+T = TypeVar("T")
 metadata = MetaData()
 
 schema_version = Table(
@@ -92,6 +105,10 @@ actions = Table(
     Column("job_ids", Text),
     Column("result_json", Text),
     Column("answer_key", String(64)),  # added by _v3_answer_key
+    # The process running the execution, and until when its lease holds (renewed while the call is in
+    # flight): nobody else settles it before then. Added by _v5_execution_lease.
+    Column("owner", String(80)),
+    Column("lease_until", Float),
 )
 
 audit = Table(
@@ -150,26 +167,37 @@ def _v4_keyed_audit(db: Connection) -> None:
     db.execute(text("CREATE INDEX IF NOT EXISTS ix_flexus_audit_event ON flexus_audit (event)"))
 
 
+def _v5_execution_lease(db: Connection) -> None:
+    # Step 1 creates the table from today's definition, which already has the columns.
+    have = {column["name"] for column in inspect(db).get_columns("flexus_actions")}
+    if "owner" not in have:
+        db.execute(text("ALTER TABLE flexus_actions ADD COLUMN owner VARCHAR(80)"))
+    if "lease_until" not in have:
+        db.execute(text("ALTER TABLE flexus_actions ADD COLUMN lease_until FLOAT"))
+
+
 MIGRATIONS: list[Callable[[Connection], None]] = [
     _v1_tables,
     _v2_open_action_index,
     _v3_answer_key,
     _v4_keyed_audit,
+    _v5_execution_lease,
 ]
 """Append-only: a released step is never edited, a change is a new step."""
 
 
-def _sqlite_engine(url: str) -> Engine:
-    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+def _sqlite_engine(url: str, busy_seconds: float) -> Engine:
+    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": busy_seconds})
+    busy_ms = int(busy_seconds * 1000)
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Let SQLAlchemy's BEGIN below be the only transaction control, and allow readers
-        # alongside the single writer.
+        # alongside the single writer. A lock held longer than the statement timeout is an error.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute(f"PRAGMA busy_timeout={busy_ms}")
         cursor.close()
 
     @event.listens_for(engine, "begin")
@@ -181,32 +209,123 @@ def _sqlite_engine(url: str) -> Engine:
     return engine
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, *, connect_timeout: float = 10.0, statement_timeout: float = 10.0) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:" and not parsed.database.startswith("file:"):
             # Created 0600 before SQLite opens it: SQLite gives its -wal and -shm files the same mode.
             private_file(Path(parsed.database))
-        return _sqlite_engine(url)
+        return _sqlite_engine(url, statement_timeout)
     if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
         url = str(parsed.set(drivername="postgresql+psycopg"))
-    return create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+    engine = create_engine(
+        url,
+        pool_size=10,
+        max_overflow=20,
+        pool_pre_ping=True,
+        pool_timeout=connect_timeout,
+        connect_args={"connect_timeout": max(1, round(connect_timeout))},
+    )
+    statement_ms = int(statement_timeout * 1000)
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Set per connection, not in the URL's options, so a URL's own options (search_path) stay.
+        with dbapi_connection.cursor() as cursor:
+            cursor.execute(f"SET statement_timeout = {statement_ms}")
+            cursor.execute(f"SET lock_timeout = {statement_ms}")
+            cursor.execute(f"SET idle_in_transaction_session_timeout = {max(statement_ms * 6, 60_000)}")
+        dbapi_connection.commit()
+
+    return engine
+
+
+def describe_store(url: str) -> str:
+    """The store as a person knows it, never with its password."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return f"SQLite store {parsed.database}"
+    return f"PostgreSQL store {parsed.host or 'localhost'}:{parsed.port or 5432}/{parsed.database or ''}"
+
+
+def store_error(exc: BaseException, url: str, timeout: float) -> StoreError:
+    """One line for a person: which store, what went wrong, what to do next. The driver's own message is
+    kept short and never carries a password (the URL is rendered without it)."""
+    where = describe_store(url)
+    raw = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    lowered = raw.lower()
+    if "readonly" in lowered or "read-only" in lowered or "read only" in lowered:
+        return StoreError(f"{where} is read-only ({raw})", "check its file permissions, or set FLEXUS_STORE_URL")
+    if "database is locked" in lowered or "lock timeout" in lowered or "could not obtain lock" in lowered:
+        return StoreError(
+            f"{where} stayed locked by another process for {timeout:g} s",
+            "try again; if it persists, find the process holding it (FLEXUS_DB_STATEMENT_TIMEOUT sets the wait)",
+        )
+    if "statement timeout" in lowered or "canceling statement" in lowered or isinstance(exc, TimeoutError):
+        return StoreError(
+            f"{where} did not answer within {timeout:g} s",
+            "check the database's health (FLEXUS_DB_STATEMENT_TIMEOUT sets the limit)",
+        )
+    if isinstance(exc, PermissionError | IsADirectoryError | NotADirectoryError | FileExistsError):
+        return StoreError(
+            f"cannot create {where} ({type(exc).__name__}: {exc.strerror or exc})",
+            "set FLEXUS_STATE_DIR to a directory you can write, or FLEXUS_STORE_URL",
+        )
+    if "unable to open database" in lowered:
+        return StoreError(f"cannot open {where} ({raw})", "check the path in FLEXUS_STORE_URL or FLEXUS_STATE_DIR")
+    if isinstance(exc, OperationalError | InterfaceError | SQLATimeoutError) or "connect" in lowered:
+        return StoreError(
+            f"cannot reach {where} ({bounded(raw, 160)})",
+            "check FLEXUS_STORE_URL and that the database is running (FLEXUS_DB_CONNECT_TIMEOUT sets the wait)",
+        )
+    return StoreError(f"{where} failed ({type(exc).__name__}: {bounded(raw, 160)})", "see the server log")
+
+
+STORE_FAILURES = (DBAPIError, SQLATimeoutError, OSError)
 
 
 class Store:
-    def __init__(self, url: str, audit_keys: AuditKeyRing, *, checkpoints: Checkpointer | None = None) -> None:
+    """The state as rows, synchronously. The surfaces use it through ``AsyncStore``, which keeps every
+    database call off their event loop; tests and benchmarks may use it directly."""
+
+    def __init__(
+        self,
+        url: str,
+        audit_keys: AuditKeyRing,
+        *,
+        checkpoints: Checkpointer | None = None,
+        connect_timeout: float = 10.0,
+        statement_timeout: float = 10.0,
+    ) -> None:
         """``audit_keys`` (``Keys.audit``): the key that MACs new audit records, and earlier keys that only
-        verify. ``checkpoints``: signs checkpoints of what this process appends (None: no checkpoints)."""
+        verify. ``checkpoints``: signs checkpoints of what this process appends (None: no checkpoints).
+        Timeouts bound connecting (and waiting for a pooled connection) and each statement or lock."""
         self.url = url
         self.audit_keys = audit_keys
         self.checkpoints = checkpoints
-        self.engine = make_engine(url)
-        self.migrate()
+        self.timeout = statement_timeout
+        try:
+            self.engine = make_engine(url, connect_timeout=connect_timeout, statement_timeout=statement_timeout)
+            self.migrate()
+        except STORE_FAILURES as exc:
+            raise store_error(exc, url, statement_timeout) from None
+        except (ArgumentError, ImportError) as exc:
+            # A URL SQLAlchemy cannot read, or a database with no driver here (mysql://...): a setting to
+            # fix, not a bug. The URL itself is not echoed (it may hold a password); SQLAlchemy's message
+            # does not hold it either.
+            cause = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise StoreError(
+                f"FLEXUS_STORE_URL names no store flexus-ops can use ({type(exc).__name__}: {bounded(cause, 160)})",
+                "set it to sqlite:///PATH or postgresql://USER@HOST:5432/DB",
+            ) from None
 
     @contextmanager
     def tx(self) -> Iterator[Connection]:
-        with self.engine.begin() as connection:
-            yield connection
+        try:
+            with self.engine.begin() as connection:
+                yield connection
+        except STORE_FAILURES as exc:
+            raise store_error(exc, self.url, self.timeout) from None
 
     def migrate(self, target: int | None = None) -> int:
         """Create or upgrade the schema in place, one numbered step at a time, and return the version.
@@ -230,6 +349,9 @@ class Store:
                 db.execute(update(schema_version).where(schema_version.c.id == 1).values(version=version))
             return max(current, target)
 
+    def dispose(self) -> None:
+        self.engine.dispose()
+
     def at_current_schema(self) -> bool:
         return self.schema_version() == len(MIGRATIONS)
 
@@ -239,9 +361,12 @@ class Store:
 
     # -- actions ----------------------------------------------------------------------------
 
-    def create_action(self, row: dict[str, Any]) -> None:
+    def create_action(self, row: dict[str, Any], audit_entry: AuditEntry | None = None) -> None:
+        """Insert an action and, in the same transaction, its audit record."""
         with self.tx() as db:
             db.execute(insert(actions).values(**row))
+            record = self._append_entry(db, audit_entry)
+        self._appended(record)
 
     def get_action(self, action_id: str) -> dict[str, Any] | None:
         with self.tx() as db:
@@ -275,18 +400,69 @@ class Store:
         return dict(found) if found else None
 
     def transition(
-        self, action_id: str, from_states: Iterable[str], to_state: str, *, unexpired: bool = False, **values: Any
+        self,
+        action_id: str,
+        from_states: Iterable[str],
+        to_state: str,
+        *,
+        unexpired: bool = False,
+        owned_by: str | None = None,
+        lease_expired: bool = False,
+        audit_entry: AuditEntry | None = None,
+        **values: Any,
     ) -> bool:
-        """Compare-and-set: True only for the one caller that moved the action. With ``unexpired``, an
-        action past its expiry cannot move, however close the race with the clock."""
+        """Compare-and-set: True only for the one caller that moved the action, and only then is its audit
+        record appended, in the same transaction (a state change never lacks its record; a lost race
+        writes none). With ``unexpired``, an action past its expiry cannot move, however close the race
+        with the clock; with ``owned_by``, only while that process still owns the execution; with
+        ``lease_expired``, only once nobody holds its lease (settling a dead owner's work)."""
         now = time.time()
         values["updated_at"] = now
         conditions = [actions.c.id == action_id, actions.c.state.in_(list(from_states))]
         if unexpired:
             conditions.append(actions.c.expires_at > now)
+        if owned_by is not None:
+            conditions.append(actions.c.owner == owned_by)
+        if lease_expired:
+            conditions.append(or_(actions.c.lease_until.is_(None), actions.c.lease_until < now))
         with self.tx() as db:
-            result = db.execute(update(actions).where(*conditions).values(state=to_state, **values))
+            moved = db.execute(update(actions).where(*conditions).values(state=to_state, **values)).rowcount == 1
+            record = self._append_entry(db, audit_entry) if moved else None
+        self._appended(record)
+        return moved
+
+    def renew_lease(self, action_id: str, owner: str, until: float) -> bool:
+        """The owner's heartbeat while its execution is in flight; False once it lost the execution."""
+        with self.tx() as db:
+            result = db.execute(
+                update(actions)
+                .where(
+                    actions.c.id == action_id,
+                    actions.c.owner == owner,
+                    actions.c.state.in_(["executing", "submitted"]),
+                )
+                .values(lease_until=until)
+            )
         return result.rowcount == 1
+
+    def unsettled(self, states: Sequence[str], limit: int) -> list[dict[str, Any]]:
+        """Executions nobody owns any more (no lease, or an expired one), oldest first."""
+        now = time.time()
+        with self.tx() as db:
+            rows = (
+                db.execute(
+                    select(actions)
+                    .where(
+                        actions.c.state.in_(states),
+                        or_(actions.c.lease_until.is_(None), actions.c.lease_until < now),
+                    )
+                    .order_by(actions.c.updated_at)
+                    .limit(limit)
+                )
+                .mappings()
+                .all()
+            )
+        return [dict(row) for row in rows]
 
     def set_fields(self, action_id: str, **values: Any) -> None:
         values["updated_at"] = time.time()
@@ -347,6 +523,26 @@ class Store:
 
     # -- audit ------------------------------------------------------------------------------
 
+    def _append_entry(self, db: Connection, entry: AuditEntry | None) -> AuditRecord | None:
+        if entry is None:
+            return None
+        return self._append_audit(
+            db,
+            entry.event,
+            person=entry.person,
+            surface=entry.surface,
+            tool=entry.tool,
+            action_id=entry.action_id,
+            detail=entry.detail,
+        )
+
+    def _appended(self, record: AuditRecord | None) -> None:
+        if record is not None:
+            try:
+                self.audit_appended(record)
+            except OSError as exc:  # the record is committed; a checkpoint file we cannot write is logged
+                log.warning("audit checkpoint not written: %s", exc)
+
     def append_audit(
         self,
         event_name: str,
@@ -382,6 +578,7 @@ class Store:
         A legacy chain's marker, or a key rotation record, goes in first when needed."""
         head = db.execute(select(audit_head).where(audit_head.c.id == 1).with_for_update()).mappings().one()
         last = db.execute(select(audit.c.key_id).where(audit.c.seq == head["seq"])).first()
+        self._refuse_unkeyed(db, head["seq"], last)
         # A head whose record is gone is for verification to report; appends go on under the current key.
         last_key_id = last.key_id if last is not None else self.audit_keys.current.id
         key = self.audit_keys.current
@@ -425,9 +622,116 @@ class Store:
         db.execute(update(audit_head).where(audit_head.c.id == 1).values(seq=seq, hash=prev_hash))
         return record
 
+    def _audit_store_name(self) -> str:
+        """This store as a state dir's record of where its log became keyed names it: the URL, without its
+        password (nor one passed as a query parameter)."""
+        parsed = make_url(self.url)
+        query = {name: "***" if "pass" in name.lower() else value for name, value in parsed.query.items()}
+        return parsed.set(query=query).render_as_string(hide_password=True)
+
+    def _keyed_mark(self) -> tuple[KeyedMark | None, list[str]]:
+        if self.checkpoints is None:
+            return None, []
+        return self.checkpoints.keyed_mark(self._audit_store_name())
+
+    def _refuse_unkeyed(self, db: Connection, head_seq: int, last: Any) -> None:
+        """Refuse to append, before anything is written (the caller's state change rolls back with it),
+        to a log that has lost the keyed part this state dir saw, or to a keyed log that now ends in
+        unkeyed records: continuing either would seal a chain rewritten without the key. A legacy chain
+        is continued only when this state dir never saw the store keyed and it has no keyed record."""
+        where, next_step = describe_store(self.url), "run flexus-ops audit verify; nothing was recorded"
+        mark, damaged = self._keyed_mark()
+        if damaged:
+            raise StoreError(
+                f"where the audit log in {where} became keyed is unknown ({damaged[0]})",
+                f"check that file, then {next_step}",
+            )
+        if mark is None:
+            if last is None or last.key_id is not None:
+                return
+            keyed = db.execute(
+                select(audit.c.seq).where(audit.c.key_id.is_not(None)).order_by(audit.c.seq).limit(1)
+            ).first()
+            if keyed is None:
+                return  # a log from before the keyed release: continued from an audit_keyed marker
+            raise StoreError(
+                f"the audit log in {where} is keyed from record {keyed.seq} but ends in an unkeyed record "
+                f"({head_seq}): it may have been rewritten",
+                next_step,
+            )
+        start = mark.keyed_from
+        first = db.execute(select(audit.c.key_id, audit.c.event).where(audit.c.seq == start)).first()
+        if head_seq < start:
+            reason = f"the log ends at record {head_seq}"
+        elif first is None:
+            reason = f"record {start} is gone"
+        elif first.key_id is None:
+            reason = f"record {start} is not keyed"
+        elif first.key_id != mark.key_id:
+            reason = f"record {start} is under key {first.key_id}, not {mark.key_id}"
+        elif start > 1 and first.event != EVENT_KEYED:
+            reason = f"record {start} is not the {EVENT_KEYED} marker"
+        elif last is not None and last.key_id is None:
+            reason = f"the newest record, {head_seq}, is not keyed"
+        else:
+            return
+        raise StoreError(
+            f"the audit log in {where} has lost its keyed records (this state dir saw them from record "
+            f"{start}; {reason}): it may have been rewritten",
+            next_step,
+        )
+
+    def _keyed_start(self, db: Connection) -> KeyedMark | None:
+        """Where the log in the database became keyed: record 1, or its audit_keyed marker."""
+        name, now = self._audit_store_name(), round(time.time(), 3)
+        first = db.execute(select(audit.c.key_id).where(audit.c.seq == 1)).first()
+        if first is not None and first.key_id is not None:
+            return KeyedMark(name, 1, first.key_id, at=now)
+        marker = db.execute(
+            select(audit.c.seq, audit.c.key_id, audit.c.detail_json)
+            .where(audit.c.event == EVENT_KEYED, audit.c.key_id.is_not(None))
+            .order_by(audit.c.seq)
+            .limit(1)
+        ).first()
+        if marker is None:
+            return None
+        detail = json.loads(marker.detail_json)
+        legacy_seq, legacy_hash = detail.get("legacy_seq"), detail.get("legacy_hash")
+        return KeyedMark(
+            name,
+            marker.seq,
+            marker.key_id,
+            legacy_seq=legacy_seq if isinstance(legacy_seq, int) else None,
+            legacy_hash=legacy_hash if isinstance(legacy_hash, str) else None,
+            at=now,
+        )
+
+    def _note_keyed(self) -> None:
+        """After a committed append: record, once, where this store's log became keyed, in the state dir
+        (a replica joining a keyed store records what it finds). Never fails the write it follows."""
+        if self.checkpoints is None:
+            return
+        try:
+            mark, damaged = self._keyed_mark()
+            if mark is not None or damaged:
+                return
+            with self.tx() as db:
+                found = self._keyed_start(db)
+            if found is not None and self.checkpoints.record_keyed(found):
+                log.info(
+                    "audit log keyed from record %d (key %s): recorded in %s",
+                    found.keyed_from,
+                    found.key_id,
+                    self.checkpoints.keyed_path,
+                )
+        except Exception as exc:
+            log.warning("where the audit log became keyed was not recorded (%s): %s", type(exc).__name__, exc)
+
     def audit_appended(self, record: AuditRecord) -> None:
-        """After the transaction that appended ``record`` committed: counts it towards a checkpoint."""
+        """After the transaction that appended ``record`` committed: records where the log became keyed,
+        if this state dir has not yet, and counts it towards a checkpoint."""
         if self.checkpoints is not None:
+            self._note_keyed()
             self.checkpoints.appended(self, record)
 
     def checkpoint_due(self) -> Checkpoint | None:
@@ -482,13 +786,23 @@ class Store:
 
     def audit_report(self, checkpoint_files: Sequence[Path] | None = None) -> AuditReport:
         """Verify the chain, and the checkpoints in ``checkpoint_files`` (by default this state dir's own
-        checkpoint file, when this store writes checkpoints and the file exists)."""
+        checkpoint file, when this store writes checkpoints and the file exists), and that the log is
+        keyed from where this state dir saw it become keyed. Every line of the state dir's own checkpoint
+        file must be a checkpoint."""
+        own = [self.checkpoints.path] if self.checkpoints is not None else []
         if checkpoint_files is None:
             checkpoint_files = self.checkpoints.default_files() if self.checkpoints is not None else []
-        checkpoints, unreadable = load_checkpoints(checkpoint_files)
+        checkpoints, unreadable = load_checkpoints(checkpoint_files, strict=own)
         local = self.checkpoints.known_public_keys() if self.checkpoints is not None and checkpoints else {}
-        verifier = ChainVerifier(self.audit_keys, checkpoints, local_public_keys=local)
-        verifier.report.problems.extend(unreadable)
+        mark, damaged = self._keyed_mark()
+        verifier = ChainVerifier(
+            self.audit_keys,
+            checkpoints,
+            local_public_keys=local,
+            keyed_mark=mark,
+            keyed_source=str(self.checkpoints.keyed_path) if self.checkpoints is not None else "",
+        )
+        verifier.report.problems.extend(unreadable + damaged)
         verifier.report.checkpoint_files = [str(path) for path in checkpoint_files]
         for record in self._all_audit_records():
             verifier.feed(record)
@@ -501,3 +815,115 @@ class Store:
         or checkpoints that disagree, and records under keys this store does not hold. Empty: intact."""
         report = self.audit_report(checkpoint_files)
         return report.problems + report.unverifiable
+
+
+class AsyncStore:
+    """The store as the surfaces use it: every call runs on the store's own threads, so a slow query
+    never holds up the event loop (another request's Slack ack, another MCP answer). A caller waits at
+    most the store's timeouts plus a margin, then gets a ``StoreError``, even if the database hangs."""
+
+    def __init__(self, open_store: Callable[[], Store], *, url: str, timeout: float, threads: int = 8) -> None:
+        """``open_store`` connects and migrates: it runs on the store's threads too, on first use."""
+        self._open = open_store
+        self._store: Store | None = None
+        self._opening = threading.Lock()
+        self.url = url
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="flexus-store")
+        self._limit = timeout * 3 + 5  # connect, lock wait and statement, with room to spare
+
+    @classmethod
+    def of(cls, store: Store) -> AsyncStore:
+        return cls(lambda: store, url=store.url, timeout=store.timeout)
+
+    @property
+    def sync(self) -> Store:
+        """The synchronous store, opened if need be (for tests, benchmarks and start-up checks)."""
+        if self._store is None:
+            with self._opening:
+                if self._store is None:
+                    self._store = self._open()
+        return self._store
+
+    @property
+    def is_open(self) -> bool:
+        return self._store is not None
+
+    async def _run(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        def call() -> T:
+            return getattr(self.sync, fn.__name__)(*args, **kwargs)
+
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(self._pool, call)
+        try:
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation that
+            # arrives as the call completes, and a cancelled caller would then carry on.
+            async with asyncio.timeout(self._limit):
+                return await future
+        except TimeoutError:
+            raise store_error(TimeoutError(), self.url, self._limit) from None
+
+    async def create_action(self, row: dict[str, Any], audit_entry: AuditEntry | None = None) -> None:
+        await self._run(Store.create_action, row, audit_entry)
+
+    async def get_action(self, action_id: str) -> dict[str, Any] | None:
+        return await self._run(Store.get_action, action_id)
+
+    async def action_by_answer(self, answer_key: str) -> dict[str, Any] | None:
+        return await self._run(Store.action_by_answer, answer_key)
+
+    async def find_open_action(
+        self, person: str, tool: str, args_hash: str, states: Sequence[str]
+    ) -> dict[str, Any] | None:
+        return await self._run(Store.find_open_action, person, tool, args_hash, states)
+
+    async def transition(self, action_id: str, from_states: Iterable[str], to_state: str, **options: Any) -> bool:
+        return await self._run(Store.transition, action_id, list(from_states), to_state, **options)
+
+    async def renew_lease(self, action_id: str, owner: str, until: float) -> bool:
+        return await self._run(Store.renew_lease, action_id, owner, until)
+
+    async def unsettled(self, states: Sequence[str], limit: int) -> list[dict[str, Any]]:
+        return await self._run(Store.unsettled, states, limit)
+
+    async def take_reveal_secret(self, action_id: str, person: str) -> bytes | None:
+        return await self._run(Store.take_reveal_secret, action_id, person)
+
+    async def actions_in(self, states: Sequence[str], limit: int = 200) -> list[dict[str, Any]]:
+        return await self._run(Store.actions_in, states, limit)
+
+    async def due_for_expiry(self, states: Sequence[str]) -> list[dict[str, Any]]:
+        return await self._run(Store.due_for_expiry, states)
+
+    async def erase_stale_reveals(self) -> int:
+        return await self._run(Store.erase_stale_reveals)
+
+    async def append_audit(self, entry: AuditEntry) -> AuditRecord:
+        return await self._run(
+            Store.append_audit,
+            entry.event,
+            person=entry.person,
+            surface=entry.surface,
+            tool=entry.tool,
+            action_id=entry.action_id,
+            detail=entry.detail,
+        )
+
+    async def audit_records(self, **options: Any) -> list[AuditRecord]:
+        return await self._run(Store.audit_records, **options)
+
+    async def audit_report(self, checkpoint_files: Sequence[Path] | None = None) -> AuditReport:
+        return await self._run(Store.audit_report, checkpoint_files)
+
+    async def checkpoint_due(self) -> Checkpoint | None:
+        return await self._run(Store.checkpoint_due)
+
+    async def flush_checkpoint(self) -> Checkpoint | None:
+        return await self._run(Store.flush_checkpoint)
+
+    async def at_current_schema(self) -> bool:
+        return await self._run(Store.at_current_schema)
+
+    async def aclose(self) -> None:
+        if self._store is not None:
+            await self._run(Store.dispose)
+        self._pool.shutdown(wait=False)

@@ -178,10 +178,14 @@ def _outcomes(execution: Execution, results: dict[str, ServerResult]) -> list[Se
     return ordered
 
 
-def _status(outcomes: list[ServerResult]) -> Literal["succeeded", "failed", "partial", "submitted", "nothing_to_do"]:
+def _status(
+    outcomes: list[ServerResult],
+) -> Literal["succeeded", "failed", "partial", "submitted", "unknown", "nothing_to_do"]:
     acted = [o for o in outcomes if o.outcome != "skipped"]
     if not acted:
         return "nothing_to_do"
+    if any(o.outcome == "unknown" for o in acted):
+        return "unknown"  # a write whose answer was lost: settled later by observation, never re-sent
     if any(o.outcome == "submitted" for o in acted):
         return "submitted"
     failed = sum(o.outcome in ("failed", "unknown") for o in acted)
@@ -539,5 +543,6 @@ TOOLS: tuple[ToolSpec, ...] = (
         safety=Safety.READ,
         idempotent=True,
         run=show_job,
+        shows_actions=True,
     ),
 )

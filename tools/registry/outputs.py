@@ -127,7 +127,7 @@ class ServerResult(Compact):
 class ActionResult(Compact):
     """What a confirmed change did, per server."""
 
-    status: Literal["succeeded", "failed", "partial", "submitted", "awaiting_approval", "nothing_to_do"]
+    status: Literal["succeeded", "failed", "partial", "submitted", "unknown", "awaiting_approval", "nothing_to_do"]
     action_id: str
     job_ids: list[str] = Field(default_factory=list)
     servers: list[ServerResult] = Field(default_factory=list)

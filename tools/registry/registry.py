@@ -4,14 +4,18 @@ read-only mode), validates arguments, runs read tools, and sends every change th
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+import time
 from functools import cached_property
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
 
-from ..cloud.errors import InvalidInput
+from ..cloud.errors import ConfigurationError, FlexusError, InvalidInput
 from ..config import Settings
-from ..gate.gate import Gate, Refused
+from ..gate.gate import SETTLE_BATCH, Gate, Refused
 from ..gate.policy import Person, Policy, Role, load_policy
 from ..gate.private import report_if_readable
 from ..gate.secrets import Keys
@@ -22,7 +26,11 @@ from .spec import Caller, Progress, Safety, ToolContext, ToolSpec, no_progress
 
 if TYPE_CHECKING:
     from ..cloud.client import FlexusClient
-    from ..gate.store import Store
+    from ..gate.store import AsyncStore, Store
+
+
+log = logging.getLogger("flexus_ops.registry")
+POLICY_CHECK_SECONDS = 1.0
 
 
 def input_error(exc: ValidationError, model: type[BaseModel]) -> InvalidInput:
@@ -52,12 +60,23 @@ class Registry:
     ) -> None:
         self.settings = settings
         self.read_only = read_only
-        self.policy = policy if policy is not None else self._load_policy(settings)
+        # A policy file is re-read when it changes (checked at most once a second), so removing a person
+        # or a leaked token's principal takes effect without a restart. A policy given in code is fixed.
+        self._policy_file = None if policy is not None else self._policy_path(settings)
+        self._policy_seen = self._file_stamp(self._policy_file)
+        self._policy_checked = time.monotonic()
+        self._policy = policy if policy is not None else self._load_policy(settings)
         report_if_readable(settings.state_dir)  # at start, even if this process only reads
         self.specs: dict[str, ToolSpec] = {spec.name: spec for spec in TOOLS}
-        for name, value in (("client", client), ("store", store), ("keys", keys)):
+        for name, value in (("client", client), ("keys", keys)):
             if value is not None:
                 self.__dict__[name] = value  # seeds the cached_property below
+        if store is not None:
+            from ..gate.store import AsyncStore
+
+            self.__dict__["records"] = AsyncStore.of(store)
+        self.draining = False  # set when the process is shutting down: readiness says no
+        self._housekeeping: asyncio.Task[None] | None = None
 
     @classmethod
     def from_settings(
@@ -66,9 +85,40 @@ class Registry:
         return cls(settings or Settings.load(), client=client, read_only=read_only)
 
     @staticmethod
+    def _policy_path(settings: Settings) -> Path:
+        return settings.policy_path or settings.state_dir / "policy.toml"
+
+    @staticmethod
     def _load_policy(settings: Settings) -> Policy:
-        path = settings.policy_path
-        return load_policy(path or settings.state_dir / "policy.toml", required=path is not None)
+        return load_policy(Registry._policy_path(settings), required=settings.policy_path is not None)
+
+    @staticmethod
+    def _file_stamp(path: Path | None) -> tuple[int, int] | None:
+        try:
+            found = path.stat() if path is not None else None
+        except OSError:
+            return None
+        return (found.st_mtime_ns, found.st_size) if found is not None else None
+
+    @property
+    def policy(self) -> Policy:
+        """Who may do what, as the policy file says now. A file that no longer loads fails every call
+        (closed), saying why, until it is fixed: a broken edit must not leave a removed person in."""
+        now = time.monotonic()
+        if self._policy_file is not None and now >= self._policy_checked + POLICY_CHECK_SECONDS:
+            self._policy_checked = now
+            stamp = self._file_stamp(self._policy_file)
+            if stamp != self._policy_seen:
+                try:
+                    policy = self._load_policy(self.settings)
+                except ConfigurationError:
+                    self._policy_checked = 0.0  # look again on the next call
+                    raise
+                self._policy, self._policy_seen = policy, stamp
+                if "gate" in self.__dict__:
+                    self.gate.policy = policy
+                log.warning("policy reloaded from %s", policy.source)
+        return self._policy
 
     @cached_property
     def client(self) -> FlexusClient:
@@ -77,13 +127,33 @@ class Registry:
         return FlexusClient(self.settings)
 
     @cached_property
-    def store(self) -> Store:
+    def records(self) -> AsyncStore:
+        """The store as the registry and gate use it: every call off the event loop. It connects (and
+        migrates) on first use, on its own threads, so a surface starts without touching it."""
+        from ..gate.store import AsyncStore
+
+        settings = self.settings
+        return AsyncStore(
+            self._open_store, url=settings.resolved_store_url, timeout=settings.db_statement_timeout_seconds
+        )
+
+    def _open_store(self) -> Store:
         from ..gate.audit import Checkpointer
         from ..gate.store import Store
 
+        settings = self.settings
         return Store(
-            self.settings.resolved_store_url, self.keys.audit, checkpoints=Checkpointer(self.settings.state_dir)
+            settings.resolved_store_url,
+            self.keys.audit,
+            checkpoints=Checkpointer(settings.state_dir),
+            connect_timeout=settings.db_connect_timeout_seconds,
+            statement_timeout=settings.db_statement_timeout_seconds,
         )
+
+    @property
+    def store(self) -> Store:
+        """The synchronous store: for tests, benchmarks and checks outside an event loop."""
+        return self.records.sync
 
     @cached_property
     def keys(self) -> Keys:
@@ -98,7 +168,7 @@ class Registry:
 
     @cached_property
     def gate(self) -> Gate:
-        return Gate(self.store, self.policy, self.keys)
+        return Gate(self.records, self.policy, self.keys, lease_seconds=self.settings.lease_seconds)
 
     @property
     def is_sandbox(self) -> bool:
@@ -179,12 +249,13 @@ class Registry:
         ctx = self.context(person, caller, progress)
         if not spec.gated:
             assert spec.run is not None
+            if spec.shows_actions:
+                await self.settle_briefly()
             return await spec.run(ctx, args)
-        await self.reconcile(force=False)
         dry_run = bool(getattr(args, "dry_run", False))
         token = getattr(args, "confirmation_token", None)
         if dry_run or token is None:
-            self.gate.expire_due()
+            await self.gate.expire_due()
             return ChangeOutput(preview=await self.gate.preview(ctx, spec, args, caller.principal))
         result = await self.gate.confirm(ctx, spec, args, token=token, via="token")
         return ChangeOutput(result=result)
@@ -210,7 +281,7 @@ class Registry:
         ``answer_key`` identifies the answer that confirmed it (an elicitation's sealed request state); the
         gate consumes it with the action, so a replay of that answer gets the recorded outcome."""
         person = self.person(caller)
-        action = self.store.get_action(action_id)
+        action = await self.records.get_action(action_id)
         if action is None:
             raise Refused("no such preview")
         spec = self.spec(action["tool"])
@@ -223,10 +294,7 @@ class Registry:
 
     async def action_answered_by(self, answer_key: str) -> dict[str, Any] | None:
         """The action an elicitation answer already confirmed, if any (to recognise a replay)."""
-        return self.store.action_by_answer(answer_key)
-
-    async def action_row(self, action_id: str) -> dict[str, Any] | None:
-        return self.action(action_id)
+        return await self.records.action_by_answer(answer_key)
 
     @staticmethod
     def confirmation_question(action: dict[str, Any]) -> str:
@@ -237,31 +305,62 @@ class Registry:
         return f"{message}\n(preview {action['id']})"
 
     async def ready(self) -> bool:
-        """For readiness probes: the policy is loaded and the store answers at the current schema."""
+        """For readiness probes: not shutting down, and the store answers at the current schema."""
+        if self.draining:
+            return False
         try:
-            return await asyncio.to_thread(self.store.at_current_schema)
-        except Exception:  # any failure of the store means "not ready"; the probe says no more
+            return await self.records.at_current_schema()
+        except FlexusError:  # a store that fails means "not ready"; the probe says no more
             return False
 
-    def action(self, action_id: str) -> dict[str, Any] | None:
+    async def action(self, action_id: str) -> dict[str, Any] | None:
         """An action's public fields (never its encrypted secrets), for surfaces that show its state."""
-        row = self.store.get_action(action_id)
+        row = await self.records.get_action(action_id)
         if row is None:
             return None
         return {k: v for k, v in row.items() if k not in ("secret", "reveal_secret")}
 
-    async def reconcile(self, *, force: bool = True) -> list[str]:
-        """Settle executions an earlier crash interrupted (see Gate.reconcile). Calls run it unforced:
-        at most every few seconds per process, and it reads the cloud only for stale actions."""
-        ctx = ToolContext(client=self.client, person="flexus-ops", surface="reconciler")
-        return await self.gate.reconcile(ctx, self.specs, force=force)
+    # -- settling ---------------------------------------------------------------------------
+
+    async def settle(self, *, limit: int = SETTLE_BATCH) -> list[str]:
+        """Settle executions whose owner is gone and outcomes that are unknown, from what the cloud shows
+        (see Gate.settle). Bookkeeping only, so a read-only surface does it too."""
+        ctx = ToolContext(client=self.client, person="flexus-ops", surface="settler")
+        return await self.gate.settle(ctx, self.specs, limit=limit)
+
+    async def settle_briefly(self, seconds: float = 3.0) -> None:
+        """Before showing actions: settle what can be settled quickly; never fail or hold up the caller."""
+        try:
+            async with asyncio.timeout(seconds):
+                await self.settle()
+        except (TimeoutError, FlexusError) as exc:
+            log.info("settling before showing actions: %s", exc or "took too long; left for the background")
+
+    def start_housekeeping(self) -> None:
+        """Once a surface has answered its first request: settle, expire and checkpoint in the background,
+        every ``settle_interval_seconds`` (bounded work per round), until the registry is closed."""
+        loop = asyncio.get_running_loop()
+        if self._housekeeping is None or self._housekeeping.get_loop() is not loop or self._housekeeping.done():
+            self._housekeeping = loop.create_task(self._keep_house())
+
+    async def _keep_house(self) -> None:
+        while True:
+            try:
+                await self.settle()
+                await self.gate.expire_due(force=True)
+                await self.records.checkpoint_due()
+            except FlexusError as exc:
+                log.warning("housekeeping: %s", exc)
+            except Exception as exc:  # a bug here must not kill the surface; it is logged, the loop goes on
+                log.warning("housekeeping failed (%s): %s", type(exc).__name__, exc)
+            await asyncio.sleep(self.settings.settle_interval_seconds)
 
     # -- approvals --------------------------------------------------------------------------
 
-    def pending_approvals(self, caller: Caller) -> list[dict[str, Any]]:
+    async def pending_approvals(self, caller: Caller) -> list[dict[str, Any]]:
         person = self.person(caller)
-        self.gate.expire_due(force=True)
-        rows = self.store.actions_in(["awaiting_approval"])
+        await self.gate.expire_due(force=True)
+        rows = await self.records.actions_in(["awaiting_approval"])
         visible = person.has(Role.APPROVER)
         return [
             {
@@ -281,23 +380,35 @@ class Registry:
         self, caller: Caller, action_id: str, note: str | None = None, progress: Progress | None = None
     ) -> ActionResult:
         person = self.person(caller)
-        action = self.store.get_action(action_id)
+        action = await self.records.get_action(action_id)
         if action is None:
             raise Refused("no such approval request")
         spec = self.spec(action["tool"])
         return await self.gate.approve(self.context(person, caller, progress), spec, action_id, note)
 
-    def reject(self, caller: Caller, action_id: str, note: str | None = None) -> None:
+    async def reject(self, caller: Caller, action_id: str, note: str | None = None) -> None:
         person = self.person(caller)
-        self.gate.reject(person.id, caller.surface, action_id, note)
+        await self.gate.reject(person.id, caller.surface, action_id, note)
 
-    def reveal(self, caller: Caller, action_id: str) -> str:
+    async def reveal(self, caller: Caller, action_id: str) -> str:
         person = self.person(caller)
-        return self.gate.reveal(person.id, caller.surface, action_id)
+        return await self.gate.reveal(person.id, caller.surface, action_id)
 
     async def aclose(self) -> None:
+        task, self._housekeeping = self._housekeeping, None
+        if task is not None:
+            if task.get_loop() is asyncio.get_running_loop():
+                # Cancel until it is done: on Python 3.11, wait_for can swallow a cancellation that
+                # arrives as its inner call completes, and the loop would then sleep on.
+                while not task.done():
+                    task.cancel()
+                    await asyncio.wait([task], timeout=1)
+            elif not task.get_loop().is_closed():
+                # Started on another loop (a server thread's): cancel it there, never wait across loops.
+                task.get_loop().call_soon_threadsafe(task.cancel)
         if "client" in self.__dict__:
             await self.client.aclose()
-        if "store" in self.__dict__:
-            self.store.flush_checkpoint()  # a short-lived command signs what it appended before it exits
-            self.store.engine.dispose()
+        if "records" in self.__dict__ and self.records.is_open:
+            with contextlib.suppress(FlexusError):
+                await self.records.flush_checkpoint()  # a short-lived command signs what it appended
+            await self.records.aclose()

@@ -85,6 +85,8 @@ class ToolSpec:
     execute: ExecuteHandler | None = None
     observe: ObserveHandler | None = None
     secret_fields: frozenset[str] = frozenset()
+    shows_actions: bool = False
+    """It reports what gated actions came to: outcomes are settled (best effort, briefly) first."""
 
     def __post_init__(self) -> None:
         if self.gated and (self.plan is None or self.execute is None):

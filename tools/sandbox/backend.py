@@ -93,6 +93,8 @@ class Knobs(BaseModel):
     """Add ``Retry-After`` to throttled (429) answers. Huawei documents none; a proxy in front may send it."""
     hang_next: int = Field(0, ge=0)
     """The next N requests sleep ``hang_seconds`` before being processed (so a client times out)."""
+    hang_next_write: int = Field(0, ge=0)
+    """The next N writes (not dry runs) sleep ``hang_seconds`` and are then processed: a lost answer."""
     hang_seconds: float = Field(30.0, ge=0)
     failing_server_ids: set[str] = Field(default_factory=set)
     """Sub-jobs for these servers FAIL with Ecs.0000 "injected failure"."""

@@ -364,6 +364,10 @@ class Sandbox:
                 await asyncio.sleep(self.knobs.hang_seconds)
             if route is not None:
                 self._describe(exchange, route[1], query, body)
+            if self.knobs.hang_next_write > 0 and exchange.operation in WRITE_OPERATIONS and not exchange.dry_run:
+                # Aimed at one write, so the reads before it answer: the lost-answer case, precisely.
+                self.knobs.hang_next_write -= 1
+                await asyncio.sleep(self.knobs.hang_seconds)
             response = self._process(request, route, path, query_string, query, body, exchange)
         except SandboxError as error:
             error_code = error.code
