@@ -11,8 +11,9 @@ from collections import Counter
 import pytest
 
 from flexus_ops.sandbox import SandboxBackend, SandboxError, SandboxOptions
-from flexus_ops.sandbox.backend import JOB_RETENTION, Knobs
+from flexus_ops.sandbox.backend import Knobs
 from flexus_ops.sandbox.fleet import SERVER_DETAIL_KEYS, derive_status, generate_fleet, render_detail
+from flexus_ops.sandbox.jobs import JOB_RETENTION
 from tests.sandbox_fixtures import UNKNOWN_ID, FakeClock
 
 

@@ -23,7 +23,7 @@ from flexus_ops.sandbox import (
     Sandbox,
     verify_signature,
 )
-from flexus_ops.sandbox.responses import SignatureRejected
+from flexus_ops.sandbox.gateway import SignatureRejected
 from flexus_ops.sandbox.server import add_arguments, run
 from tests.sandbox_fixtures import PINNED, UNKNOWN_ID, Api, FakeClock, asgi_client, make_sandbox, server_ids
 

@@ -5,6 +5,12 @@ like the real API gateway, over a state model (``.backend``) driven by a clock. 
 default when no credentials are set, the backbone of the tests, and ``flexus-ops sim`` serves it over
 HTTP. The official ``huaweicloudsdkecs`` works against it unchanged.
 
+It is split as moto splits a service: ``routes.py`` (method and path to operation), ``gateway.py``
+(authentication, throttling, lock-out, fault knobs, request log), ``handlers.py`` (one handler per
+operation), ``backend.py`` (state and operations), ``jobs.py`` (asynchronous jobs), ``fleet.py``
+(the seeded fleet), ``admin.py`` (``/_sandbox/``), with ``responses.py`` the thin HTTP layer that
+wires them, and ``server.py`` the ``sim`` command.
+
 Importing this package is light: uvicorn is only imported by ``server.run``.
 """
 
@@ -21,7 +27,8 @@ from .backend import (
     SandboxError,
     SandboxOptions,
 )
-from .responses import RequestRecord, Sandbox, verify_signature
+from .gateway import RequestRecord, verify_signature
+from .responses import Sandbox
 
 __all__ = [
     "DEFAULT_ACCESS_KEY",

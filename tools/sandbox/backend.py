@@ -1,9 +1,11 @@
-"""The sandbox cloud's state model: servers, jobs and IAM tokens, with no HTTP in sight.
+"""The sandbox cloud's state model: servers, jobs, projects and IAM tokens, and the operations on them.
 
-Time is driven by the configured clock and applied lazily: a batch action schedules each server's
-transition on a heap, and every public method first completes whatever is due (``advance``). That
-keeps a 10,000-server fleet cheap (no timers, no background task) and makes tests deterministic with
-a fake clock.
+There is no HTTP in sight: ``handlers.py`` turns a request into one call here, and ``gateway.py`` has
+already authenticated it. Time is driven by the configured clock and applied lazily: an asynchronous
+operation opens a job in the :class:`~flexus_ops.sandbox.jobs.JobBook`, which schedules each server's
+transition, and every public method first completes whatever is due (``advance``). That keeps a
+10,000-server fleet cheap (no timers, no background task) and makes tests deterministic with a fake
+clock. Power actions (start, stop, reboot) are the jobs' first user.
 
 Every refusal raises :class:`SandboxError`, which the HTTP layer renders in the right shape: ECS
 errors as ``{"error": {"code", "message"}}``, gateway and IAM errors flat (``error_code``/``error_msg``).
@@ -11,20 +13,20 @@ errors as ``{"error": {"code", "message"}}``, gateway and IAM errors flat (``err
 
 from __future__ import annotations
 
-import heapq
 import hmac
 import secrets
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..cloud import rules
-from ..cloud.errors import bounded
+from ..core.errors import bounded
 from .fleet import ServerState, empty_detail, generate_fleet, render_detail
+from .jobs import Job, JobBook, render_job
 
 DEFAULT_ACCESS_KEY = "FLEXUSSANDBOXAK000000"
 DEFAULT_SECRET_KEY = "flexus-sandbox-sk-not-a-real-secret"  # noqa: S105 - a published sandbox-only value
@@ -34,18 +36,11 @@ DEFAULT_IAM_DOMAIN = "flexus-sandbox"
 DEFAULT_IAM_USER = "operator"
 DEFAULT_IAM_PASSWORD = "Sandbox-Passw0rd"  # noqa: S105 - a published sandbox-only value
 
-JOB_RETENTION = timedelta(days=1)  # finished jobs disappear after about a day (reference section 6)
 MAX_NAME_IN_MESSAGE = 200
 
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-def format_job_time(moment: datetime) -> str:
-    """Job timestamps, e.g. ``2016-04-25T20:04:34.604Z`` (milliseconds, Z)."""
-    moment = moment.astimezone(UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
 def format_token_time(moment: datetime) -> str:
@@ -140,57 +135,24 @@ class SandboxOptions:
 
 
 @dataclass(frozen=True, slots=True)
-class Action:
+class PowerAction:
+    """A power action as a job: its job types, what it needs of a server and where it leaves one."""
+
     job_type: str
     sub_job_type: str
     needs_status: str
     """The status a server must have (with no task in progress) for the action to run."""
+    vm_state: str
+    power_state: int
+    """Where a server is when its sub-job completes."""
 
 
-ACTIONS: dict[str, Action] = {
-    "start": Action("batchStartServers", "startServer", "SHUTOFF"),
-    "stop": Action("batchStopServers", "stopServer", "ACTIVE"),
-    "reboot": Action("batchRebootServers", "rebootServer", "ACTIVE"),
+POWER_ACTIONS: dict[str, PowerAction] = {
+    "start": PowerAction("batchStartServers", "startServer", "SHUTOFF", "active", 1),
+    "stop": PowerAction("batchStopServers", "stopServer", "ACTIVE", "stopped", 4),
+    "reboot": PowerAction("batchRebootServers", "rebootServer", "ACTIVE", "active", 1),  # ends running
 }
 POWER_TYPES = ("SOFT", "HARD")
-
-
-@dataclass(slots=True)
-class SubJobState:
-    job_id: str
-    server_id: str
-    action: str
-    power_type: str
-    status: str
-    begin: datetime
-    end: datetime | None = None
-    error_code: str | None = None
-    fail_reason: str | None = None
-
-
-@dataclass(slots=True)
-class JobState:
-    job_id: str
-    action: str
-    begin: datetime
-    sub_jobs: list[SubJobState] = field(default_factory=list)
-
-    @property
-    def job_type(self) -> str:
-        return ACTIONS[self.action].job_type
-
-    @property
-    def status(self) -> str:
-        statuses = {sub.status for sub in self.sub_jobs}
-        if "RUNNING" in statuses:
-            return "RUNNING"
-        return "FAIL" if "FAIL" in statuses else "SUCCESS"
-
-    @property
-    def end(self) -> datetime | None:
-        if self.status == "RUNNING":
-            return None
-        return max((sub.end for sub in self.sub_jobs if sub.end), default=self.begin)
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,7 +164,7 @@ class TokenState:
 
 
 class SandboxBackend:
-    """Servers (``servers``: id -> :class:`ServerState`, generation order), jobs and tokens."""
+    """Servers (``servers``: id -> :class:`ServerState`, generation order), jobs, projects and tokens."""
 
     def __init__(self, options: SandboxOptions, knobs: Knobs | None = None) -> None:
         self.options = options
@@ -215,9 +177,7 @@ class SandboxBackend:
             )
         }
         self._position = {server_id: index for index, server_id in enumerate(self.servers)}
-        self.jobs: dict[str, JobState] = {}
-        self._due: list[tuple[datetime, int, SubJobState]] = []
-        self._due_seq = 0
+        self.job_book = JobBook()
         self._tokens: dict[str, TokenState] = {}
         self.domain_id = uuid.uuid5(uuid.NAMESPACE_URL, "flexus-sandbox-domain:" + options.iam_domain).hex
         self.user_id = uuid.uuid5(uuid.NAMESPACE_URL, "flexus-sandbox-user:" + options.iam_user).hex
@@ -227,23 +187,14 @@ class SandboxBackend:
     def now(self) -> datetime:
         return self._clock()
 
+    @property
+    def jobs(self) -> dict[str, Job]:
+        """Every job still known, by id."""
+        return self.job_book.jobs
+
     def advance(self) -> None:
         """Complete every transition that is due by now (called first by every public method)."""
-        now = self.now()
-        while self._due and self._due[0][0] <= now:
-            due, _, sub = heapq.heappop(self._due)
-            self._complete(sub, due)
-
-    def _complete(self, sub: SubJobState, at: datetime) -> None:
-        sub.status = "SUCCESS"
-        sub.end = at
-        server = self.servers[sub.server_id]
-        if sub.action == "stop":
-            server.vm_state, server.power_state = "stopped", 4
-        else:  # start and reboot both end running
-            server.vm_state, server.power_state = "active", 1
-        server.task_state = None
-        server.updated = at
+        self.job_book.advance(self.now())
 
     # -- servers ------------------------------------------------------------------------------
 
@@ -311,42 +262,44 @@ class SandboxBackend:
             raise ecs_error(400, "Ecs.0005", f"servers: {problem}")
 
     def start_servers(self, server_ids: list[str]) -> str:
-        return self._batch("start", server_ids, "SOFT")
+        return self.power_action("start", server_ids, "SOFT")
 
     def stop_servers(self, server_ids: list[str], power_type: str = "SOFT") -> str:
-        return self._batch("stop", server_ids, power_type)
+        return self.power_action("stop", server_ids, power_type)
 
     def reboot_servers(self, server_ids: list[str], power_type: str) -> str:
-        return self._batch("reboot", server_ids, power_type)
+        return self.power_action("reboot", server_ids, power_type)
 
-    def _batch(self, action: str, server_ids: list[str], power_type: str) -> str:
+    def power_action(self, action: str, server_ids: list[str], power_type: str) -> str:
+        """Start, stop or reboot (``POWER_ACTIONS``) servers as one job; returns the job id.
+
+        A server that cannot take the action fails its sub-job at once; the others are scheduled to
+        complete after ``knobs.job_seconds``.
+        """
         self.advance()
         if power_type not in POWER_TYPES:
             raise ecs_error(400, "Ecs.0005", "type: must be SOFT or HARD")
         self._validate_ids(server_ids)
+        spec = POWER_ACTIONS[action]
         now = self.now()
-        job = JobState(uuid.uuid4().hex, action, now)
+        job = self.job_book.open(spec.job_type, now)
         due = now + timedelta(seconds=self.knobs.job_seconds)
         for server_id in server_ids:
             server = self.servers[server_id]
-            sub = SubJobState(uuid.uuid4().hex, server_id, action, power_type, "RUNNING", now)
+            sub = self.job_book.add_sub_job(job, server_id, spec.sub_job_type, now)
             refusal = self._refusal(action, server)
             if refusal is not None:
-                sub.status, sub.end = "FAIL", now
-                sub.error_code, sub.fail_reason = refusal
+                sub.fail(now, *refusal)
             else:
                 server.task_state = _task_for(action, power_type)
                 server.updated = now
-                self._due_seq += 1
-                heapq.heappush(self._due, (due, self._due_seq, sub))
-            job.sub_jobs.append(sub)
-        self.jobs[job.job_id] = job
+                self.job_book.schedule(sub, due, _power_done(spec, server))
         return job.job_id
 
     def _refusal(self, action: str, server: ServerState) -> tuple[str, str] | None:
         if server.locked:
             return "Ecs.0605", f"Instance[{server.id}] is locked ({server.lock_metadata.get('lockScene', 'locked')})."
-        needed = ACTIONS[action].needs_status
+        needed = POWER_ACTIONS[action].needs_status
         if server.task_state is not None or server.status != needed:
             doing = f", task {server.task_state} in progress" if server.task_state else ""
             return (
@@ -362,11 +315,7 @@ class SandboxBackend:
 
     def show_job(self, job_id: str) -> dict[str, Any]:
         self.advance()
-        job = self.jobs.get(job_id)
-        end = job.end if job is not None else None
-        if job is not None and end is not None and self.now() - end > JOB_RETENTION:
-            del self.jobs[job_id]  # finished jobs are purged after about a day
-            job = None
+        job = self.job_book.find(job_id, self.now())  # finished jobs are purged after about a day
         if job is None:
             raise ecs_error(404, "Ecs.0000", f"job [{bounded(job_id, MAX_NAME_IN_MESSAGE)}] not found")
         return render_job(job)
@@ -574,6 +523,17 @@ def _task_for(action: str, power_type: str) -> str:
     return "rebooting_hard" if power_type == "HARD" else "reboot_started"
 
 
+def _power_done(spec: PowerAction, server: ServerState) -> Callable[[datetime], None]:
+    """What completing a power sub-job does to its server."""
+
+    def done(at: datetime) -> None:
+        server.vm_state, server.power_state = spec.vm_state, spec.power_state
+        server.task_state = None
+        server.updated = at
+
+    return done
+
+
 def _problem_with_security_options(value: Any) -> str | None:
     allowed = {"secure_boot_enabled", "tpm_enabled"}
     if not isinstance(value, dict) or not value:
@@ -593,46 +553,6 @@ _UPDATE_RULES: dict[str, Callable[[str], str | None]] = {
     "user_data": rules.problem_with_user_data,
     "security_options": lambda _value: None,  # checked by _problem_with_security_options
 }
-
-
-def render_job(job: JobState) -> dict[str, Any]:
-    """The ShowJob body (reference section 6)."""
-    end = job.end
-    failed = [sub for sub in job.sub_jobs if sub.status == "FAIL"]
-    final_fail = job.status == "FAIL"
-    summary = None
-    if final_fail:
-        shown = "; ".join(f"{sub.server_id}: {sub.error_code} {sub.fail_reason}" for sub in failed[:5])
-        more = f"; and {len(failed) - 5} more" if len(failed) > 5 else ""
-        summary = f"{len(failed)} of {len(job.sub_jobs)} sub-jobs failed: {shown}{more}"
-    return {
-        "status": job.status,
-        "entities": {
-            "sub_jobs_total": len(job.sub_jobs),
-            "sub_jobs": [
-                {
-                    "status": sub.status,
-                    "entities": {
-                        "server_id": sub.server_id,
-                        **({"errorcode_message": sub.fail_reason} if sub.fail_reason else {}),
-                    },
-                    "job_id": sub.job_id,
-                    "job_type": ACTIONS[sub.action].sub_job_type,
-                    "begin_time": format_job_time(sub.begin),
-                    "end_time": format_job_time(sub.end) if sub.end else None,
-                    "error_code": sub.error_code,
-                    "fail_reason": sub.fail_reason,
-                }
-                for sub in job.sub_jobs
-            ],
-        },
-        "job_id": job.job_id,
-        "job_type": job.job_type,
-        "begin_time": format_job_time(job.begin),
-        "end_time": format_job_time(end) if end else None,
-        "error_code": failed[0].error_code if final_fail else None,
-        "fail_reason": summary,
-    }
 
 
 def render_update_result(server: ServerState, region: str) -> dict[str, Any]:
