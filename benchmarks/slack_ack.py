@@ -6,7 +6,7 @@ Slack's side is ``fake_slack.py`` in a third process: the Web API the bot calls 
 ``response_url`` endpoints where the real answers land after the ack, so the time to the answer is
 reported too (not a goal: it includes the cloud call). The bot reads a ``flexus-ops sim``.
 
-Reported as skipped, with the reason, when the bot is not importable (``flexus_ops.bots``).
+Reported as skipped, with the reason, when the bot is not importable (``flexus_ops.bots.slack``).
 """
 
 from __future__ import annotations
@@ -155,9 +155,9 @@ def _wait_answers(base: str, ids: list[str], timeout: float) -> dict[str, float]
 
 def run(ctx: RunContext, result: CaseResult) -> None:
     try:
-        import flexus_ops.bots.app  # noqa: F401 - only asks whether the bot is installed here
+        import flexus_ops.bots.slack.app  # noqa: F401 - only asks whether the bot is installed here
     except ImportError as exc:
-        raise Skip(f"the Slack bot is not available (import flexus_ops.bots failed: {exc})") from None
+        raise Skip(f"the Slack bot is not available (import flexus_ops.bots.slack failed: {exc})") from None
     count = ctx.pick(200, 40)
     concurrency = 20
     tmp = Path(tempfile.mkdtemp(prefix="flexus-bench-slack-"))

@@ -1,6 +1,9 @@
-"""The Slack surface of flexus-ops: ``/flexus`` commands, Confirm buttons and approved password resets.
+"""The chat surfaces of flexus-ops: thin surfaces over the registry and its gate.
 
-A thin surface over the registry and its gate: it parses (``commands``), renders (``blocks``) and
-routes clicks (``actions``, ``views``); it never calls the cloud client and holds no safety logic of
-its own. ``app.SlackBot`` builds the bolt app; ``app.main`` runs it (``flexus-ops slack``).
+- ``chat/``: the surface-neutral core (the verb table, the parser, answers, following a job, plain text),
+  what a second chat surface reuses unchanged; it imports no chat SDK.
+- ``slack/``: the Slack surface (bolt): its listeners, Block Kit, settings and the app that runs them
+  (``flexus-ops slack`` runs ``slack.app.main``).
+
+No surface calls the cloud client or holds safety logic of its own: the gate decides.
 """

@@ -38,7 +38,7 @@ def slack_approve_race(
     bot_urls: list[str], fake_url: str, action_ids: list[str], approver: str, worker: int
 ) -> list[str]:
     """Clicks Approve on every request, each on a replica of its own choosing; returns the response URLs."""
-    from flexus_ops.bots.blocks import APPROVE
+    from flexus_ops.bots.slack.blocks import APPROVE
     from tests.slackkit import APPROVALS_CHANNEL, FakeSlack, SlackDriver
 
     fake = FakeSlack(url=fake_url)

@@ -30,9 +30,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from flexus_ops.bots.app import SlackBot, SlackBotSettings
-from flexus_ops.bots.blocks import APPROVE, CONFIRM, RESET_MODAL
-from flexus_ops.gate.policy import GateSettings, Person, Policy, Role, SlackSettings
+from flexus_ops.bots.slack.app import SlackBot
+from flexus_ops.bots.slack.blocks import APPROVE, CONFIRM, RESET_MODAL
+from flexus_ops.bots.slack.settings import SlackBotSettings, SlackSettings
+from flexus_ops.gate.policy import GateSettings, Person, Policy, Role
 from flexus_ops.registry.registry import Registry
 from tests.gatekit import make_registry
 from tests.procs import serve_app
@@ -55,15 +56,19 @@ MALLORY = "UMALLORY"  # not in the policy
 APPROVER_GROUP = "S0APPROVERS"
 
 
-def slack_policy(**settings: Any) -> Policy:
+SLACK = SlackSettings(
+    team_ids=[TEAM],
+    channel_ids=[OPS_CHANNEL],
+    approvals_channel=APPROVALS_CHANNEL,
+    approver_usergroups=[APPROVER_GROUP],
+)
+
+
+def slack_policy(slack: SlackSettings = SLACK, **settings: Any) -> Policy:
+    """The gate keeps the [slack] table as the file has it (a dict); the Slack surface validates it."""
     return Policy(
         settings=GateSettings(**settings),
-        slack=SlackSettings(
-            team_ids=[TEAM],
-            channel_ids=[OPS_CHANNEL],
-            approvals_channel=APPROVALS_CHANNEL,
-            approver_usergroups=[APPROVER_GROUP],
-        ),
+        slack=slack.model_dump(),
         people=[
             Person(id="alice", roles=[Role.OPERATOR], principals=["os:alice", f"slack:{ALICE}"]),
             Person(id="bob", roles=[Role.OPERATOR, Role.APPROVER], principals=[f"slack:{BOB}", "os:bob"]),

@@ -16,15 +16,15 @@ from typing import Any
 import httpx
 import pytest
 
-from flexus_ops.bots.app import WEB_API_SCOPES, SlackBot
-from flexus_ops.bots.blocks import APPROVE, CANCEL, CONFIRM, REJECT, REVEAL
-from flexus_ops.bots.logs import REDACTED
+from flexus_ops.bots.slack.app import WEB_API_SCOPES, SlackBot
+from flexus_ops.bots.slack.blocks import APPROVE, CANCEL, CONFIRM, REJECT, REVEAL
+from flexus_ops.bots.slack.logs import REDACTED
 from flexus_ops.cloud.client import FlexusClient
 from flexus_ops.cloud.rules import problem_with_password
+from flexus_ops.core.tools import Caller
 from flexus_ops.gate.secrets import Keys
 from flexus_ops.gate.store import Store
 from flexus_ops.registry.registry import Registry
-from flexus_ops.registry.spec import Caller
 from tests.gatekit import everything_written, sandbox_of, servers_with, writes
 from tests.slackkit import (
     ALICE,
@@ -37,6 +37,7 @@ from tests.slackkit import (
     MALLORY,
     OTHER_CHANNEL,
     OTHER_TEAM,
+    SLACK,
     Call,
     Rig,
     buttons,
@@ -543,8 +544,7 @@ def test_the_bot_endpoint_is_only_post_and_health_is_get(bot: Rig) -> None:
 
 
 def test_policy_without_approvals_channel_points_approvers_to_the_list(tmp_path: Path) -> None:
-    policy = slack_policy()
-    policy.slack.approvals_channel = None
+    policy = slack_policy(SLACK.model_copy(update={"approvals_channel": None}))
     with rig(tmp_path, policy=policy) as bot:
         target = names(bot.registry, "ACTIVE", 1)[0]
         view = bot.open_reset(ALICE, target)

@@ -1,36 +1,46 @@
-"""The Slack surface's pure parts: the /flexus parser (never crashes, refuses passwords without quoting
-them), the Block Kit renderers (escaping, Slack's limits), the log filter and the settings."""
+"""The chat surfaces' pure parts: the chat core's verb table and parser (never crashes, refuses passwords
+without quoting them), Slack's Block Kit renderers (escaping, Slack's limits), the log filter and the
+settings (the [slack] table is the Slack surface's, not the gate's)."""
 
 from __future__ import annotations
 
+import ast
 import json
 import logging
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flexus_ops.bots import blocks
-from flexus_ops.bots.app import SlackBotSettings
-from flexus_ops.bots.commands import (
-    SCREEN_ROWS,
+from flexus_ops.bots.chat.parse import (
     ApprovalsRequest,
     ChangeRequest,
+    FormRequest,
     Help,
     Problem,
     ReadRequest,
-    ResetPasswordRequest,
     looks_like_password,
     parse,
 )
-from flexus_ops.bots.logs import REDACTED, RedactSlackPayloads, guard_slack_loggers
+from flexus_ops.bots.chat.verbs import SCREEN_ROWS, SERVERS, VERBS, Arg, Flag, Verb, catalog, help_text, problems
+from flexus_ops.bots.slack import blocks
+from flexus_ops.bots.slack.logs import REDACTED, RedactSlackPayloads, guard_slack_loggers
+from flexus_ops.bots.slack.settings import SlackBotSettings, SlackSettings, slack_settings
 from flexus_ops.cloud import rules
-from flexus_ops.cloud.errors import ConfigurationError
-from flexus_ops.registry.outputs import ActionResult, ListServersOutput, Plan, PlanItem, Preview, ServerResult
+from flexus_ops.core.errors import ConfigurationError
+from flexus_ops.core.plans import ActionResult, Plan, PlanItem, Preview, ServerResult
+from flexus_ops.gate.policy import Policy
+from flexus_ops.registry.outputs import ListServersOutput
 
 UUID = "1b4f6f66-0c5b-4d6e-9b8b-6c2b8f1f0a11"
 TYPED_PASSWORD = "Hunter2!x-Slack"
+RESET = "flexus_reset_servers_password"
+SPECS = catalog()
+HELP = help_text(SPECS)
 
 
 # -- the parser: verbs ----------------------------------------------------------------------------
@@ -79,8 +89,8 @@ TYPED_PASSWORD = "Hunter2!x-Slack"
             "describe web-01 A &amp; B",
             ChangeRequest("flexus_update_server", {"server": "web-01", "description": "A & B"}, "describe"),
         ),
-        ("reset-password web-01 db-prod-01", ResetPasswordRequest(("web-01", "db-prod-01"))),
-        (f"reset-password {UUID}", ResetPasswordRequest((UUID,))),
+        ("reset-password web-01 db-prod-01", FormRequest(RESET, {"servers": ["web-01", "db-prod-01"]})),
+        (f"reset-password {UUID}", FormRequest(RESET, {"servers": [UUID]})),
         ("", Help()),
         ("   ", Help()),
         ("help", Help()),
@@ -120,7 +130,7 @@ def test_mistakes_are_explained(text: str, words: str) -> None:
 def test_unknown_verbs_get_the_help() -> None:
     result = parse("frobnicate web-01")
     assert isinstance(result, Help) and result.problem is not None and "`frobnicate`" in result.problem
-    assert blocks.help_message(result.problem).text.count("/flexus") > 5
+    assert blocks.help_message(HELP, result.problem).text.count("/flexus") > 5
 
 
 @pytest.mark.parametrize(
@@ -152,9 +162,64 @@ def test_a_password_in_the_text_is_refused_without_quoting_it(text: str) -> None
 def test_server_names_are_not_mistaken_for_passwords() -> None:
     for name in ("web-01", "db-prod-01", "cache-01", "测试机-01", "worker_7.eu", UUID):
         assert not looks_like_password(name), name
-    assert parse("reset-password web-01 db-prod-01 cache-01") == ResetPasswordRequest(
-        ("web-01", "db-prod-01", "cache-01")
+    assert parse("reset-password web-01 db-prod-01 cache-01") == FormRequest(
+        RESET, {"servers": ["web-01", "db-prod-01", "cache-01"]}
     )
+
+
+# -- the verb table -------------------------------------------------------------------------------
+
+
+def test_every_verb_points_at_a_tool_and_its_fields() -> None:
+    assert problems(VERBS, SPECS) == []
+    pointed = {verb.tool for verb in VERBS if verb.tool}
+    assert pointed <= set(SPECS) and pointed == set(SPECS), "a tool without a verb cannot be used from chat"
+
+
+def test_a_row_that_does_not_match_the_registry_is_named() -> None:
+    broken = (
+        Verb("halt", "flexus_halt_servers", (SERVERS,)),
+        Verb("stop", "flexus_stop_servers", (SERVERS,), (Flag("--hard", "kind", on="HARD", off="SOFT"),)),
+        Verb("rotate", RESET, (Arg("new_password", "password", "a password", "x"),)),
+        Verb("start", "flexus_start_servers", (SERVERS,), aliases=("stop",)),
+    )
+    found = "\n".join(problems(broken, SPECS))
+    assert "no tool flexus_halt_servers" in found and "has no argument 'kind'" in found
+    assert "never taken from chat text" in found and "`stop` is claimed by both" in found
+
+
+def test_a_new_verb_is_one_row() -> None:
+    halt = Verb("halt", "flexus_stop_servers", (SERVERS,), (Flag("--now", "type", on="HARD", off="SOFT"),))
+    verbs = (*VERBS, halt)
+    assert problems(verbs, SPECS) == []
+    assert parse("halt --now web-01 web-02", verbs=verbs) == ChangeRequest(
+        "flexus_stop_servers", {"servers": ["web-01", "web-02"], "type": "HARD"}, "halt"
+    )
+    assert "`/flexus halt [--now] <server...>`: Stop servers" in help_text(SPECS, verbs=verbs)
+
+
+def test_the_help_is_made_from_the_table_and_the_specs() -> None:
+    text = help_text(SPECS, needs_approval=lambda tool: tool == RESET)
+    for verb in VERBS:
+        if verb.name != "help":
+            assert f"`{verb.usage()}`" in text, verb.name
+    for spec in SPECS.values():
+        assert spec.title in text, spec.name
+    reads, changes = text.split("Changes (")
+    assert "`/flexus show <server>`: Show server" in reads and "Stop servers" not in reads
+    assert "`/flexus stop [--hard] <server...>`: Stop servers\n" in changes
+    assert "Reset servers' password (opens a private window; an approver must approve it)" in changes
+    assert "must approve" not in help_text(SPECS)  # the policy says which changes need an approver
+
+
+def test_the_chat_core_imports_no_chat_sdk() -> None:
+    core = Path(__file__).resolve().parent.parent / "bots" / "chat"
+    for path in core.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            names += [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            assert not [n for n in names if n.split(".")[0] in ("slack_bolt", "slack_sdk", "starlette")], path
+            assert not [n for n in names if "slack" in n.split(".")], f"{path} imports the Slack surface"
 
 
 # -- the parser: properties -----------------------------------------------------------------------
@@ -180,7 +245,7 @@ def _shown(result: object) -> str:
     """Everything a request could put in front of anyone: its fields and the message it renders to."""
     text = repr(result)
     if isinstance(result, Help):
-        text += blocks.help_message(result.problem).text
+        text += blocks.help_message(HELP, result.problem).text
     if isinstance(result, Problem):
         text += json.dumps(blocks.problem_message(result.message).blocks)
     return text
@@ -190,7 +255,7 @@ def _shown(result: object) -> str:
 @given(st.text(max_size=300))
 def test_any_text_parses_to_a_request_without_raising(text: str) -> None:
     result = parse(text)
-    assert isinstance(result, Help | Problem | ReadRequest | ChangeRequest | ResetPasswordRequest | ApprovalsRequest)
+    assert isinstance(result, Help | Problem | ReadRequest | ChangeRequest | FormRequest | ApprovalsRequest)
 
 
 @settings(max_examples=300, deadline=None)
@@ -327,6 +392,31 @@ def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
     assert "signing-from-env" not in repr(found)  # secrets are SecretStr: never in a repr or a log
     assert found.web_api_base() == "http://127.0.0.1:9999/api/"
     assert SlackBotSettings(api_url="https://slack.com/api").web_api_base() == "https://slack.com/api/"  # type: ignore[call-arg]
+
+
+def test_a_policy_with_a_slack_table_loads_without_slack(tmp_path: Path) -> None:
+    """The gate keeps [slack] opaque: loading a policy imports nothing of Slack, installed or not."""
+    policy = tmp_path / "policy.toml"
+    policy.write_text('[slack]\napprovals_channel = "C0APPROVE1"\n[[people]]\nid = "a"\nprincipals = ["slack:U1"]\n')
+    policy.chmod(0o600)
+    script = (
+        "import sys, pathlib\n"
+        "for name in ('slack_bolt', 'slack_sdk'): sys.modules[name] = None  # as if the extra were not installed\n"
+        "from flexus_ops.gate.policy import load_policy\n"
+        "policy = load_policy(pathlib.Path(sys.argv[1]), required=True)\n"
+        "assert policy.slack == {'approvals_channel': 'C0APPROVE1'}, policy.slack\n"
+        "assert not [m for m in sys.modules if m.startswith('flexus_ops.bots')]\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script, str(policy)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+
+
+def test_the_slack_surface_validates_its_policy_table() -> None:
+    found = slack_settings(Policy(slack={"channel_ids": ["C0OPS"], "approvals_channel": "C0APPROVE1"}))
+    assert found == SlackSettings(channel_ids=["C0OPS"], approvals_channel="C0APPROVE1")
+    assert slack_settings(Policy()) == SlackSettings()
+    with pytest.raises(ConfigurationError, match=r"(?s)\[slack\].*chanel_ids"):
+        slack_settings(Policy(slack={"chanel_ids": ["C0OPS"]}))  # a typo is refused, as the gate refused it
 
 
 def test_a_plain_http_slack_api_url_is_only_for_loopback() -> None:

@@ -16,8 +16,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from flexus_ops.bots.app import BOT_SCOPES, EVENTS_PATH
-from flexus_ops.bots.commands import COMMAND
+from flexus_ops.bots.slack.app import BOT_SCOPES, EVENTS_PATH
+from flexus_ops.bots.slack.settings import COMMAND
 from flexus_ops.cli import main
 from tests.slackkit import (
     ALICE,

@@ -1,33 +1,27 @@
-"""Block Kit rendering: pure functions from registry outputs to Slack messages and modals.
+"""Block Kit rendering: pure functions from registry outputs (and the chat core's answers) to Slack
+messages and modals.
 
-Every message also carries a plain ``text`` (notifications, screen readers, the fallback), written
-with the same words as the registry's text renderers. User-supplied strings (names, reasons,
-descriptions) are escaped, so a server called ``<!channel>`` cannot ping a channel. Slack's limits
-(3000 characters a section, 50 blocks a message, 2000 a button value) are enforced here, with a
-count of what was left out. Nothing here ever receives a password, except ``reveal_modal``.
+Every message also carries a plain ``text`` (notifications, screen readers, the fallback), written by
+the chat core (``chat.text``) with the same words as the registry's text renderers. User-supplied
+strings (names, reasons, descriptions) are escaped, so a server called ``<!channel>`` cannot ping a
+channel. Slack's limits (3000 characters a section, 50 blocks a message, 2000 a button value) are
+enforced here, with a count of what was left out. Nothing here ever receives a password, except
+``reveal_modal``.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from flexus_ops.registry.outputs import (
-    ActionResult,
-    JobOutput,
-    ListServersOutput,
-    Plan,
-    PlanItem,
-    Preview,
-    ServerResult,
-    ShowServerOutput,
-)
-from flexus_ops.registry.render import plan_text, result_text
+from flexus_ops.core.plans import ActionResult, Plan, PlanItem, Preview, ServerResult
+from flexus_ops.registry.outputs import JobOutput, ListServersOutput, ShowServerOutput
 
-from .commands import HELP, LIST_FILTERS, SCREEN_ROWS
+from ..chat import text as chat_text
+from ..chat.answers import ApprovalItem
+from ..chat.verbs import COMMAND, LIST_FILTERS, SCREEN_ROWS
 
 _FILTER_WORDS = {target: word for word, target in LIST_FILTERS.items()}
 
@@ -175,10 +169,11 @@ def message(text: str, blocks: Iterable[dict[str, Any]], *, formatted: bool = Fa
 # -- help and problems --------------------------------------------------------------------------
 
 
-def help_message(problem: str | None = None) -> Message:
+def help_message(help_text: str, problem: str | None = None) -> Message:
+    """``help_text`` is the chat core's (``verbs.help_text``), made from the verb table and the registry."""
     blocks = [section(f":warning: {esc(problem)}")] if problem else []
-    blocks.append(section(esc(HELP)))
-    return message((problem + "\n" if problem else "") + HELP, blocks)
+    blocks.append(section(esc(help_text)))
+    return message((problem + "\n" if problem else "") + help_text, blocks)
 
 
 def problem_message(text: str) -> Message:
@@ -193,21 +188,8 @@ def refusal_message(prefix: str, reason: str) -> Message:
 # -- reads --------------------------------------------------------------------------------------
 
 
-def _ips(server: dict[str, Any]) -> str:
-    return ", ".join(server.get("private_ips", []) + server.get("public_ips", [])) or "-"
-
-
-def _status(server: dict[str, Any]) -> str:
-    status = server.get("status") or "?"
-    if server.get("task"):
-        status += f" ({server['task']})"
-    if server.get("locked"):
-        status += " LOCKED"
-    return status
-
-
 def list_message(out: ListServersOutput, arguments: dict[str, Any], target: str | None) -> Message:
-    rows = [(s.get("name") or "?", _status(s), _ips(s)) for s in out.servers[:SCREEN_ROWS]]
+    rows = [chat_text.server_row(s) for s in out.servers[:SCREEN_ROWS]]
     filters = " ".join(f"{_FILTER_WORDS.get(k, k)}={v}" for k, v in arguments.items() if k not in ("limit", "page"))
     title = f"{out.count} server(s)" + (f" matching `{esc(filters)}`" if filters else "")
     blocks = [section(f"*{title}*")]
@@ -225,7 +207,7 @@ def list_message(out: ListServersOutput, arguments: dict[str, Any], target: str 
         first = (out.page - 1) * SCREEN_ROWS
         if out.count > first + shown:
             more = out.count - first - shown
-            hint = f"`/flexus list {esc(filters) + ' ' if filters else ''}page={out.page + 1}`"
+            hint = f"`{COMMAND} list {esc(filters) + ' ' if filters else ''}page={out.page + 1}`"
             blocks.append(context(f"Showing {first + 1}-{first + shown} of {out.count}; {more} more: {hint}"))
     blocks += banner(target)
     lines = [f"{title}:"] + [f"{n}  {s}  {ip}" for n, s, ip in rows]
@@ -235,8 +217,8 @@ def list_message(out: ListServersOutput, arguments: dict[str, Any], target: str 
 def server_message(out: ShowServerOutput, target: str | None) -> Message:
     s = out.server
     fields = [
-        ("Status", _status(s)),
-        ("IP", _ips(s)),
+        ("Status", chat_text.status(s)),
+        ("IP", chat_text.ips(s)),
         ("Flavor", s.get("flavor") or "-"),
         ("Zone", s.get("az") or "-"),
         ("Tags", ", ".join(s.get("tags", [])) or "-"),
@@ -244,8 +226,7 @@ def server_message(out: ShowServerOutput, target: str | None) -> Message:
     ]
     block = section(f"*{esc(s.get('name') or s.get('id'))}*")
     block["fields"] = [{"type": "mrkdwn", "text": clip(f"*{k}*\n{esc(v)}", 2000)} for k, v in fields]
-    text = f"{s.get('name')}: {_status(s)}, {_ips(s)} ({s.get('id')})"
-    return message(text, [block, *banner(target)])
+    return message(chat_text.server_line(s), [block, *banner(target)])
 
 
 def job_message(out: JobOutput, target: str | None) -> Message:
@@ -265,7 +246,7 @@ def job_message(out: JobOutput, target: str | None) -> Message:
         blocks.append(lines_section(capped(lines)))
     if out.fail_reason:
         blocks.append(context(f"Reason: {esc(out.fail_reason)}"))
-    return message(f"job {out.job_id}: {out.status}", [*blocks, *banner(target)])
+    return message(chat_text.job_line(out), [*blocks, *banner(target)])
 
 
 # -- previews, progress, results ----------------------------------------------------------------
@@ -347,7 +328,7 @@ def preview_message(
     else:
         notes.insert(0, esc(preview.next_step))
     blocks += [context(*notes), *banner(target)]
-    return message(f"PREVIEW - nothing has changed.\n{plan_text(plan)}", blocks)
+    return message(chat_text.preview_text(plan), blocks)
 
 
 def progress_message(title: str, done: float, total: float | None, note: str, by: str) -> Message:
@@ -355,11 +336,11 @@ def progress_message(title: str, done: float, total: float | None, note: str, by
     if total:
         filled = max(0, min(10, int(10 * done / total)))
         bar = "▰" * filled + "▱" * (10 - filled)
-        status = f"{bar} {int(done)} of {int(total)} done"
+        status = f"{bar} {chat_text.done_of(done, total)}"
     else:
         status = esc(note) or "working…"
     return message(
-        f"{title}: {note}",
+        chat_text.progress_line(title, note),
         [section(f"⏳ *{esc(title)}*, {by}\n{status}"), context(esc(note))],
     )
 
@@ -372,14 +353,9 @@ def outcome_lines(servers: Sequence[ServerResult]) -> list[str]:
     return capped(lines)
 
 
-def counts(servers: Sequence[ServerResult]) -> str:
-    tally = {kind: sum(o.outcome == kind for o in servers) for kind in OUTCOME_ICON}
-    return " · ".join(f"{n} {kind}" for kind, n in tally.items() if n) or "no servers"
-
-
 def result_message(title: str, result: ActionResult, by: str, note: str | None = None) -> Message:
     icon = STATUS_ICON.get(result.status, "•")
-    blocks = [section(f"{icon} *{esc(title)}*: {counts(result.servers)}")]
+    blocks = [section(f"{icon} *{esc(title)}*: {chat_text.counts(result.servers)}")]
     if result.servers:
         blocks.append(lines_section(outcome_lines(result.servers)))
     footer = [f"Confirmed by {by}"]
@@ -388,7 +364,7 @@ def result_message(title: str, result: ActionResult, by: str, note: str | None =
     if note:
         footer.append(note)
     blocks.append(context(" · ".join(footer)))
-    return message(f"{title}: {result_text(result).splitlines()[0]}", blocks)
+    return message(chat_text.result_line(title, result), blocks)
 
 
 def notice_message(icon: str, text: str) -> Message:
@@ -441,45 +417,39 @@ def approval_decided_message(view: ApprovalView, outcome: str, result: ActionRes
     return message(f"{esc(view.title)}: {outcome}", blocks, formatted=True)
 
 
-def approvals_list_message(
-    rows: Sequence[dict[str, Any]], titles: dict[str, str], mentions: dict[str, str], can_approve: bool
-) -> Message:
-    if not rows:
-        return message("No approval requests are waiting.", [section("No approval requests are waiting.")])
-    blocks: list[dict[str, Any]] = [section(f"*{len(rows)} approval request(s) waiting*")]
-    for row in rows[:12]:
-        try:
-            arguments = json.loads(row["arguments"])
-        except (TypeError, ValueError):
-            arguments = {}
-        servers = arguments.get("servers") or [arguments.get("server", "?")]
-        who = mentions.get(row["requested_by"], esc(row["requested_by"]))
+def approvals_list_message(items: Sequence[ApprovalItem], mentions: dict[str, str], can_approve: bool) -> Message:
+    """``mentions`` turns a requester's person id into a mention; anyone else is shown by id."""
+    if not items:
+        return message(chat_text.approvals_line(0), [section(chat_text.approvals_line(0))])
+    blocks: list[dict[str, Any]] = [section(f"*{chat_text.approvals_line(len(items))}*")]
+    for item in items[:12]:
+        who = mentions.get(item.requested_by, esc(item.requested_by))
         blocks.append(
             section(
-                f"*{esc(titles.get(row['tool'], row['tool']))}* by {who}"
-                f"{' (yours)' if row['yours'] else ''}, expires {when(row['expires_at'])}\n"
-                f"*Servers:* {esc(', '.join(map(str, servers[:20])))}\n*Reason:* {esc(row['reason'] or '(none)')}"
+                f"*{esc(item.title)}* by {who}"
+                f"{' (yours)' if item.yours else ''}, expires {when(item.expires_at)}\n"
+                f"*Servers:* {esc(', '.join(item.servers[:20]))}\n*Reason:* {esc(item.reason or '(none)')}"
             )
         )
-        if row["yours"]:
-            blocks.append(actions(f"mine:{row['action_id']}", button("Withdraw", REJECT, row["action_id"])))
+        if item.yours:
+            blocks.append(actions(f"mine:{item.action_id}", button("Withdraw", REJECT, item.action_id)))
         elif can_approve:
             blocks.append(
                 actions(
-                    f"list:{row['action_id']}",
+                    f"list:{item.action_id}",
                     button(
                         "Approve",
                         APPROVE,
-                        row["action_id"],
+                        item.action_id,
                         style="primary",
                         confirm=confirm_dialog("Approve and run it?", "It runs as soon as you approve.", "Approve"),
                     ),
-                    button("Reject", REJECT, row["action_id"], style="danger"),
+                    button("Reject", REJECT, item.action_id, style="danger"),
                 )
             )
-    if len(rows) > 12:
-        blocks.append(context(f"… and {len(rows) - 12} more"))
-    return message(f"{len(rows)} approval request(s) waiting", blocks)
+    if len(items) > 12:
+        blocks.append(context(f"… and {len(items) - 12} more"))
+    return message(chat_text.approvals_line(len(items)), blocks)
 
 
 # -- modals -------------------------------------------------------------------------------------

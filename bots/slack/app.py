@@ -1,11 +1,11 @@
-"""The Slack app: bolt's AsyncApp over a Registry, the ``/flexus`` command, and the two ways to run it.
+"""The Slack app: bolt's AsyncApp over a Registry, its listeners registered, and the two ways to run it.
 
 - Socket Mode when ``SLACK_APP_TOKEN`` is set (no public URL; Slack authenticates the WebSocket).
 - HTTP mode otherwise: ``POST /slack/events`` through bolt's Starlette adapter behind uvicorn, with
   bolt's signature check (HMAC-SHA256 of the body with the signing secret, 5-minute replay window).
 
-Every listener acks first, so Slack gets its answer within its 3 seconds, and the slow part (the cloud,
-through the registry) continues as bolt's background task (``process_before_response=False``).
+Every listener (``listeners/``) acks first, so Slack gets its answer within its 3 seconds, and the slow
+part (the cloud, through the registry) continues as bolt's background task (``process_before_response=False``).
 """
 
 from __future__ import annotations
@@ -19,64 +19,25 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from pydantic import AliasChoices, Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
 from slack_bolt.adapter.starlette.async_handler import AsyncSlackRequestHandler
 from slack_bolt.async_app import AsyncApp
-from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_sdk.web.async_client import AsyncWebClient
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from flexus_ops.cloud.errors import ConfigurationError, FlexusError
-from flexus_ops.config import checked_endpoint
-from flexus_ops.gate.gate import Refused
-from flexus_ops.gate.policy import Role
-from flexus_ops.registry.outputs import JobOutput, ListServersOutput, ShowServerOutput
+from flexus_ops.core.errors import ConfigurationError
 from flexus_ops.registry.registry import Registry
-from flexus_ops.registry.render import render
 from flexus_ops.serving import Drain, Draining
 
-from . import actions, views
-from .blocks import (
-    Message,
-    approvals_list_message,
-    help_message,
-    job_message,
-    list_message,
-    preview_message,
-    problem_message,
-    refusal_message,
-    server_message,
-)
-from .commands import (
-    COMMAND,
-    ApprovalsRequest,
-    ChangeRequest,
-    Help,
-    Problem,
-    ReadRequest,
-    ResetPasswordRequest,
-    parse,
-)
-from .core import (
-    INTERNAL_ERROR,
-    BotContext,
-    Kind,
-    ResponseUrl,
-    Who,
-    approvers_text,
-    identify,
-    log,
-    mention,
-    traceback_only,
-)
+from ..chat.verbs import VERBS, problems
+from . import listeners
+from .context import BotContext
 from .logs import guard_slack_loggers
+from .settings import SlackBotSettings, slack_settings
 
 EVENTS_PATH = "/slack/events"
-DEFAULT_API_URL = "https://slack.com/api/"
 # Every Web API method the bot calls and the bot scope it needs; the manifests ask for exactly these
 # scopes plus `commands` (a test holds them together). Approver groups are only mentioned
 # (<!subteam^ID>), which needs no scope: who may approve is the policy's people, decided by the gate.
@@ -88,100 +49,6 @@ WEB_API_SCOPES: dict[str, str | None] = {
     "views.open": None,  # modals need no scope
 }
 BOT_SCOPES = ("commands", *sorted({scope for scope in WEB_API_SCOPES.values() if scope}))
-
-
-class SlackBotSettings(BaseSettings):
-    """The Slack app's credentials, from the environment (never from the policy file or the command line)."""
-
-    model_config = SettingsConfigDict(extra="ignore", case_sensitive=False, populate_by_name=True)
-
-    bot_token: SecretStr | None = Field(None, validation_alias=AliasChoices("SLACK_BOT_TOKEN", "bot_token"))
-    signing_secret: SecretStr | None = Field(
-        None, validation_alias=AliasChoices("SLACK_SIGNING_SECRET", "signing_secret")
-    )
-    app_token: SecretStr | None = Field(None, validation_alias=AliasChoices("SLACK_APP_TOKEN", "app_token"))
-    api_url: str = Field(DEFAULT_API_URL, validation_alias=AliasChoices("SLACK_API_URL", "api_url"))
-
-    def check(self, mode: str) -> None:
-        """Refuse to start without what ``mode`` needs ("socket" or "http"), naming the variable."""
-        if self.bot_token is None:
-            raise ConfigurationError("SLACK_BOT_TOKEN is not set (the app's Bot User OAuth Token, xoxb-...)")
-        if mode == "socket" and self.app_token is None:
-            raise ConfigurationError("SLACK_APP_TOKEN is not set (an app-level token, xapp-..., connections:write)")
-        if mode == "http" and self.signing_secret is None:
-            raise ConfigurationError("SLACK_SIGNING_SECRET is not set; HTTP mode cannot verify requests without it")
-        self.web_api_base()
-
-    def web_api_base(self) -> str:
-        """The Web API base URL with its trailing slash (slack_sdk joins method names onto it)."""
-        return checked_endpoint(self.api_url, "SLACK_API_URL") + "/"
-
-
-# -- the /flexus command -------------------------------------------------------------------------
-
-
-async def on_command(ctx: BotContext, ack: AsyncAck, body: dict[str, Any]) -> None:
-    try:
-        who = identify(ctx.registry, body, Kind.COMMAND)
-    except Refused as exc:
-        refused = refusal_message("Not allowed", str(exc))
-        await ack(text=refused.text, blocks=refused.blocks, response_type="ephemeral")
-        return
-    request = parse(str(body.get("text") or ""))
-    log.info("slack /flexus %s by %s", type(request).__name__, who.user_id)  # never the text: it may hold a secret
-    if isinstance(request, Help | Problem):
-        shown = help_message(request.problem) if isinstance(request, Help) else problem_message(request.message)
-        await ack(text=shown.text, blocks=shown.blocks, response_type="ephemeral")
-        return
-    if isinstance(request, ResetPasswordRequest):
-        try:
-            ctx.registry.spec(request.tool)  # disabled by policy or read-only mode: say so before the form
-        except Refused as exc:
-            refused = refusal_message("Not possible", str(exc))
-            await ack(text=refused.text, blocks=refused.blocks, response_type="ephemeral")
-            return
-        await ack()
-        await views.open_reset_modal(ctx, body, request.servers, who)
-        return
-
-    await ack()  # an empty 200 within Slack's 3 seconds; the answer follows through the response_url
-    ctx.registry.start_housekeeping()  # settling and expiry in the background, after the first request
-    shared = isinstance(request, ReadRequest) and request.share
-    answer = ResponseUrl(body.get("response_url"), replace=False, shared=shared)
-    try:
-        shown = await answer_for(ctx, who, request)
-    except FlexusError as exc:
-        shown = refusal_message("Not done", str(exc))
-        answer.shared = False  # errors stay private
-    await answer.show(shown, final=True)
-
-
-async def answer_for(ctx: BotContext, who: Who, request: ReadRequest | ChangeRequest | ApprovalsRequest) -> Message:
-    """The registry does the work; this picks the renderer."""
-    registry = ctx.registry
-    if isinstance(request, ApprovalsRequest):
-        await registry.settle_briefly()
-        rows = await registry.pending_approvals(who.caller)
-        titles = {name: spec.title for name, spec in registry.specs.items()}
-        mentions = {row["requested_by"]: mention(ctx.policy, row["requested_by"]) for row in rows}
-        return approvals_list_message(rows, titles, mentions, who.person.has(Role.APPROVER))
-    if isinstance(request, ChangeRequest):
-        output = await registry.preview(who.caller, request.tool, request.arguments)
-        assert output.preview is not None
-        return preview_message(
-            output.preview,
-            title=ctx.title(request.tool),
-            approvers=approvers_text(ctx.policy, who.person.id),
-            target=ctx.target,
-        )
-    result = await registry.call(who.caller, request.tool, request.arguments)
-    if isinstance(result, ListServersOutput):
-        return list_message(result, request.arguments, ctx.target)
-    if isinstance(result, ShowServerOutput):
-        return server_message(result, ctx.target)
-    if isinstance(result, JobOutput):
-        return job_message(result, ctx.target)
-    return problem_message(render(result))  # any other output: the registry's text rendering
 
 
 # -- the app ------------------------------------------------------------------------------------
@@ -202,6 +69,10 @@ class SlackBot:
     ) -> None:
         if settings.bot_token is None:
             raise ConfigurationError("SLACK_BOT_TOKEN is not set (the app's Bot User OAuth Token, xoxb-...)")
+        # Both checked before serving, so a mismatch fails at start, not on someone's first command.
+        slack_settings(registry.policy)
+        if mismatched := problems(VERBS, registry.specs):
+            raise ConfigurationError("the chat verbs do not match the registry: " + "; ".join(mismatched))
         self.settings = settings
         self.registry = registry
         self.owns_registry = owns_registry
@@ -222,27 +93,8 @@ class SlackBot:
             process_before_response=False,
             raise_error_for_unhandled_request=False,
         )
-        self._register()
+        listeners.register(self.app, self.context)
         guard_slack_loggers(log_level)  # the loggers bolt created for the listeners get the filter too
-
-    def _register(self) -> None:
-        ctx = self.context
-
-        @self.app.command(COMMAND)
-        async def flexus_command(ack: AsyncAck, body: dict[str, Any]) -> None:
-            try:
-                await on_command(ctx, ack, body)
-            except Exception as exc:
-                log.error("slack /flexus failed: %s", type(exc).__name__, exc_info=traceback_only(exc))
-                if not ack.response:
-                    await ack(text=f"Internal error: {INTERNAL_ERROR}", response_type="ephemeral")
-                else:
-                    await ResponseUrl(body.get("response_url"), replace=False).show(
-                        refusal_message("Internal error", INTERNAL_ERROR), final=True
-                    )
-
-        actions.register(self.app, ctx)
-        views.register(self.app, ctx)
 
     # -- HTTP mode ----------------------------------------------------------------------------
 
@@ -322,7 +174,7 @@ class SlackBot:
 
 def describe(bot: SlackBot, mode: str, where: str) -> str:
     policy = bot.registry.policy
-    slack = policy.slack
+    slack = slack_settings(policy)
     people = sum(any(p.startswith("slack:") for p in person.principals) for person in policy.people)
     lines = [
         f"flexus-ops Slack bot ({mode}): {where}",

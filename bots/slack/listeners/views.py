@@ -1,4 +1,8 @@
-"""The password-reset modal: opened by ``/flexus reset-password``, submitted as a ``view_submission``.
+"""Modals (view submissions): the password-reset form, opened by ``/flexus reset-password``.
+
+The chat core's parser turns a verb whose tool takes a secret into a ``FormRequest``; Slack asks for the
+secret in a modal, the one place a surface may take it. The form's fields are that tool's (a reason, a
+password typed twice or generated), so the form is per tool: ``FORMS`` says which tools have one.
 
 The password is typed here (or left to be generated), never in command text. It reaches the bot only
 in the submission payload and goes straight into the registry call, which keeps it encrypted until the
@@ -9,6 +13,7 @@ rules are checked by ``problem_with_password``, whose sentences never quote the 
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,11 +21,11 @@ from slack_bolt.async_app import AsyncApp
 from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_sdk.errors import SlackApiError
 
-from flexus_ops.cloud.errors import FlexusError, InvalidInput
 from flexus_ops.cloud.rules import problem_with_password
-from flexus_ops.gate.gate import Refused
+from flexus_ops.core.errors import FlexusError, InvalidInput, Refused
 
-from .blocks import (
+from ...chat.parse import FormRequest
+from ..blocks import (
     ENTER,
     GENERATE,
     RESET_MODAL,
@@ -31,7 +36,7 @@ from .blocks import (
     refusal_message,
     reset_modal,
 )
-from .core import INTERNAL_ERROR, BotContext, Kind, ResponseUrl, Who, approvers_text, identify, log, traceback_only
+from ..context import INTERNAL_ERROR, BotContext, Kind, ResponseUrl, Who, identify, log, traceback_only
 
 TOOL = "flexus_reset_servers_password"
 METADATA_CHARS = 3000  # Slack's limit on private_metadata
@@ -67,9 +72,10 @@ class Metadata:
         )
 
 
-async def open_reset_modal(ctx: BotContext, body: dict[str, Any], servers: tuple[str, ...], who: Who) -> None:
+async def open_reset_modal(ctx: BotContext, body: dict[str, Any], request: FormRequest, who: Who) -> None:
     """Called right after the command's ack: the trigger_id is good for about three seconds."""
     url = body.get("response_url")
+    servers = tuple(request.arguments["servers"])
     metadata = Metadata(list(servers), who.channel_id, url).dump()
     if len(metadata) > METADATA_CHARS:
         await ResponseUrl(url, replace=False).show(problem_message("Too many servers for one request; split it."))
@@ -79,6 +85,21 @@ async def open_reset_modal(ctx: BotContext, body: dict[str, Any], servers: tuple
     except SlackApiError as exc:
         text = f"Slack did not open the form ({exc.response.get('error')}); run the command again."
         await ResponseUrl(url, replace=False).show(problem_message(text))
+
+
+FormOpener = Callable[[BotContext, dict[str, Any], FormRequest, Who], Awaitable[None]]
+FORMS: dict[str, FormOpener] = {TOOL: open_reset_modal}  # tool -> the modal that asks for its secret
+
+
+def form_for(tool: str) -> FormOpener:
+    """How to ask for ``tool``'s secret, or ``Refused``: a secret is never taken from the text."""
+    if tool not in FORMS:
+        raise Refused(f"{tool} takes a secret, and Slack has no private form for it")
+    return FORMS[tool]
+
+
+async def open_form(ctx: BotContext, body: dict[str, Any], request: FormRequest, who: Who) -> None:
+    await form_for(request.tool)(ctx, body, request, who)
 
 
 def _value(values: dict[str, Any], block: str) -> str:
@@ -119,7 +140,7 @@ async def on_submit(ctx: BotContext, ack: AsyncAck, body: dict[str, Any], view: 
         )
         return
     try:
-        who = identify(ctx.registry, body, Kind.SUBMIT, channel_id=meta.channel or "")
+        who = identify(ctx, body, Kind.SUBMIT, channel_id=meta.channel or "")
     except Refused as exc:
         await ack(response_action="errors", errors={"reason": clip(f"Not allowed: {exc}", ERROR_CHARS)})
         return
@@ -158,7 +179,7 @@ async def on_submit(ctx: BotContext, ack: AsyncAck, body: dict[str, Any], view: 
     shown = preview_message(
         output.preview,
         title=ctx.title(TOOL),
-        approvers=approvers_text(ctx.policy, who.person.id),
+        approvers=ctx.approvers(who.person.id),
         target=ctx.target,
         reason=reason,
     )

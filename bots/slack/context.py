@@ -1,7 +1,7 @@
-"""What every listener shares: who is asking (by immutable ids, from the policy file), where to answer,
-and how a message follows a job. No safety decision is made here: the registry and its gate decide
-who may do what; this module only finds out who is asking and refuses requests from outside the
-workspaces and channels the policy allows.
+"""What every Slack listener shares: who is asking (by immutable ids, from the policy file), where to
+answer, and how a message follows a job. No safety decision is made here: the registry and its gate
+decide who may do what; this module only finds out who is asking and refuses requests from outside the
+workspaces and channels the policy's ``[slack]`` table allows.
 """
 
 from __future__ import annotations
@@ -9,9 +9,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import time
 from collections import Counter
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -21,19 +20,21 @@ from slack_bolt.context.respond.async_respond import AsyncRespond
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from flexus_ops.gate.gate import Refused
-from flexus_ops.gate.policy import Person, Policy, SlackSettings
-from flexus_ops.registry.outputs import Plan
+from flexus_ops.core.errors import Refused
+from flexus_ops.core.plans import Plan
+from flexus_ops.core.states import FINISHED_STATES
+from flexus_ops.core.tools import Caller
+from flexus_ops.gate.policy import Person, Policy
 from flexus_ops.registry.registry import Registry
-from flexus_ops.registry.spec import Caller
 
+from ..chat.answers import title_of
+from ..chat.follow import Follower
 from .blocks import ApprovalView, Message, esc, progress_message, user, when
+from .settings import SlackSettings, slack_settings
 
 log = logging.getLogger("flexus_ops.bots")
 
 _USER_ID = re.compile(r"^[UW][A-Z0-9]{1,20}$")
-RUNNING_STATES = ("approved", "executing", "submitted")  # decided, not finished: the decider shows the end
-FINISHED_STATES = ("succeeded", "failed", "unknown")
 
 
 class Kind(StrEnum):
@@ -84,9 +85,10 @@ def channel_of(body: dict[str, Any]) -> str | None:
     return found if isinstance(found, str) else None
 
 
-def identify(registry: Registry, body: dict[str, Any], kind: Kind, channel_id: str | None = None) -> Who:
+def identify(ctx: BotContext, body: dict[str, Any], kind: Kind, channel_id: str | None = None) -> Who:
     """The caller of a command, click or submission, or ``Refused`` saying why not. Runs on every one."""
-    slack = registry.policy.slack
+    registry = ctx.registry
+    slack = ctx.slack
     user_id = user_of(body)
     if user_id is None or not _USER_ID.match(user_id):
         raise Refused("the request does not name a Slack user")
@@ -144,10 +146,10 @@ def mention(policy: Policy, person_id: str | None, principal: str | None = None)
     return esc(person.display if person else (person_id or "someone"))
 
 
-def approvers_text(policy: Policy, exclude: str | None) -> str:
+def approvers_text(policy: Policy, slack: SlackSettings, exclude: str | None) -> str:
     """Who may approve (never the requester), and the approver groups, so Slack notifies them."""
     people = [mention(policy, p.id) for p in policy.approvers if p.id != exclude]
-    groups = [f"<!subteam^{group}>" for group in policy.slack.approver_usergroups]
+    groups = [f"<!subteam^{group}>" for group in slack.approver_usergroups]
     return ", ".join(people + groups) or "nobody (no approver is named in the policy)"
 
 
@@ -211,34 +213,14 @@ async def tell(url: str | None, message: Message) -> None:
     await ResponseUrl(url, replace=False).show(message, final=True)
 
 
-class Follower:
-    """The registry's progress callback: edits the message as the job moves, at most once per
-    ``interval`` seconds, and never lets a Slack failure reach the execution it is reporting on."""
+def following(target: Target, title: str, by: str, interval: float) -> Follower:
+    """The chat core's job follower, showing each step as a progress message on ``target``. ``by`` says
+    who set it going, e.g. "confirmed by <@U1>"."""
 
-    def __init__(
-        self, target: Target, title: str, by: str, interval: float, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        self.target = target
-        self.title = title
-        self.by = by
-        self.interval = interval
-        self.clock = clock
-        self.last: float | None = None
-        self.shown: tuple[float, float | None] | None = None
+    async def show(done: float, total: float | None, note: str) -> None:
+        await target.show(progress_message(title, done, total, note, by))
 
-    async def __call__(self, done: float, total: float | None, note: str) -> None:
-        now = self.clock()
-        if total and done >= total:
-            return  # the final result replaces the message right after
-        if self.last is not None and now - self.last < self.interval:
-            return
-        if (done, total) == self.shown:
-            return  # nothing moved: keep the response_url's few uses for news
-        self.last, self.shown = now, (done, total)
-        try:
-            await self.target.show(progress_message(self.title, done, total, note, self.by))
-        except Exception as exc:
-            log.warning("slack progress update failed: %s", type(exc).__name__)
+    return Follower(show, interval)
 
 
 # -- shared state of one bot process --------------------------------------------------------------
@@ -255,6 +237,8 @@ class BotContext:
     # Approval messages this process posted (action id -> channel, ts), to edit them when the request
     # is decided elsewhere or expires. Best effort: any replica also fixes a stale one on its next click.
     posted: dict[str, tuple[str, str]] = field(default_factory=dict)
+    # The [slack] table of the policy object it was read from: validated once per policy, again after a reload.
+    _slack: tuple[Policy, SlackSettings] | None = field(default=None, init=False, repr=False)
 
     @property
     def policy(self) -> Policy:
@@ -262,7 +246,10 @@ class BotContext:
 
     @property
     def slack(self) -> SlackSettings:
-        return self.registry.policy.slack
+        policy = self.registry.policy
+        if self._slack is None or self._slack[0] is not policy:
+            self._slack = (policy, slack_settings(policy))
+        return self._slack[1]
 
     @property
     def target(self) -> str | None:
@@ -270,8 +257,11 @@ class BotContext:
         return client.describe_target() if client.is_sandbox else None
 
     def title(self, tool: str) -> str:
-        spec = self.registry.specs.get(tool)
-        return spec.title if spec else tool
+        return title_of(self.registry, tool)
+
+    def approvers(self, exclude: str | None) -> str:
+        """Mentions of who may approve a request by ``exclude`` (never themselves), and the approver groups."""
+        return approvers_text(self.policy, self.slack, exclude)
 
     @contextmanager
     def deciding_on(self, action_id: str) -> Iterator[None]:
@@ -316,7 +306,7 @@ class BotContext:
             reason=row["reason"],
             plan=Plan.model_validate_json(row["plan_json"]),
             expires_at=row["expires_at"],
-            approvers=approvers_text(self.policy, row["person"]),
+            approvers=self.approvers(row["person"]),
         )
         return view, row
 

@@ -1,6 +1,6 @@
 """Button clicks (block_actions): Confirm, Cancel, Approve, Reject, Reveal.
 
-Each listener acks at once, finds out who clicked (``core.identify``), and hands the click to the
+Each listener acks at once, finds out who clicked (``context.identify``), and hands the click to the
 registry with the gate's action id from the button's value. The gate decides everything: only the
 requester confirms their preview, exactly once (double clicks, retries and other replicas lose the
 compare-and-set), approvers are not the requester, expired requests stay expired. The bot turns the
@@ -10,7 +10,6 @@ the buttons is replaced only by the click that decided it.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import time
@@ -20,11 +19,12 @@ from slack_bolt.async_app import AsyncApp
 from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_sdk.errors import SlackApiError
 
-from flexus_ops.cloud.errors import FlexusError
-from flexus_ops.gate.gate import Refused
-from flexus_ops.registry.outputs import ActionResult
+from flexus_ops.core.errors import FlexusError, Refused
+from flexus_ops.core.plans import ActionResult
 
-from .blocks import (
+from ...chat.follow import Follower, until_decided
+from ...chat.text import counts
+from ..blocks import (
     APPROVE,
     CANCEL,
     CONFIRM,
@@ -37,7 +37,6 @@ from .blocks import (
     approval_request_message,
     button,
     confirm_dialog,
-    counts,
     esc,
     message,
     notice_message,
@@ -48,16 +47,15 @@ from .blocks import (
     section,
     when,
 )
-from .core import (
+from ..context import (
     INTERNAL_ERROR,
-    RUNNING_STATES,
     BotContext,
     ChannelMessage,
-    Follower,
     Kind,
     ResponseUrl,
     Target,
     Who,
+    following,
     identify,
     log,
     slack_user,
@@ -91,7 +89,7 @@ async def _who(ctx: BotContext, body: dict[str, Any], kind: Kind) -> tuple[Who, 
     """The clicker and the action id, or None after telling the clicker privately why not."""
     url = body.get("response_url")
     try:
-        who = identify(ctx.registry, body, kind)
+        who = identify(ctx, body, kind)
     except Refused as exc:
         await tell(url, refusal_message("Not allowed", str(exc)))
         return None
@@ -117,7 +115,7 @@ async def on_confirm(ctx: BotContext, body: dict[str, Any]) -> None:
         return
     title = ctx.title(row["tool"])
     here = ResponseUrl(url, replace=True)
-    follow = Follower(here, title, f"confirmed by {who.mention}", ctx.progress_interval)
+    follow = following(here, title, f"confirmed by {who.mention}", ctx.progress_interval)
     try:
         result = await ctx.registry.confirm_action(who.caller, action_id, progress=follow)
     except Refused as exc:
@@ -212,27 +210,22 @@ async def request_approval(ctx: BotContext, action_id: str, here: Target) -> Non
 async def watch(ctx: BotContext, action_id: str) -> None:
     """Keep a posted approval message true to its request: when the request expires (the gate expires
     it; this only shows it) or is decided somewhere without a click here (another replica, the CLI),
-    replace the buttons with the outcome. Polls the store, so it needs no other coordination."""
-    while action_id in ctx.posted:
-        row = await ctx.registry.action(action_id)
-        if row is None:
-            return
-        if action_id in ctx.deciding or row["state"] in ("awaiting_approval", *RUNNING_STATES):
-            if row["state"] == "awaiting_approval" and row["expires_at"] <= time.time():
-                await ctx.registry.gate.expire_due()
-                continue
-            wait = ctx.watch_interval
-            if row["state"] == "awaiting_approval":
-                wait = min(wait, max(0.0, row["expires_at"] - time.time()) + 0.05)
-            await asyncio.sleep(wait)
-            continue
-        settled = await settle(ctx, action_id)
-        if settled is not None and settled["state"] == "expired":
-            view = await ctx.approval_view(action_id)
-            if view is not None:
-                notice = requester_notice(view[0], "⌛ nobody approved it in time; it expired")
-                await notify_requester(ctx, settled, notice)
+    replace the buttons with the outcome. Ends early when a click here settles the message."""
+    row = await until_decided(
+        ctx.registry,
+        action_id,
+        interval=ctx.watch_interval,
+        watching=lambda: action_id in ctx.posted,
+        busy=lambda: action_id in ctx.deciding,
+    )
+    if row is None:
         return
+    settled = await settle(ctx, action_id)
+    if settled is not None and settled["state"] == "expired":
+        view = await ctx.approval_view(action_id)
+        if view is not None:
+            notice = requester_notice(view[0], "⌛ nobody approved it in time; it expired")
+            await notify_requester(ctx, settled, notice)
 
 
 async def settle(
@@ -318,7 +311,7 @@ async def on_approve(ctx: BotContext, body: dict[str, Any]) -> None:
         return
     view, row = viewed
     here = clicked_message(ctx, body)
-    follow = Follower(here, view.title, f"approved by {who.mention}", ctx.progress_interval)
+    follow = following(here, view.title, f"approved by {who.mention}", ctx.progress_interval)
     with ctx.deciding_on(action_id):
         await _approve(ctx, who, action_id, view, row, here, follow, url)
 

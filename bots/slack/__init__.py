@@ -1,0 +1,7 @@
+"""The Slack surface: ``/flexus`` commands, Confirm buttons and approved password resets.
+
+``app`` builds bolt's AsyncApp and registers the ``listeners`` (``commands``, ``actions``, ``views``);
+``blocks`` renders Block Kit; ``context`` finds out who is asking and where to answer; ``settings``
+holds the tokens (from the environment) and the policy's ``[slack]`` table; ``logs`` keeps payloads out
+of the libraries' logs. What is not about Slack lives in the chat core (``bots/chat``).
+"""
