@@ -379,6 +379,11 @@ class Checkpointer:
         self.path = state_dir / CHECKPOINT_FILE
         self.key_path = state_dir / "keys" / SIGNING_KEY_FILE
         self.keyed_path = state_dir / KEYED_FILE
+        # Checked now, before the first change is recorded: a signing key others can read (or a record
+        # file others can write) would make every later checkpoint worthless, so nothing may run on it.
+        trusted(self.key_path, "key file", secret=True)
+        trusted(self.path, "checkpoint file")
+        trusted(self.keyed_path, "keyed-log record")
         self._keyed: dict[str, KeyedMark] = {}  # once read or written, kept: deleting the file changes nothing
         # Its own lock, never held while waiting for the database: an append holding the audit head's row
         # lock reads these marks, while the checkpoint lock is held across appends of the key record.
