@@ -36,13 +36,13 @@ SANDBOX_SERVERS = 200
 
 
 def _registry(url: str, state_dir: str) -> Any:
-    from flexus_ops.cloud.client import FlexusClient
+
     from flexus_ops.config import Settings
     from flexus_ops.gate.audit import Checkpointer
     from flexus_ops.gate.policy import Person, Policy, Role
     from flexus_ops.gate.secrets import Keys
     from flexus_ops.gate.store import Store
-    from flexus_ops.registry.registry import Registry
+    from flexus_ops.registry.registry import Registry, make_client
 
     # Enough servers for the race phase's previews, one server each.
     settings = Settings(state_dir=Path(state_dir), sandbox_job_seconds=0.0, sandbox_servers=SANDBOX_SERVERS)
@@ -50,7 +50,7 @@ def _registry(url: str, state_dir: str) -> Any:
     keys = Keys.load(Path(state_dir))
     return Registry(
         settings=settings,
-        client=FlexusClient(settings),
+        client=make_client(settings),
         store=Store(url, keys.audit, checkpoints=Checkpointer(Path(state_dir))),  # as a surface's registry
         policy=policy,
         keys=keys,
@@ -58,7 +58,7 @@ def _registry(url: str, state_dir: str) -> Any:
 
 
 def _caller() -> Any:
-    from flexus_ops.registry.spec import Caller
+    from flexus_ops.core.tools import Caller
 
     return Caller(PRINCIPAL, "bench")
 
@@ -98,7 +98,7 @@ async def _cycles(url: str, state_dir: str, worker: int, count: int, barrier: An
 
 
 async def _race(url: str, state_dir: str, worker: int, items: list[dict[str, Any]], barrier: Any) -> dict[str, Any]:
-    from flexus_ops.gate.gate import Refused
+    from flexus_ops.core.errors import Refused
 
     registry = _registry(url, state_dir)
     caller = _caller()

@@ -7,9 +7,9 @@ import json
 import sys
 
 from flexus_ops.config import Settings
+from flexus_ops.core.tools import Caller
 from flexus_ops.gate.policy import os_principal
 from flexus_ops.registry.registry import Registry
-from flexus_ops.registry.spec import Caller
 
 
 async def main(server_id: str) -> None:

@@ -6,13 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from flexus_ops.cloud.client import FlexusClient
 from flexus_ops.config import Settings
+from flexus_ops.core.tools import Caller
 from flexus_ops.gate.policy import GateSettings, Person, Policy, Role
 from flexus_ops.gate.secrets import Keys
 from flexus_ops.gate.store import Store
-from flexus_ops.registry.registry import Registry
-from flexus_ops.registry.spec import Caller
+from flexus_ops.registry.registry import Registry, make_client
 from flexus_ops.sandbox import Sandbox
 
 ALICE = Caller("os:alice", "cli")  # operator
@@ -54,7 +53,7 @@ def make_registry(
     keys = Keys.load(tmp_path)
     return Registry(
         settings=config,
-        client=FlexusClient(config),
+        client=make_client(config),
         store=Store(store_url or config.resolved_store_url, keys.audit),
         policy=policy or team_policy(),
         keys=keys,

@@ -7,17 +7,19 @@ import base64
 
 import pytest
 
-from flexus_ops.cloud.client import FlexusClient, shared_client
-from flexus_ops.cloud.errors import (
+from flexus_ops.cloud.client import FlexusClient
+from flexus_ops.cloud.models import JobResult
+from flexus_ops.config import Settings
+from flexus_ops.core.errors import (
     AuthenticationError,
+    ConfigurationError,
     InvalidInput,
     JobTimeout,
     NotFound,
     ServiceError,
     TransportError,
 )
-from flexus_ops.cloud.models import JobResult
-from flexus_ops.config import Settings
+from flexus_ops.registry.registry import make_client
 from tests.live import SK, LiveSandbox, serve
 
 UNKNOWN_ID = "00000000-0000-4000-8000-000000000000"
@@ -108,7 +110,7 @@ async def test_bad_input_names_the_field_and_sends_nothing(live: LiveSandbox, ca
 
 async def test_invalid_input_error_is_bounded() -> None:
     with pytest.raises(InvalidInput) as caught:
-        await FlexusClient(Settings()).update_server(UNKNOWN_ID, name="x" * 1_000_000)
+        await make_client(Settings()).update_server(UNKNOWN_ID, name="x" * 1_000_000)
     assert len(str(caught.value)) < 400
 
 
@@ -385,7 +387,10 @@ async def test_wait_for_job_gives_up_with_a_clear_timeout(live: LiveSandbox) -> 
 async def test_embedded_sandbox_is_the_default_and_says_so() -> None:
     settings = Settings()
     assert settings.uses_sandbox
-    async with FlexusClient(settings) as client:
+    # The client never builds a sandbox on its own: the application chooses it (make_client).
+    with pytest.raises(ConfigurationError, match="no cloud credentials"):
+        FlexusClient(settings)
+    async with make_client(settings) as client:
         assert client.is_sandbox
         assert "SANDBOX" in client.describe_target()
         page = await client.list_servers(limit=5)
@@ -394,16 +399,6 @@ async def test_embedded_sandbox_is_the_default_and_says_so() -> None:
         assert server.id == page.servers[0].id
         assert client.sandbox is not None
         assert [r.operation for r in client.sandbox.request_log] == ["ListServersDetails", "ShowServer"]
-
-
-async def test_shared_client_is_one_pool_per_loop_and_settings() -> None:
-    settings = Settings()
-    first = shared_client(settings)
-    assert shared_client(settings) is first
-    other = shared_client(Settings(sandbox_seed=99))
-    assert other is not first
-    await first.aclose()
-    await other.aclose()
 
 
 # -- bounded and visible retries -------------------------------------------------------------------

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from flexus_ops.cloud.errors import ConfigurationError
 from flexus_ops.config import AuthMode, Settings
+from flexus_ops.core.errors import ConfigurationError
 
 
 def test_no_credentials_means_the_embedded_sandbox() -> None:

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from flexus_ops.cloud.errors import InvalidInput
-from flexus_ops.gate.gate import Refused
-from flexus_ops.registry.outputs import ChangeOutput, ListServersOutput, ShowServerOutput
+from flexus_ops.core.errors import InvalidInput, Refused
+from flexus_ops.core.plans import ChangeOutput
+from flexus_ops.registry.outputs import ListServersOutput, ShowServerOutput
 from flexus_ops.registry.registry import Registry
 from flexus_ops.registry.targets import TargetError
 from tests.gatekit import (

@@ -16,9 +16,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from flexus_ops.cloud import signer
-from flexus_ops.cloud.errors import FlexusError, InvalidInput
+from flexus_ops.core.errors import FlexusError, InvalidInput
+from flexus_ops.core.plans import ChangeOutput
 from flexus_ops.registry.catalog import TOOLS
-from flexus_ops.registry.outputs import ChangeOutput
 from flexus_ops.registry.registry import Registry
 from flexus_ops.sandbox.responses import SignatureRejected, verify_signature
 from tests.gatekit import ALICE, make_registry, sandbox_of

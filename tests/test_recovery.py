@@ -12,7 +12,7 @@ from pathlib import Path
 
 from sqlalchemy import text
 
-from flexus_ops.registry.outputs import ChangeOutput
+from flexus_ops.core.plans import ChangeOutput
 from tests.gatekit import ALICE, make_registry, sandbox_of, servers_with, team_policy
 from tests.live import AK, PID, SK, serve
 

@@ -20,10 +20,10 @@ from typing import Any
 import pytest
 
 from flexus_ops.config import Settings
+from flexus_ops.core.plans import ChangeOutput
+from flexus_ops.core.tools import Caller
 from flexus_ops.gate.policy import token_principal
-from flexus_ops.registry.outputs import ChangeOutput
 from flexus_ops.registry.registry import Registry
-from flexus_ops.registry.spec import Caller
 from tests import replicawork
 from tests.conftest import _postgres_schema_url
 from tests.procs import FLEXUS_OPS, free_port, sim_process, start, stop, wait_http

@@ -23,8 +23,8 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
 from flexus_ops import cli
-from flexus_ops.cloud import errors
-from flexus_ops.gate.gate import Refused
+from flexus_ops.core import errors
+from flexus_ops.core.errors import Refused
 from flexus_ops.mcp_server import build_server
 from flexus_ops.registry.targets import TargetError
 from tests.gatekit import make_registry

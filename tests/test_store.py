@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import inspect
 
+from flexus_ops.core.errors import Refused
+from flexus_ops.core.plans import ChangeOutput
 from flexus_ops.gate.audit import AuditKeyRing
-from flexus_ops.gate.gate import Refused
 from flexus_ops.gate.secrets import Keys
 from flexus_ops.gate.store import MIGRATIONS, Store
-from flexus_ops.registry.outputs import ChangeOutput
 from tests import storework
 from tests.gatekit import ALICE, BOB, make_registry, servers_with, team_policy, writes
 

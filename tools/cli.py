@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING, Any
 from . import __version__
 
 if TYPE_CHECKING:
+    from .core.tools import Caller
     from .registry.registry import Registry
-    from .registry.spec import Caller
 
 # The exit codes, in one place (README, "The CLI", prints the same table). `failure` maps an exception to
 # its code; `main` is the only place that turns exceptions into codes.
@@ -60,8 +60,8 @@ def _one_line(exc: BaseException, limit: int = 300) -> str:
 def failure(exc: BaseException) -> tuple[int, str]:
     """The exit code and the one line a person reads for ``exc``: the component, the cause, the next step."""
     try:
-        from .cloud import errors
-        from .gate.gate import Refused
+        from .core import errors
+        from .core.errors import Refused
         from .registry.targets import TargetError
     except Exception:  # the classifier must never fail; without its classes everything is a bug
         return EXIT_INTERNAL, _internal(exc)
@@ -135,18 +135,29 @@ def _registry(read_only: bool = False) -> Registry:
 
 
 def _caller() -> Caller:
+    from .core.tools import Caller
     from .gate.policy import os_principal
-    from .registry.spec import Caller
 
     return Caller(principal=os_principal(), surface="cli")
 
 
-def _run(body: Callable[[Registry], Awaitable[int]], *, read_only: bool = False) -> int:
-    """Run one async command against a registry. Errors propagate to ``main``, which alone turns them
-    into one line and an exit code."""
+def _run(
+    body: Callable[[Registry], Awaitable[int]],
+    *,
+    read_only: bool = False,
+    registry_for: Callable[[], Registry] | None = None,
+) -> int:
+    """Run one async command against a registry (by default the one the environment configures). Errors
+    propagate to ``main``, which alone turns them into one line and an exit code."""
+
+    # A command's failure is its one line; the gate's and the store's own warnings on the way there
+    # (a lease not renewed, a checkpoint not written) are for a server's log, not a person's terminal.
+    # Cloud retries stay: each one is a line the person should see.
+    for name in ("flexus_ops.gate", "flexus_ops.store", "flexus_ops.audit"):
+        logging.getLogger(name).setLevel(logging.ERROR)
 
     async def main() -> int:
-        registry = _registry(read_only)
+        registry = registry_for() if registry_for is not None else _registry(read_only)
         try:
             code = await body(registry)
         except BaseException:
@@ -223,7 +234,7 @@ def cmd_mcp(args: argparse.Namespace) -> int:
         return _serve_stdio(registry, build_server(registry))
     import uvicorn
 
-    from .cloud.errors import ConfigurationError, InvalidInput
+    from .core.errors import ConfigurationError, InvalidInput
     from .mcp_http import has_token_principals, http_app, new_session_token
     from .serving import Drain, DrainingServer
 
@@ -342,7 +353,7 @@ def _hand_over_session_token(token: str, url: str, token_file: str | None, state
 
 def cmd_slack(args: argparse.Namespace) -> int:
     _quiet_libraries()
-    from .bots.app import main as run_slack  # bolt and aiohttp load only for this command
+    from .bots.slack.app import main as run_slack  # bolt and aiohttp load only for this command
 
     return run_slack(
         host=args.host, port=args.port, mode=args.mode, read_only=args.read_only, grace_seconds=args.grace_seconds
@@ -377,7 +388,7 @@ def cmd_tools(args: argparse.Namespace) -> int:
 
 
 def _load_arguments(args: argparse.Namespace) -> dict[str, Any]:
-    from .cloud.errors import InvalidInput
+    from .core.errors import InvalidInput
 
     try:
         arguments = json.loads(args.args) if args.args else {}
@@ -391,7 +402,7 @@ def _load_arguments(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _ask_secret(field: str) -> str:
-    from .cloud.errors import InvalidInput
+    from .core.errors import InvalidInput
 
     first = getpass.getpass(f"{field}: ")
     if getpass.getpass(f"{field} (again): ") != first:
@@ -400,7 +411,7 @@ def _ask_secret(field: str) -> str:
 
 
 def cmd_call(args: argparse.Namespace) -> int:
-    from .registry.outputs import ChangeOutput
+    from .core.plans import ChangeOutput
     from .registry.render import plan_text, render
 
     async def body(registry: Registry) -> int:
@@ -569,54 +580,10 @@ def cmd_token(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-# -- demo -----------------------------------------------------------------------------------------
+def _demo(args: argparse.Namespace) -> int:
+    from .demo import cmd_demo  # the tour's own module: loaded only when asked for
 
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    _quiet_libraries()
-    import os
-    import tempfile
-
-    from .registry.render import render
-
-    state = tempfile.mkdtemp(prefix="flexus-demo-")
-    for name in list(os.environ):
-        if name.startswith(("HUAWEICLOUD_SDK_", "FLEXUS_")):
-            del os.environ[name]  # the tour always runs on the sandbox, never on a real cloud
-    os.environ["FLEXUS_STATE_DIR"] = state
-    os.environ["FLEXUS_SANDBOX_JOB_SECONDS"] = str(args.job_seconds)
-    os.environ["FLEXUS_JOB_POLL_SECONDS"] = "0.25"
-
-    def step(title: str) -> None:
-        print(f"\n== {title} ==")
-
-    async def body(registry: Registry) -> int:
-        caller = _caller()
-        step(f"1. The fleet ({registry.describe_target()})")
-        listing = await registry.call(caller, "flexus_list_servers", {"status": "ACTIVE", "limit": 5})
-        print(render(listing))
-        targets = [server["name"] for server in listing.servers[:2]]  # type: ignore[attr-defined]
-        step(f"2. Preview: stop {', '.join(targets)} (nothing changes yet)")
-        preview = await registry.call(caller, "flexus_stop_servers", {"servers": targets})
-        print(render(preview))
-        step("3. Confirm with the token from the preview; follow the job")
-        token = preview.preview.confirmation_token  # type: ignore[attr-defined]
-        result = await registry.call(
-            caller, "flexus_stop_servers", {"servers": targets, "confirmation_token": token}, progress=ProgressBar()
-        )
-        print(render(result))
-        step("4. The same token again: single use, so nothing runs twice; you get the recorded outcome")
-        again = await registry.call(caller, "flexus_stop_servers", {"servers": targets, "confirmation_token": token})
-        print(render(again))
-        step("5. The audit trail (hash-chained; `flexus-ops audit verify` checks it)")
-        for record in await registry.records.audit_records():
-            print(f"  {record.seq}. {record.event:10} by {record.person} via {record.surface}: {record.tool}")
-        report = await registry.records.audit_report()
-        print(f"  chain: {'intact' if report.intact else 'BROKEN'}")
-        print(f"\n(the demo's state is in {state}; your own audit log was not touched)")
-        return EXIT_OK
-
-    return _run(body)
+    return cmd_demo(args)
 
 
 # -- parser ---------------------------------------------------------------------------------------
@@ -714,7 +681,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="a guided tour on the sandbox cloud")
     demo.add_argument("--job-seconds", type=float, default=2.0)
-    demo.set_defaults(handler=cmd_demo)
+    demo.set_defaults(handler=_demo)
     return parser
 
 
@@ -779,5 +746,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             signal.signal(signal.SIGTERM, previous)
 
 
+def run() -> None:
+    """The ``flexus-ops`` command. A store call stuck on a database that stopped answering is given up on
+    by its caller (the store's own timeouts), but the thread it runs on cannot be interrupted; the
+    interpreter would wait for it forever at exit. So once the command has said its one line, the
+    process ends with its exit code instead of waiting for such a thread."""
+    code = main()
+    stuck = [t for t in threading.enumerate() if t.name.startswith("flexus-store") and t.is_alive()]
+    for thread in stuck:
+        thread.join(timeout=0.5)
+    if any(thread.is_alive() for thread in stuck):
+        _exit_now(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

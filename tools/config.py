@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from .cloud.errors import ConfigurationError
+from .core.errors import ConfigurationError
 
 
 def default_state_dir() -> Path:
@@ -61,14 +61,14 @@ class Settings(BaseSettings):
     iam_user: str | None = Field(None, validation_alias=_env("FLEXUS_IAM_USER", "iam_user"))
     iam_password: SecretStr | None = Field(None, validation_alias=_env("FLEXUS_IAM_PASSWORD", "iam_password"))
 
-    timeout_seconds: float = Field(30.0, gt=0, validation_alias=_env("FLEXUS_HTTP_TIMEOUT", "timeout_seconds"))
+    timeout_seconds: float = Field(30.0, gt=0, le=3600, validation_alias=_env("FLEXUS_HTTP_TIMEOUT", "timeout_seconds"))
     retry_attempts: int = Field(4, ge=0, le=10, validation_alias=_env("FLEXUS_RETRY_ATTEMPTS", "retry_attempts"))
     retry_base_seconds: float = Field(
         2.0, ge=0, validation_alias=_env("FLEXUS_RETRY_BASE_SECONDS", "retry_base_seconds")
     )
     retry_max_seconds: float = Field(30.0, ge=0, validation_alias=_env("FLEXUS_RETRY_MAX_SECONDS", "retry_max_seconds"))
     read_deadline_seconds: float = Field(
-        60.0, gt=0, validation_alias=_env("FLEXUS_READ_DEADLINE", "read_deadline_seconds")
+        60.0, gt=0, le=3600, validation_alias=_env("FLEXUS_READ_DEADLINE", "read_deadline_seconds")
     )
     job_poll_seconds: float = Field(1.0, gt=0, validation_alias=_env("FLEXUS_JOB_POLL_SECONDS", "job_poll_seconds"))
     job_poll_max_seconds: float = Field(

@@ -26,12 +26,11 @@ from mcp.server.auth.provider import AccessToken
 from mcp.server.auth.settings import AuthSettings
 from mcp.server.mcpserver import Context
 
-from .cloud.errors import ConfigurationError
 from .config import is_loopback
-from .gate.gate import Refused
+from .core.errors import ConfigurationError, Refused
+from .core.tools import Caller
 from .gate.policy import os_principal, token_principal
 from .registry.registry import Registry
-from .registry.spec import Caller
 from .serving import Drain, Draining
 
 log = logging.getLogger("flexus_ops.mcp")

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from flexus_ops.cloud.errors import OutcomeUnknown
-from flexus_ops.registry.outputs import ChangeOutput
+from flexus_ops.core.errors import OutcomeUnknown
+from flexus_ops.core.plans import ChangeOutput
 from flexus_ops.registry.registry import Registry
 from tests.faults.kit import BlackHole, Proxy, active_server, cli, cli_env, posts, problem_lines, until
 from tests.gatekit import ALICE, make_registry

@@ -15,10 +15,11 @@ import pytest
 from mcp import Client, StdioServerParameters
 from sqlalchemy import text
 
-from flexus_ops.gate.gate import Gate, Refused
+from flexus_ops.core.errors import Refused
+from flexus_ops.core.plans import ChangeOutput
+from flexus_ops.gate.gate import Gate
 from flexus_ops.gate.secrets import Keys
 from flexus_ops.gate.store import Store
-from flexus_ops.registry.outputs import ChangeOutput
 from flexus_ops.registry.registry import Registry
 from tests.faults.kit import active_server, cli_env, posts, until
 from tests.gatekit import ALICE, make_registry, team_policy

@@ -14,14 +14,14 @@ from typing import Any
 
 from mcp import Client
 
-from flexus_ops.bots.app import SlackBot, SlackBotSettings
-from flexus_ops.cloud.client import FlexusClient
+from flexus_ops.bots.slack.app import SlackBot
+from flexus_ops.bots.slack.settings import SlackBotSettings
 from flexus_ops.config import Settings
 from flexus_ops.gate.policy import Policy
 from flexus_ops.gate.secrets import Keys
 from flexus_ops.gate.store import Store
 from flexus_ops.mcp_server import build_server
-from flexus_ops.registry.registry import Registry
+from flexus_ops.registry.registry import Registry, make_client
 from tests.slackkit import ALICE, BOT_TOKEN, SIGNING_SECRET, FakeSlack, SlackDriver, buttons, serve, slack_policy
 from tests.test_mcp import local_policy, structured
 
@@ -61,7 +61,7 @@ def slow_registry(tmp_path: Path, policy: Policy) -> tuple[Registry, SlowStore]:
     settings = Settings(state_dir=tmp_path, sandbox_job_seconds=0.1, job_poll_seconds=0.02)
     keys = Keys.load(tmp_path)
     store = SlowStore(settings.resolved_store_url, keys.audit)
-    registry = Registry(settings, client=FlexusClient(settings), store=store, policy=policy, keys=keys)
+    registry = Registry(settings, client=make_client(settings), store=store, policy=policy, keys=keys)
     return registry, store
 
 

@@ -19,14 +19,13 @@ from pathlib import Path
 import pytest
 from mcp import Client
 
-from flexus_ops.cloud.client import FlexusClient
-from flexus_ops.cloud.errors import OutcomeUnknown
 from flexus_ops.config import Settings
+from flexus_ops.core.errors import OutcomeUnknown
+from flexus_ops.core.plans import ChangeOutput
 from flexus_ops.gate.secrets import Keys
 from flexus_ops.gate.store import Store
 from flexus_ops.mcp_server import build_server
-from flexus_ops.registry.outputs import ChangeOutput
-from flexus_ops.registry.registry import Registry
+from flexus_ops.registry.registry import Registry, make_client
 from tests.faults.conftest import Cluster
 from tests.faults.kit import (
     BlackHole,
@@ -121,7 +120,7 @@ def mcp_registry(state_dir: Path, store_url: str) -> Registry:
         db_statement_timeout_seconds=1,
         sandbox_job_seconds=0.1,
     )
-    return Registry(settings, client=FlexusClient(settings), policy=local_policy())
+    return Registry(settings, client=make_client(settings), policy=local_policy())
 
 
 @pytest.mark.parametrize("fault", ["read-only", "locked", "never answers", "unusable url"])
@@ -174,7 +173,7 @@ async def test_a_database_lost_mid_execution_reports_sent_and_settles_when_back(
         )
         keys = Keys.load(tmp_path)
         store = Store(store_url, keys.audit, connect_timeout=2, statement_timeout=2)
-        registry = Registry(settings, client=FlexusClient(settings), store=store, policy=team_policy(), keys=keys)
+        registry = Registry(settings, client=make_client(settings), store=store, policy=team_policy(), keys=keys)
         try:
             server_id = active_server(live.sandbox)
             out = await registry.call(ALICE, "flexus_stop_servers", {"servers": [server_id]})

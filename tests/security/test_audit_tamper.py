@@ -533,7 +533,7 @@ def test_a_log_rewritten_unkeyed_is_reported_and_never_continued_or_resealed(
     assert any("no keyed records" in p and "record 1" in p and KEYED_FILE in p for p in problems), problems
 
     # The next change fails closed: its state change and its record roll back together.
-    from flexus_ops.cloud.errors import StoreError
+    from flexus_ops.core.errors import StoreError
     from flexus_ops.gate.audit import AuditEntry
 
     entry = AuditEntry("preview", "alice", "cli", "flexus_stop_servers", "a" * 32, {"n": 1})
@@ -583,7 +583,7 @@ def test_the_state_dir_records_where_each_log_became_keyed(
 def test_an_unkeyed_record_on_a_keyed_log_is_never_resealed(store_url: str, tmp_path: Path) -> None:
     """Even a writer with no state dir of its own (no record of the keyed start) must not continue a
     log that has keyed records but ends in an unkeyed one: that would seal a forged tail."""
-    from flexus_ops.cloud.errors import StoreError
+    from flexus_ops.core.errors import StoreError
 
     store = Store(store_url, Keys.load(tmp_path / "keys").audit)
     try:
@@ -610,7 +610,7 @@ def test_a_checkpoint_file_of_garbage_is_reported(open_store: Callable[..., Stor
 
 
 def test_a_damaged_keyed_record_file_fails_closed(open_store: Callable[..., Store], tmp_path: Path) -> None:
-    from flexus_ops.cloud.errors import StoreError
+    from flexus_ops.core.errors import StoreError
 
     store = open_store()
     append(store, 2)

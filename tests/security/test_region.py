@@ -10,8 +10,8 @@ from collections.abc import Iterator
 import pytest
 
 from flexus_ops.cloud.client import FlexusClient
-from flexus_ops.cloud.errors import ConfigurationError, FlexusError
 from flexus_ops.config import Settings
+from flexus_ops.core.errors import ConfigurationError, FlexusError
 
 HOSTILE = [
     "x@127.0.0.1:{port}/",

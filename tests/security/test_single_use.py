@@ -19,7 +19,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.types import ElicitResult
 
 from flexus_ops.cloud.client import FlexusClient
-from flexus_ops.gate.gate import Refused
+from flexus_ops.core.errors import Refused
 from flexus_ops.gate.secrets import Keys
 from flexus_ops.gate.store import Store
 from flexus_ops.mcp_server import build_server

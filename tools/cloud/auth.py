@@ -10,8 +10,9 @@ from urllib.parse import parse_qsl
 
 import httpx
 
+from ..core.errors import ConfigurationError
 from . import signer
-from .errors import ConfigurationError, error_from_response
+from .errors import error_from_response
 
 Clock = Callable[[], datetime]
 

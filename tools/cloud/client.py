@@ -22,9 +22,7 @@ from pydantic import BaseModel, SecretStr, ValidationError
 
 from .. import __version__
 from ..config import AuthMode, Settings
-from . import rules
-from .auth import AkSkAuth, IamTokenAuth
-from .errors import (
+from ..core.errors import (
     CloudError,
     ConfigurationError,
     FlexusError,
@@ -32,8 +30,11 @@ from .errors import (
     JobTimeout,
     TransportError,
     bounded,
-    error_from_response,
+    input_error,
 )
+from . import rules
+from .auth import AkSkAuth, IamTokenAuth
+from .errors import error_from_response
 from .models import (
     BatchSubmission,
     FailedChunk,
@@ -66,14 +67,11 @@ log = logging.getLogger("flexus_ops.cloud")
 
 
 def validated(model: type[M], **data: Any) -> M:
-    """Build a request model, turning pydantic's error into one that names the field and the rule."""
+    """Build a request model; a bad value is refused naming the field and the rule."""
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors(include_url=False, include_input=False)[0]
-        field = ".".join(str(part) for part in first["loc"]) or model.__name__
-        message = first["msg"].removeprefix("Value error, ")
-        raise InvalidInput(field, message) from None
+        raise input_error(exc, model, arguments_of="this request") from None
 
 
 def _chunks(items: Sequence[str], size: int) -> list[list[str]]:
@@ -94,15 +92,11 @@ class FlexusClient:
         mode = self.settings.auth_mode
         self.sandbox = sandbox
         if mode is AuthMode.SANDBOX and sandbox is None:
-            from ..sandbox import Sandbox, SandboxOptions  # the sandbox costs nothing unless used
-
-            self.sandbox = Sandbox(
-                SandboxOptions(
-                    servers=self.settings.sandbox_servers,
-                    seed=self.settings.sandbox_seed,
-                    job_seconds=self.settings.sandbox_job_seconds,
-                    region=self.settings.region,
-                )
+            # Which cloud to talk to is decided once, where the application is put together
+            # (flexus_ops.registry.registry.make_client); the client never builds a sandbox itself.
+            raise ConfigurationError(
+                "no cloud credentials are set and no sandbox was given: set HUAWEICLOUD_SDK_AK and "
+                "HUAWEICLOUD_SDK_SK (or the IAM variables), or use make_client() for the embedded sandbox"
             )
         if self.sandbox is not None and mode is AuthMode.SANDBOX:
             options = self.sandbox.options
@@ -479,23 +473,3 @@ class FlexusClient:
                 )
             )
         )
-
-
-_shared: dict[tuple[int, str], FlexusClient] = {}
-
-
-def _settings_key(settings: Settings) -> str:
-    import hashlib
-
-    revealed = {name: value.get_secret_value() if isinstance(value, SecretStr) else value for name, value in settings}
-    return hashlib.sha256(repr(sorted(revealed.items())).encode()).hexdigest()
-
-
-def shared_client(settings: Settings | None = None) -> FlexusClient:
-    """The process's client for these settings on the running event loop (one connection pool)."""
-    settings = settings or Settings()
-    key = (id(asyncio.get_running_loop()), _settings_key(settings))
-    client = _shared.get(key)
-    if client is None:
-        client = _shared[key] = FlexusClient(settings)
-    return client

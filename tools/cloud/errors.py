@@ -1,131 +1,21 @@
-"""The exception hierarchy of the cloud client.
-
-``FlexusError``
- - ``InvalidInput``: refused before anything was sent; names the field and the rule.
- - ``ConfigurationError``: the settings cannot work (e.g. an endpoint without credentials).
- - ``CloudError``: the cloud answered with an error (status, code, message, request id).
-   ``AuthenticationError`` 401, ``PermissionDenied`` 403, ``NotFound`` 404, ``Throttled`` 429,
-   ``BadRequest`` other 4xx, ``ServiceError`` 5xx.
- - ``TransportError``: no answer (connection refused, timeout). ``may_have_applied`` tells whether
-   a write could have reached the cloud, so callers reconcile instead of re-sending blindly.
- - ``JobTimeout``: a job did not finish in the time allowed.
- - ``StoreError``: the gate's store (database, state dir) failed; says which, why and what to do.
- - ``OutcomeUnknown``: a change was sent but its outcome is not known (a lost answer, a store that
-   failed after sending); it is settled by observation later, never re-sent.
-
-Every message is one line a person can act on: the component, the cause, the next step.
-"""
+"""Errors from the cloud's answers: the official SDK's parsing order, mapped onto our hierarchy."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ..core.errors import (
+    AuthenticationError,
+    BadRequest,
+    CloudError,
+    NotFound,
+    PermissionDenied,
+    ServiceError,
+    Throttled,
+)
+
 if TYPE_CHECKING:  # only the client, which imports httpx itself, builds errors from responses
     import httpx
-
-MAX_MESSAGE_CHARS = 500
-
-
-def bounded(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
-    """Never echo an unbounded input back (a megabyte name must not become a megabyte error)."""
-    return text if len(text) <= limit else text[:limit] + f"... ({len(text) - limit} more characters)"
-
-
-class FlexusError(Exception):
-    """Base of every error raised by flexus-ops."""
-
-
-class InvalidInput(FlexusError, ValueError):
-    def __init__(self, field: str, rule: str) -> None:
-        self.field = field
-        self.rule = bounded(rule, 300)
-        super().__init__(f"{field}: {self.rule}")
-
-
-class ConfigurationError(FlexusError):
-    pass
-
-
-class CloudError(FlexusError):
-    def __init__(
-        self,
-        status: int,
-        code: str,
-        message: str,
-        request_id: str | None = None,
-        details: list[dict[str, Any]] | None = None,
-    ) -> None:
-        self.status = status
-        self.code = code
-        self.message = bounded(message)
-        self.request_id = request_id
-        self.details = details or []
-        where = f" (request {request_id})" if request_id else ""
-        super().__init__(f"{status} {code}: {self.message}{where}")
-
-    @property
-    def is_throttling(self) -> bool:
-        return self.status == 429
-
-
-class BadRequest(CloudError):
-    pass
-
-
-class AuthenticationError(CloudError):
-    pass
-
-
-class PermissionDenied(CloudError):
-    pass
-
-
-class NotFound(CloudError):
-    pass
-
-
-class Throttled(CloudError):
-    pass
-
-
-class ServiceError(CloudError):
-    pass
-
-
-class TransportError(FlexusError):
-    def __init__(self, message: str, *, may_have_applied: bool) -> None:
-        self.may_have_applied = may_have_applied
-        suffix = (
-            " The request may have been applied; check the server state before retrying." if (may_have_applied) else ""
-        )
-        super().__init__(bounded(message) + suffix)
-
-
-class JobTimeout(FlexusError):
-    def __init__(self, job_id: str, waited_seconds: float, last_status: str | None) -> None:
-        self.job_id = job_id
-        self.last_status = last_status
-        super().__init__(
-            f"job {job_id} still {last_status or 'unknown'} after {waited_seconds:.0f}s; "
-            "it keeps running in the cloud: query it again with show_job"
-        )
-
-
-class StoreError(FlexusError):
-    """The store could not be used: unreachable, locked, read-only, timed out, or a bad state dir."""
-
-    def __init__(self, cause: str, next_step: str) -> None:
-        self.cause = bounded(cause, 300)
-        super().__init__(f"store: {self.cause}; {next_step}")
-
-
-class OutcomeUnknown(FlexusError):
-    """A change was sent to the cloud but whether it applied is not known yet. Never retry it blindly:
-    it is settled by observation (the job, or the servers' state), then recorded as applied or not."""
-
-    def __init__(self, message: str, action_id: str | None = None) -> None:
-        self.action_id = action_id
-        super().__init__(bounded(message))
 
 
 def _find_code(payload: Any) -> tuple[str | None, str | None, list[dict[str, Any]]]:

@@ -187,22 +187,32 @@ class ParsedAuthorization:
     access_key: str
     signed_headers: list[str]
     signature: str
+    algorithm: str = ALGORITHM
+    info: str | None = None
+    """The derived-signing scope ``yyyymmdd/region/service`` (V11 only)."""
 
 
 def parse_authorization(value: str) -> ParsedAuthorization | None:
-    """Parse ``SDK-HMAC-SHA256 Access=..., SignedHeaders=..., Signature=...``; None if malformed."""
-    prefix = ALGORITHM + " "
-    if not value.startswith(prefix):
+    """Parse ``SDK-HMAC-SHA256 Access=..., SignedHeaders=..., Signature=...`` or its derived form
+    ``V11-HMAC-SHA256 Credential=AK/yyyymmdd/region/service, ...``; None if malformed. The one parser:
+    the sandbox's gateway verifies with it too."""
+    algorithm, _, rest = value.partition(" ")
+    if algorithm not in (ALGORITHM, DERIVED_ALGORITHM):
         return None
     fields: dict[str, str] = {}
-    for part in value[len(prefix) :].split(","):
+    for part in rest.split(","):
         key, sep, item = part.strip().partition("=")
         if not sep:
             return None
         fields[key] = item
-    try:
-        return ParsedAuthorization(
-            fields["Access"], [h for h in fields["SignedHeaders"].split(";") if h], fields["Signature"]
-        )
-    except KeyError:
+    if "SignedHeaders" not in fields or "Signature" not in fields:
         return None
+    headers = [h for h in fields["SignedHeaders"].split(";") if h]
+    if algorithm == ALGORITHM:
+        if "Access" not in fields:
+            return None
+        return ParsedAuthorization(fields["Access"], headers, fields["Signature"])
+    access_key, sep, info = fields.get("Credential", "").partition("/")
+    if not sep:
+        return None
+    return ParsedAuthorization(access_key, headers, fields["Signature"], DERIVED_ALGORITHM, info)

@@ -14,7 +14,7 @@ import os
 import stat
 from pathlib import Path
 
-from ..cloud.errors import ConfigurationError
+from ..core.errors import ConfigurationError
 
 log = logging.getLogger("flexus_ops.state")
 _reported: set[Path] = set()

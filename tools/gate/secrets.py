@@ -17,7 +17,7 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
-from ..cloud.errors import ConfigurationError
+from ..core.errors import ConfigurationError
 from .audit import KEY_LABEL as AUDIT_KEY_LABEL
 from .audit import AuditKeyRing
 from .private import private_dir, trusted

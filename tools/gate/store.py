@@ -46,7 +46,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as SQLATimeoutError
 
-from ..cloud.errors import StoreError, bounded
+from ..core.errors import StoreError, bounded
 from .audit import (
     EVENT_CHECKPOINT_KEY,
     EVENT_KEYED,
@@ -211,6 +211,12 @@ def _sqlite_engine(url: str, busy_seconds: float) -> Engine:
 
 def make_engine(url: str, *, connect_timeout: float = 10.0, statement_timeout: float = 10.0) -> Engine:
     parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and (parsed.database or ":memory:") == ":memory:":
+        raise StoreError(
+            "an in-memory SQLite store would forget every preview, approval and audit record when this process "
+            "exits",
+            "set FLEXUS_STORE_URL to sqlite:///PATH (or leave it unset for the state dir's file)",
+        )
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:" and not parsed.database.startswith("file:"):
             # Created 0600 before SQLite opens it: SQLite gives its -wal and -shm files the same mode.

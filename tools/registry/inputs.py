@@ -6,11 +6,13 @@ Field descriptions are short on purpose: the whole catalog is sent to the model 
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import AfterValidator, Field, SecretStr, field_validator, model_validator
 
 from ..cloud import rules
+from ..cloud.models import PowerType
+from ..core.tools import ToolInput
 
 MAX_TARGET_CHARS = 64  # a UUID is 36, a name at most 64
 
@@ -39,17 +41,8 @@ ServerRefs = Annotated[
     Field(min_length=1, max_length=rules.MAX_SERVERS_PER_REQUEST, description="server ids or exact names"),
     AfterValidator(_unique),
 ]
-PowerType = Literal["SOFT", "HARD"]
 Status = rules.Status
 ShortText = Annotated[str, Field(max_length=128)]
-
-
-GATE_FIELDS = frozenset({"dry_run", "confirmation_token", "wait"})
-"""How a gated call is driven, not what it does: excluded from the arguments a confirmation binds."""
-
-
-class ToolInput(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class GatedInput(ToolInput):
@@ -122,6 +115,10 @@ class ResetPasswordInput(GatedInput):
         return value
 
 
+UPDATABLE = ("name", "description", "hostname", "user_data")
+"""What flexus_update_server can change (security_options is not offered)."""
+
+
 class UpdateServerInput(GatedInput):
     server: ServerRef
     name: rules.ServerName | None = None
@@ -131,8 +128,8 @@ class UpdateServerInput(GatedInput):
 
     @model_validator(mode="after")
     def _something_to_change(self) -> UpdateServerInput:
-        if all(getattr(self, name) is None for name in ("name", "description", "hostname", "user_data")):
-            raise ValueError("set at least one of name, description, hostname, user_data")
+        if all(getattr(self, name) is None for name in UPDATABLE):
+            raise ValueError(f"set at least one of {', '.join(UPDATABLE)}")
         return self
 
 

@@ -6,15 +6,12 @@ A server is summarised to what an operator acts on (id, name, status, task, flav
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from ..cloud.models import JobResult, ServerDetail
-
-
-class Compact(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+from ..core.plans import Compact
 
 
 class ServerSummary(Compact):
@@ -65,81 +62,6 @@ class ListServersOutput(Compact):
     page: int
     servers: list[dict[str, Any]]
     next_page: int | None = Field(None, description="page to ask for next, if any")
-
-
-class PlanItem(Compact):
-    """What will happen to one server, in its current state."""
-
-    server_id: str
-    name: str | None = None
-    status: str | None = None
-    task: str | None = None
-    locked: bool | None = None
-    act: bool = Field(description="true when the call will act on this server")
-    note: str = Field(description="what will happen, or why nothing will")
-
-
-class Plan(Compact):
-    tool: str
-    summary: str
-    items: list[PlanItem]
-    changes: dict[str, Any] = Field(default_factory=dict, description="fields to change (update)")
-
-    @property
-    def acting(self) -> list[PlanItem]:
-        return [item for item in self.items if item.act]
-
-
-ActionState = Literal[
-    "pending",
-    "awaiting_approval",
-    "approved",
-    "executing",
-    "submitted",
-    "succeeded",
-    "failed",
-    "rejected",
-    "expired",
-    "cancelled",
-]
-
-
-class Preview(Compact):
-    """A dry run: nothing was changed. Confirm with the token (or through the client's prompt)."""
-
-    status: Literal["preview"] = "preview"
-    action_id: str
-    plan: Plan
-    confirmation_token: str | None = Field(None, description="send back with the same arguments to confirm")
-    expires_at: str
-    needs_approval: bool = False
-    runnable: bool = Field(description="false when nothing would act, or no approver could approve it")
-    next_step: str
-
-
-class ServerResult(Compact):
-    server_id: str
-    name: str | None = None
-    outcome: Literal["done", "failed", "skipped", "submitted", "unknown"]
-    detail: str | None = None
-
-
-class ActionResult(Compact):
-    """What a confirmed change did, per server."""
-
-    status: Literal["succeeded", "failed", "partial", "submitted", "unknown", "awaiting_approval", "nothing_to_do"]
-    action_id: str
-    job_ids: list[str] = Field(default_factory=list)
-    servers: list[ServerResult] = Field(default_factory=list)
-    message: str
-    replay: bool | None = Field(None, description="true: a confirmation used again; nothing was run again")
-
-
-class ChangeOutput(Compact):
-    """A gated tool returns either a preview (nothing changed yet) or the result of the confirmed change."""
-
-    preview: Preview | None = None
-    result: ActionResult | None = None
 
 
 class JobOutput(Compact):

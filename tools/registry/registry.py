@@ -13,16 +13,17 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
 
-from ..cloud.errors import ConfigurationError, FlexusError, InvalidInput
 from ..config import Settings
-from ..gate.gate import SETTLE_BATCH, Gate, Refused
+from ..core.errors import ConfigurationError, FlexusError, Refused, input_error
+from ..core.plans import ActionResult, ChangeOutput, Plan
+from ..core.tools import Caller, Progress, Safety, ToolContext, ToolSpec, no_progress
+from ..gate.gate import Gate
 from ..gate.policy import Person, Policy, Role, load_policy
 from ..gate.private import report_if_readable
 from ..gate.secrets import Keys
+from ..gate.settle import SETTLE_BATCH, Settler
 from .catalog import TOOLS
-from .outputs import ActionResult, ChangeOutput, Plan
 from .render import plan_text
-from .spec import Caller, Progress, Safety, ToolContext, ToolSpec, no_progress
 
 if TYPE_CHECKING:
     from ..cloud.client import FlexusClient
@@ -33,15 +34,24 @@ log = logging.getLogger("flexus_ops.registry")
 POLICY_CHECK_SECONDS = 1.0
 
 
-def input_error(exc: ValidationError, model: type[BaseModel]) -> InvalidInput:
-    """Pydantic's first error as field + rule, without echoing the (possibly huge or secret) input."""
-    first = exc.errors(include_url=False, include_input=False, include_context=False)[0]
-    field = ".".join(str(part) for part in first["loc"]) or model.__name__
-    message = first["msg"].removeprefix("Value error, ")
-    if first["type"] == "extra_forbidden":
-        allowed = ", ".join(model.model_fields)
-        message = f"is not an argument of this tool (arguments: {allowed})"
-    return InvalidInput(field, message)
+def make_client(settings: Settings) -> FlexusClient:
+    """The cloud client for these settings: the one place that chooses the embedded sandbox (no
+    credentials, no endpoint) over the real cloud. Both load only when first used."""
+    from ..cloud.client import FlexusClient
+
+    if not settings.uses_sandbox:
+        return FlexusClient(settings)
+    from ..sandbox import Sandbox, SandboxOptions
+
+    sandbox = Sandbox(
+        SandboxOptions(
+            servers=settings.sandbox_servers,
+            seed=settings.sandbox_seed,
+            job_seconds=settings.sandbox_job_seconds,
+            region=settings.region,
+        )
+    )
+    return FlexusClient(settings, sandbox=sandbox)
 
 
 class Registry:
@@ -122,9 +132,7 @@ class Registry:
 
     @cached_property
     def client(self) -> FlexusClient:
-        from ..cloud.client import FlexusClient
-
-        return FlexusClient(self.settings)
+        return make_client(self.settings)
 
     @cached_property
     def records(self) -> AsyncStore:
@@ -326,7 +334,7 @@ class Registry:
         """Settle executions whose owner is gone and outcomes that are unknown, from what the cloud shows
         (see Gate.settle). Bookkeeping only, so a read-only surface does it too."""
         ctx = ToolContext(client=self.client, person="flexus-ops", surface="settler")
-        return await self.gate.settle(ctx, self.specs, limit=limit)
+        return await Settler(self.gate).settle(ctx, self.specs, limit=limit)
 
     async def settle_briefly(self, seconds: float = 3.0) -> None:
         """Before showing actions: settle what can be settled quickly; never fail or hold up the caller."""

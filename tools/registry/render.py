@@ -7,7 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from .outputs import ActionResult, ChangeOutput, JobOutput, ListServersOutput, Plan, Preview, ShowServerOutput
+from ..core.plans import ActionResult, ChangeOutput, Plan, Preview
+from .outputs import JobOutput, ListServersOutput, ShowServerOutput
 
 MAX_LINES = 40
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..cloud import rules
-from ..cloud.errors import FlexusError
+from ..core.errors import FlexusError
 
 if TYPE_CHECKING:
     from ..cloud.client import FlexusClient

@@ -7,13 +7,20 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
-from .inputs import ToolInput
-from .outputs import ActionResult, Plan
+from .plans import ActionResult, Plan
 
 if TYPE_CHECKING:
-    from ..cloud.client import FlexusClient
+    from ..cloud.client import FlexusClient  # a type only: the ground floor imports no layer above it
+
+
+GATE_FIELDS = frozenset({"dry_run", "confirmation_token", "wait"})
+"""How a gated call is driven, not what it does: excluded from the arguments a confirmation binds."""
+
+
+class ToolInput(BaseModel):
+    model_config = ConfigDict(extra="forbid")
 
 
 class Safety(StrEnum):

@@ -1,0 +1,1 @@
+"""The tools, one module per family of operations: reads, power actions, password reset, update."""

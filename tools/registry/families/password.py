@@ -1,0 +1,120 @@
+"""Reset the OS password of servers: the cloud's own dry run at preview, approval by a second person, and
+a generated password shown once."""
+
+from __future__ import annotations
+
+import secrets
+import string
+from typing import TYPE_CHECKING, Any
+
+from ...cloud import rules
+from ...core.plans import ActionResult, ChangeOutput, Plan, PlanItem, ServerResult
+from ...core.tools import Execution, Safety, ToolContext, ToolSpec
+from ..inputs import (
+    ResetPasswordInput,
+)
+from ..targets import resolve_servers
+
+if TYPE_CHECKING:
+    pass
+
+from .shared import GATED_NOTE, overall_status, plan_item, server_outcomes, summary
+
+# -- password reset ---------------------------------------------------------------------------
+
+
+def generate_password(length: int = 20) -> str:
+    alphabet = string.ascii_letters + string.digits + "!@%-_=+.?"
+    while True:
+        candidate = "".join(secrets.choice(alphabet) for _ in range(length))
+        if rules.problem_with_password(candidate) is None and all(
+            any(test(ch) for ch in candidate) for test in (str.isupper, str.islower, str.isdigit)
+        ):
+            return candidate
+
+
+async def reset_password_plan(ctx: ToolContext, args: ResetPasswordInput) -> Plan:
+    servers = await resolve_servers(ctx.client, args.servers)
+    items: list[PlanItem] = []
+    for server in servers:
+        if server.locked:
+            items.append(plan_item(server, False, "locked: the cloud would refuse it; skipped"))
+        else:
+            when = "after its next reboot" if server.status == "ACTIVE" else "when it next starts"
+            items.append(plan_item(server, True, f"password will be reset; takes effect {when}"))
+    acting = [item.server_id for item in items if item.act]
+    if acting:
+        password = args.new_password.get_secret_value() if args.new_password else None
+        # The API's own dry run checks the request (plug-in, permissions, password rules) for real.
+        checked = await ctx.client.batch_reset_password(acting, password, dry_run=True)
+        accepted = set(checked.server_ids)
+        for item in items:
+            if item.act and item.server_id not in accepted:
+                item.act = False
+                item.note = "the cloud's dry run did not accept this server; skipped"
+    source = "given (hidden)" if args.new_password else "generated at execution, shown once to the requester"
+    return Plan(
+        tool="flexus_reset_servers_password",
+        summary=summary("reset the password of", items),
+        items=items,
+        changes={"new_password": source, "reason": args.reason},
+    )
+
+
+async def reset_password_execute(ctx: ToolContext, args: ResetPasswordInput, execution: Execution) -> ActionResult:
+    acting = [item.server_id for item in execution.plan.acting]
+    names = {item.server_id: item.name for item in execution.plan.items}
+    if not acting:
+        return ActionResult(
+            status="nothing_to_do",
+            action_id=execution.action_id,
+            servers=server_outcomes(execution, {}),
+            message="nothing to do",
+        )
+    if execution.secret is None:
+        execution.secret = generate_password()
+        execution.generated_secret = True
+    accepted = await ctx.client.batch_reset_password(acting, execution.secret)
+    done = set(accepted.server_ids)
+    results = {
+        sid: ServerResult(
+            server_id=sid,
+            name=names.get(sid),
+            outcome="done" if sid in done else "failed",
+            detail="accepted; takes effect after the next start or reboot" if sid in done else "not accepted",
+        )
+        for sid in acting
+    }
+    outcomes = server_outcomes(execution, results)
+    message = f"password reset accepted for {len(done)} of {len(acting)} server(s)"
+    if execution.generated_secret:
+        message += "; the generated password can be revealed once by the requester: flexus-ops approvals reveal " + (
+            execution.action_id
+        )
+    return ActionResult(
+        status=overall_status(outcomes), action_id=execution.action_id, servers=outcomes, message=message
+    )
+
+
+async def reset_password_observe(ctx: ToolContext, args: Any, plan: Plan, since: float) -> dict[str, str]:
+    # A password reset leaves no trace the API shows; say so rather than guess.
+    return {item.server_id: "unknown" for item in plan.acting}
+
+
+RESET_PASSWORD = ToolSpec(
+    name="flexus_reset_servers_password",
+    title="Reset servers' password",
+    description=(
+        "Reset the OS login password of servers (effective after the next start or reboot). Needs a "
+        "reason and, after confirmation, approval by a second authorised person. Omit new_password to "
+        "have one generated and shown once to the requester outside this conversation." + GATED_NOTE
+    ),
+    input_model=ResetPasswordInput,
+    output_model=ChangeOutput,
+    safety=Safety.DESTRUCTIVE,
+    idempotent=False,
+    plan=reset_password_plan,
+    execute=reset_password_execute,
+    observe=reset_password_observe,
+    secret_fields=frozenset({"new_password"}),
+)
