@@ -3,6 +3,7 @@ helpers to read what the sandbox saw."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -34,12 +35,27 @@ def team_policy(**settings: Any) -> Policy:
     )
 
 
+class Clock:
+    """The registry's clock, movable: a test lets five minutes pass with ``advance(300)``, no sleeping and
+    no reaching into the store."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.offset
+
+    def advance(self, seconds: float) -> None:
+        self.offset += seconds
+
+
 def make_registry(
     tmp_path: Path,
     policy: Policy | None = None,
     *,
     read_only: bool = False,
     store_url: str | None = None,
+    clock: Clock | None = None,
     **settings: Any,
 ) -> Registry:
     values: dict[str, Any] = {
@@ -58,6 +74,7 @@ def make_registry(
         policy=policy or team_policy(),
         keys=keys,
         read_only=read_only,
+        clock=clock or Clock(),
     )
 
 

@@ -224,7 +224,7 @@ async def test_token_for_another_tool_or_forged_is_refused(registry: Registry) -
 async def test_expired_preview_is_refused_and_audited(registry: Registry) -> None:
     targets = active_ids(registry, 1)
     out = await preview(registry, ALICE, "flexus_stop_servers", {"servers": targets})
-    registry.store.set_fields(out.preview.action_id, expires_at=0.0)
+    registry.clock.advance(600)  # past the 5-minute confirmation window
     with pytest.raises(Refused, match="expired"):
         await registry.call(
             ALICE, "flexus_stop_servers", {"servers": targets, "confirmation_token": out.preview.confirmation_token}
@@ -382,7 +382,7 @@ async def test_rejected_and_expired_requests_never_run(registry: Registry) -> No
     with pytest.raises(Refused, match="rejected by bob: not during business hours"):
         await registry.approve(BOB, first)
     second = await request_reset(registry, active_ids(registry, 2)[1:])
-    registry.store.set_fields(second, expires_at=0.0)
+    registry.clock.advance(2 * 3600)  # past the approval window
     with pytest.raises(Refused, match="expired"):
         await registry.approve(BOB, second)
     assert writes(registry) == []

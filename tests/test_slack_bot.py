@@ -233,7 +233,7 @@ def test_another_persons_click_gets_a_private_not_yours(bot: Rig) -> None:
 def test_an_expired_preview_says_so_instead_of_running(bot: Rig) -> None:
     target = names(bot.registry, "ACTIVE", 1)[0]
     action_id, _ = bot.preview(ALICE, f"stop {target}")
-    bot.registry.store.set_fields(action_id, expires_at=0.0)
+    bot.registry.clock.advance(600)  # past the 5-minute confirmation window
     _response, url = bot.slack.click(ALICE, CONFIRM, action_id)
     (answer,) = bot.fake.wait_at(url)
     assert (
@@ -476,7 +476,7 @@ def test_a_rejected_request_is_marked_and_never_runs(bot: Rig) -> None:
 def test_an_expired_request_is_marked_expired_on_click_and_by_the_watcher(bot: Rig) -> None:
     targets = names(bot.registry, "ACTIVE", 2)
     clicked = bot.request_reset(ALICE, targets[0], RESET_PASSWORD)
-    bot.registry.store.set_fields(clicked, expires_at=0.0)
+    bot.registry.clock.advance(2 * 3600)  # past the approval window
     _response, url = bot.slack.click(
         BOB, APPROVE, clicked, channel=APPROVALS_CHANNEL, message_ts=bot.approval_ts(clicked)
     )
@@ -486,7 +486,7 @@ def test_an_expired_request_is_marked_expired_on_click_and_by_the_watcher(bot: R
     # Nobody clicks: the bot still replaces the buttons when the request expires, and tells the requester.
     unanswered = bot.request_reset(ALICE, targets[1], RESET_PASSWORD)
     dms = len(bot.fake.api("chat.postMessage"))
-    bot.registry.store.set_fields(unanswered, expires_at=time.time() + 0.3)
+    bot.registry.clock.advance(2 * 3600)  # nobody clicks, and the approval window passes
     ts = bot.approval_ts(unanswered)
     edit = wait_until(lambda: [c for c in bot.fake.api("chat.update") if c.body["ts"] == ts], what="the watcher")
     assert "Expired" in edit[-1].text and not buttons(edit[-1].blocks)

@@ -64,12 +64,12 @@ async def until_decided(
         if row is None:
             return None
         if busy() or row["state"] in ("awaiting_approval", *RUNNING_STATES):
-            if row["state"] == "awaiting_approval" and row["expires_at"] <= time.time():
+            if row["state"] == "awaiting_approval" and row["expires_at"] <= registry.clock():
                 await registry.gate.expire_due()
                 continue
             wait = interval
             if row["state"] == "awaiting_approval":
-                wait = min(wait, max(0.0, row["expires_at"] - time.time()) + 0.05)
+                wait = min(wait, max(0.0, row["expires_at"] - registry.clock()) + 0.05)
             await asyncio.sleep(wait)
             continue
         return row

@@ -25,6 +25,7 @@ import os
 import secrets
 import socket
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -32,7 +33,7 @@ from pydantic import BaseModel, SecretStr
 
 from ..core.errors import FlexusError, JobTimeout, OutcomeUnknown, Refused, StoreError, TransportError, bounded
 from ..core.plans import ActionResult, Plan, Preview
-from ..core.states import DONE_STATES, OPEN_STATES
+from ..core.states import DONE_STATES, OPEN_STATES, ActionState
 from ..core.tools import GATE_FIELDS, Execution, ToolContext, ToolSpec
 from .audit import AuditEntry
 from .canonical import canonical_json
@@ -85,7 +86,7 @@ def recorded_result(action: dict[str, Any]) -> ActionResult:
     stored = json.loads(action["result_json"]) if action["result_json"] else {}
     if "status" in stored:
         return ActionResult.model_validate(stored)
-    if action["state"] == "awaiting_approval":
+    if action["state"] == ActionState.AWAITING_APPROVAL:
         message = f"confirmed; waiting for approval until {_when(action['expires_at'])}"
         return ActionResult(status="awaiting_approval", action_id=action["id"], message=message)
     detail = stored.get("error") or stored.get("reconciled") or f"state {action['state']}"
@@ -95,8 +96,17 @@ def recorded_result(action: dict[str, Any]) -> ActionResult:
 
 
 class Gate:
-    def __init__(self, store: AsyncStore, policy: Policy, keys: Keys, *, lease_seconds: float = 10.0) -> None:
+    def __init__(
+        self,
+        store: AsyncStore,
+        policy: Policy,
+        keys: Keys,
+        *,
+        lease_seconds: float = 10.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.store = store
+        self.clock = clock
         self.policy = policy
         self.keys = keys
         self.lease_seconds = lease_seconds
@@ -175,7 +185,9 @@ class Gate:
                 was=action["state"],
                 expired_at=_when(action["expires_at"]),
             )
-            await self.store.transition(action["id"], [action["state"]], "expired", secret=None, audit_entry=entry)
+            await self.store.transition(
+                action["id"], [action["state"]], ActionState.EXPIRED, secret=None, audit_entry=entry
+            )
         await self.store.erase_stale_reveals()
 
     # -- preview ----------------------------------------------------------------------------
@@ -187,11 +199,11 @@ class Gate:
         fingerprint = plan_fingerprint(plan)
         needs_approval = self.policy.needs_approval(spec.name)
         settings = self.policy.settings
-        reused = await self.store.find_open_action(ctx.person, spec.name, args_hash, ["pending"])
+        reused = await self.store.find_open_action(ctx.person, spec.name, args_hash, [ActionState.PENDING])
         if reused is not None and reused["plan_hash"] == fingerprint:
             action = reused  # the same question again (e.g. a client's retry): keep one pending action
         else:
-            now = time.time()
+            now = self.clock()
             action = {
                 "id": secrets.token_hex(16),
                 "tool": spec.name,
@@ -202,7 +214,7 @@ class Gate:
                 "args_hash": args_hash,
                 "plan_json": plan.model_dump_json(),
                 "plan_hash": fingerprint,
-                "state": "pending",
+                "state": ActionState.PENDING,
                 "needs_approval": needs_approval,
                 "reason": getattr(args, "reason", None),
                 "created_at": now,
@@ -258,15 +270,15 @@ class Gate:
         if state in DONE_STATES:
             by = action["executed_by"] or action["decided_by"] or "someone"
             return f"already done by {by} (via {action['confirmed_via'] or 'approval'}); state {state}"
-        if state == "approved":
+        if state == ActionState.APPROVED:
             return f"already approved by {action['decided_by']}; it is being executed"
-        if state == "awaiting_approval":
+        if state == ActionState.AWAITING_APPROVAL:
             return "already confirmed; it is waiting for approval"
-        if state == "rejected":
+        if state == ActionState.REJECTED:
             return f"rejected by {action['decided_by']}: {action['decision_note'] or 'no reason given'}"
-        if state == "expired":
+        if state == ActionState.EXPIRED:
             return f"expired at {_when(action['expires_at'])}; preview again"
-        if state == "cancelled":
+        if state == ActionState.CANCELLED:
             return f"cancelled: {action['decision_note'] or 'no reason given'}; preview again"
         return f"not open (state {state})"
 
@@ -328,10 +340,10 @@ class Gate:
             action = by_id
         else:
             raise Refused("nothing to confirm: name the preview (its confirmation_token or action id)")
-        if action["state"] != "pending":
+        if action["state"] != ActionState.PENDING:
             return await self._replay(action, ctx.person, ctx.surface, via)
         consumed = {"answer_key": answer_key} if answer_key else {}
-        if action["expires_at"] <= time.time():
+        if action["expires_at"] <= self.clock():
             await self.expire_due(force=True)
             raise Refused(f"the preview expired at {_when(action['expires_at'])}; preview again")
         previewed = Plan.model_validate_json(action["plan_json"])
@@ -344,8 +356,8 @@ class Gate:
             )
             if await self.store.transition(
                 action["id"],
-                ["pending"],
-                "cancelled",
+                [ActionState.PENDING],
+                ActionState.CANCELLED,
                 secret=None,
                 decision_note=f"state changed before confirmation: {difference}",
                 audit_entry=entry,
@@ -359,7 +371,7 @@ class Gate:
         if action["needs_approval"]:
             if not [p for p in self.policy.approvers if p.id != ctx.person]:
                 raise Refused("no approver other than you is named in the policy; this cannot run")
-            expires = time.time() + self.policy.settings.approval_ttl_seconds
+            expires = self.clock() + self.policy.settings.approval_ttl_seconds
             entry = self.entry(
                 "approval_requested",
                 action,
@@ -371,8 +383,8 @@ class Gate:
             )
             if not await self.store.transition(
                 action["id"],
-                ["pending"],
-                "awaiting_approval",
+                [ActionState.PENDING],
+                ActionState.AWAITING_APPROVAL,
                 unexpired=True,
                 confirmed_via=via,
                 expires_at=expires,
@@ -390,8 +402,8 @@ class Gate:
         entry = self.entry("confirmed", action, person=ctx.person, surface=ctx.surface, via=via)
         if not await self.store.transition(
             action["id"],
-            ["pending"],
-            "executing",
+            [ActionState.PENDING],
+            ActionState.EXECUTING,
             unexpired=True,
             executed_by=ctx.person,
             confirmed_via=via,
@@ -407,7 +419,13 @@ class Gate:
         """A confirmation used again: the recorded outcome for its owner, a refusal for anyone else.
         Either way the attempt is audited: a replay is worth a security lead's attention."""
         state = action["state"]
-        settled = ("awaiting_approval", "submitted", "succeeded", "failed", "unknown")
+        settled = (
+            ActionState.AWAITING_APPROVAL,
+            ActionState.SUBMITTED,
+            ActionState.SUCCEEDED,
+            ActionState.FAILED,
+            ActionState.UNKNOWN,
+        )
         if action["person"] != person or state not in settled:
             await self.audit("replay_refused", action, person=person, surface=surface, via=via, state=state)
             raise Refused(self._explain_closed(action) + "; this request was not run again")
@@ -431,9 +449,9 @@ class Gate:
             raise Refused("no such approval request")
         if action["person"] == person:
             raise Refused(f"you requested this; a different person must {verb} it (separation of duties)")
-        if action["state"] != "awaiting_approval":
+        if action["state"] != ActionState.AWAITING_APPROVAL:
             raise Refused(self._explain_closed(action))
-        if action["expires_at"] <= time.time():
+        if action["expires_at"] <= self.clock():
             await self.expire_due(force=True)
             raise Refused(f"the request expired at {_when(action['expires_at'])} before anyone approved it")
         return action
@@ -446,11 +464,11 @@ class Gate:
         )
         if not await self.store.transition(
             action_id,
-            ["awaiting_approval"],
-            "approved",
+            [ActionState.AWAITING_APPROVAL],
+            ActionState.APPROVED,
             unexpired=True,
             decided_by=ctx.person,
-            decided_at=time.time(),
+            decided_at=self.clock(),
             decision_note=note,
             audit_entry=entry,
         ):
@@ -463,8 +481,8 @@ class Gate:
             difference = plan_difference(Plan.model_validate_json(action["plan_json"]), current)
             await self.store.transition(
                 action_id,
-                ["approved"],
-                "cancelled",
+                [ActionState.APPROVED],
+                ActionState.CANCELLED,
                 secret=None,
                 decision_note=f"state changed before execution: {difference}",
                 audit_entry=self.entry(
@@ -473,7 +491,7 @@ class Gate:
             )
             raise Refused(f"approved, but the servers changed since the request, so it was not run: {difference}")
         if not await self.store.transition(
-            action_id, ["approved"], "executing", executed_by=ctx.person, **self._lease()
+            action_id, [ActionState.APPROVED], ActionState.EXECUTING, executed_by=ctx.person, **self._lease()
         ):
             raise await self._lost(action)
         secret = self.keys.decrypt(action["secret"], context=action_id) if action["secret"] else None
@@ -487,10 +505,10 @@ class Gate:
         if own_open and await self.store.transition(
             action_id,
             OPEN_STATES,
-            "cancelled",
+            ActionState.CANCELLED,
             secret=None,
             decided_by=person,
-            decided_at=time.time(),
+            decided_at=self.clock(),
             decision_note=note or "withdrawn by the requester",
             audit_entry=self.entry("cancelled", action, person=person, surface=surface, note=note),
         ):
@@ -498,11 +516,11 @@ class Gate:
         action = await self._approver_check(person, action, "reject")
         if not await self.store.transition(
             action_id,
-            ["awaiting_approval"],
-            "rejected",
+            [ActionState.AWAITING_APPROVAL],
+            ActionState.REJECTED,
             secret=None,
             decided_by=person,
-            decided_at=time.time(),
+            decided_at=self.clock(),
             decision_note=note,
             audit_entry=self.entry(
                 "rejected", action, person=person, surface=surface, requester=action["person"], note=note
@@ -520,14 +538,14 @@ class Gate:
     # -- execution --------------------------------------------------------------------------
 
     def _lease(self) -> dict[str, Any]:
-        return {"owner": OWNER, "lease_until": time.time() + self.lease_seconds}
+        return {"owner": OWNER, "lease_until": self.clock() + self.lease_seconds}
 
     async def _keep_lease(self, action_id: str) -> None:
         """Renew this process's lease while its execution is in flight; a dead process stops renewing."""
         while True:
             await asyncio.sleep(self.lease_seconds / 3)
             try:
-                if not await self.store.renew_lease(action_id, OWNER, time.time() + self.lease_seconds):
+                if not await self.store.renew_lease(action_id, OWNER, self.clock() + self.lease_seconds):
                     log.warning("execution %s: lost its lease (settled elsewhere)", action_id)
                     return
             except StoreError as exc:  # keep trying: the database may come back before the lease runs out
@@ -544,7 +562,12 @@ class Gate:
             sent.extend(job_ids)
             entry = self.entry("submitted", action, person=ctx.person, surface=ctx.surface, job_ids=job_ids)
             await self.store.transition(
-                action_id, ["executing"], "submitted", owned_by=OWNER, job_ids=json.dumps(job_ids), audit_entry=entry
+                action_id,
+                [ActionState.EXECUTING],
+                ActionState.SUBMITTED,
+                owned_by=OWNER,
+                job_ids=json.dumps(job_ids),
+                audit_entry=entry,
             )
 
         execution = Execution(action_id=action_id, plan=plan, secret=secret, on_jobs=on_jobs)
@@ -555,14 +578,7 @@ class Gate:
             raise await self._unknown(ctx, spec, action, exc, sent) from None
         except FlexusError as exc:
             # The cloud refused it outright (or it was refused before sending): nothing was applied.
-            await self._record_final(
-                ctx,
-                action,
-                "failed",
-                {"secret": None, "result_json": json.dumps({"error": bounded(str(exc))})},
-                outcome="error",
-                error=bounded(str(exc)),
-            )
+            await self._record_failure(ctx, action, exc)
             raise
         finally:
             while not heartbeat.done():  # until it is really gone, however a cancellation races its calls
@@ -581,7 +597,7 @@ class Gate:
             values["job_ids"] = json.dumps(result.job_ids)
         if execution.generated_secret and execution.secret is not None:
             values["reveal_secret"] = self.keys.encrypt(execution.secret, context=f"reveal:{action_id}")
-            values["reveal_expires_at"] = time.time() + self.policy.settings.reveal_ttl_seconds
+            values["reveal_expires_at"] = self.clock() + self.policy.settings.reveal_ttl_seconds
         try:
             won = await self._record_final(
                 ctx,
@@ -615,8 +631,19 @@ class Gate:
         """The execution's last transition, only while this process still owns it; False if it lost."""
         entry = self.entry("executed", action, person=ctx.person, surface=ctx.surface, **detail)
         return await self.store.transition(
-            action["id"], ["executing", "submitted"], final, owned_by=OWNER, audit_entry=entry, **values
+            action["id"],
+            [ActionState.EXECUTING, ActionState.SUBMITTED],
+            final,
+            owned_by=OWNER,
+            audit_entry=entry,
+            **values,
         )
+
+    async def _record_failure(self, ctx: ToolContext, action: dict[str, Any], exc: FlexusError) -> bool:
+        """A change that certainly did not apply: recorded as failed, with the reason."""
+        error = bounded(str(exc))
+        values = {"secret": None, "result_json": json.dumps({"error": error})}
+        return await self._record_final(ctx, action, ActionState.FAILED, values, outcome="error", error=error)
 
     async def _unknown(
         self, ctx: ToolContext, spec: ToolSpec, action: dict[str, Any], exc: FlexusError, sent: list[str]
@@ -627,16 +654,9 @@ class Gate:
         maybe = (isinstance(exc, TransportError) and exc.may_have_applied) or isinstance(exc, JobTimeout) or sent
         if not maybe and not isinstance(exc, StoreError):
             with contextlib.suppress(StoreError):
-                await self._record_final(
-                    ctx,
-                    action,
-                    "failed",
-                    {"secret": None, "result_json": json.dumps({"error": bounded(str(exc))})},
-                    outcome="error",
-                    error=bounded(str(exc)),
-                )
+                await self._record_failure(ctx, action, exc)
             return exc
-        state = "submitted" if sent else "unknown"
+        state = ActionState.SUBMITTED if sent else ActionState.UNKNOWN
         jobs = f" Jobs: {', '.join(sent)}." if sent else ""
         with contextlib.suppress(StoreError):
             await self._record_final(

@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from typing import Any
 
 from ..core.errors import FlexusError, bounded
 from ..core.plans import Plan
-from ..core.states import UNSETTLED_STATES
+from ..core.states import UNSETTLED_STATES, ActionState
 from ..core.tools import ToolContext, ToolSpec
 from .gate import Gate
 
@@ -36,10 +35,10 @@ class Settler:
         settled: list[str] = []
         for action in await self.gate.store.unsettled(UNSETTLED_STATES, limit):
             spec = specs.get(action["tool"])
-            if spec is None or (action["state"] == "unknown" and action["tool"] not in observable):
+            if spec is None or (action["state"] == ActionState.UNKNOWN and action["tool"] not in observable):
                 continue
             try:
-                if action["state"] == "submitted" and action["job_ids"]:
+                if action["state"] == ActionState.SUBMITTED and action["job_ids"]:
                     outcome = await self._settle_from_jobs(ctx, action)
                 else:
                     outcome = await self._settle_by_observation(ctx, spec, action)
@@ -77,7 +76,9 @@ class Settler:
             statuses[job_id] = (await ctx.client.show_job(job_id)).status or "UNKNOWN"
         if any(status in ("RUNNING", "INIT") for status in statuses.values()):
             return None  # still running: settle on a later round
-        final = "succeeded" if all(status == "SUCCESS" for status in statuses.values()) else "failed"
+        final = (
+            ActionState.SUCCEEDED if all(status == "SUCCESS" for status in statuses.values()) else ActionState.FAILED
+        )
         return final, {"jobs": statuses}
 
     async def _settle_by_observation(
@@ -85,18 +86,19 @@ class Settler:
     ) -> tuple[str, dict[str, Any]] | None:
         if spec.observe is None:
             # Nothing in the cloud shows whether it happened: keep it unknown, for a person to check.
-            if action["state"] == "unknown":
+            if action["state"] == ActionState.UNKNOWN:
                 return None
-            return "unknown", {"observed": "this change leaves no trace the API shows; verify by hand"}
+            return ActionState.UNKNOWN, {"observed": "this change leaves no trace the API shows; verify by hand"}
         plan = Plan.model_validate_json(action["plan_json"])
         args = self.gate.rebuild_arguments(spec, action)
         observed = await spec.observe(ctx, args, plan, action["updated_at"])
         if any(seen not in ("applied", "not applied") for seen in observed.values()):
-            if action["state"] == "unknown":
+            if action["state"] == ActionState.UNKNOWN:
                 return None
-            return "unknown", {"observed": observed}
+            return ActionState.UNKNOWN, {"observed": observed}
         applied = [sid for sid, seen in observed.items() if seen == "applied"]
-        if observed and len(applied) < len(observed) and time.time() - action["updated_at"] < LANDING_WINDOW_SECONDS:
+        landing = self.gate.clock() - action["updated_at"] < LANDING_WINDOW_SECONDS
+        if observed and len(applied) < len(observed) and landing:
             return None  # a write may still land: believe "not applied" only after the landing window
-        final = "succeeded" if observed and len(applied) == len(observed) else "failed"
+        final = ActionState.SUCCEEDED if observed and len(applied) == len(observed) else ActionState.FAILED
         return final, {"observed": observed}

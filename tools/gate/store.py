@@ -213,8 +213,7 @@ def make_engine(url: str, *, connect_timeout: float = 10.0, statement_timeout: f
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite" and (parsed.database or ":memory:") == ":memory:":
         raise StoreError(
-            "an in-memory SQLite store would forget every preview, approval and audit record when this process "
-            "exits",
+            "an in-memory SQLite store would forget every preview, approval and audit record when this process exits",
             "set FLEXUS_STORE_URL to sqlite:///PATH (or leave it unset for the state dir's file)",
         )
     if parsed.get_backend_name() == "sqlite":
@@ -302,6 +301,7 @@ class Store:
         checkpoints: Checkpointer | None = None,
         connect_timeout: float = 10.0,
         statement_timeout: float = 10.0,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         """``audit_keys`` (``Keys.audit``): the key that MACs new audit records, and earlier keys that only
         verify. ``checkpoints``: signs checkpoints of what this process appends (None: no checkpoints).
@@ -310,6 +310,7 @@ class Store:
         self.audit_keys = audit_keys
         self.checkpoints = checkpoints
         self.timeout = statement_timeout
+        self.clock = clock  # one clock for every expiry and lease decision: injectable, so tests need no hooks
         try:
             self.engine = make_engine(url, connect_timeout=connect_timeout, statement_timeout=statement_timeout)
             self.migrate()
@@ -395,7 +396,7 @@ class Store:
                         actions.c.tool == tool,
                         actions.c.args_hash == args_hash,
                         actions.c.state.in_(states),
-                        actions.c.expires_at > time.time(),
+                        actions.c.expires_at > self.clock(),
                     )
                     .order_by(actions.c.created_at.desc())
                     .limit(1)
@@ -422,7 +423,7 @@ class Store:
         writes none). With ``unexpired``, an action past its expiry cannot move, however close the race
         with the clock; with ``owned_by``, only while that process still owns the execution; with
         ``lease_expired``, only once nobody holds its lease (settling a dead owner's work)."""
-        now = time.time()
+        now = self.clock()
         values["updated_at"] = now
         conditions = [actions.c.id == action_id, actions.c.state.in_(list(from_states))]
         if unexpired:
@@ -453,7 +454,7 @@ class Store:
 
     def unsettled(self, states: Sequence[str], limit: int) -> list[dict[str, Any]]:
         """Executions nobody owns any more (no lease, or an expired one), oldest first."""
-        now = time.time()
+        now = self.clock()
         with self.tx() as db:
             rows = (
                 db.execute(
@@ -469,11 +470,6 @@ class Store:
                 .all()
             )
         return [dict(row) for row in rows]
-
-    def set_fields(self, action_id: str, **values: Any) -> None:
-        values["updated_at"] = time.time()
-        with self.tx() as db:
-            db.execute(update(actions).where(actions.c.id == action_id).values(**values))
 
     def take_reveal_secret(self, action_id: str, person: str) -> bytes | None:
         """Read a generated password once: it is erased in the same conditional update."""
@@ -492,9 +488,9 @@ class Store:
             erased = db.execute(
                 update(actions)
                 .where(actions.c.id == action_id, actions.c.reveal_secret == row["reveal_secret"])
-                .values(reveal_secret=None, reveal_expires_at=None, updated_at=time.time())
+                .values(reveal_secret=None, reveal_expires_at=None, updated_at=self.clock())
             )
-            if erased.rowcount != 1 or (row["reveal_expires_at"] or 0) < time.time():
+            if erased.rowcount != 1 or (row["reveal_expires_at"] or 0) < self.clock():
                 return None
             return bytes(row["reveal_secret"])
 
@@ -512,7 +508,7 @@ class Store:
     def due_for_expiry(self, states: Sequence[str]) -> list[dict[str, Any]]:
         with self.tx() as db:
             rows = (
-                db.execute(select(actions).where(actions.c.state.in_(states), actions.c.expires_at <= time.time()))
+                db.execute(select(actions).where(actions.c.state.in_(states), actions.c.expires_at <= self.clock()))
                 .mappings()
                 .all()
             )
@@ -522,7 +518,7 @@ class Store:
         with self.tx() as db:
             result = db.execute(
                 update(actions)
-                .where(actions.c.reveal_secret.is_not(None), actions.c.reveal_expires_at <= time.time())
+                .where(actions.c.reveal_secret.is_not(None), actions.c.reveal_expires_at <= self.clock())
                 .values(reveal_secret=None, reveal_expires_at=None)
             )
         return result.rowcount
@@ -597,7 +593,7 @@ class Store:
         for name, fields, who, where, what, action in entries:
             draft = AuditRecord(
                 seq=seq + 1,
-                at=time.time(),
+                at=self.clock(),
                 event=name,
                 person=who,
                 surface=where,
@@ -689,7 +685,7 @@ class Store:
 
     def _keyed_start(self, db: Connection) -> KeyedMark | None:
         """Where the log in the database became keyed: record 1, or its audit_keyed marker."""
-        name, now = self._audit_store_name(), round(time.time(), 3)
+        name, now = self._audit_store_name(), round(self.clock(), 3)
         first = db.execute(select(audit.c.key_id).where(audit.c.seq == 1)).first()
         if first is not None and first.key_id is not None:
             return KeyedMark(name, 1, first.key_id, at=now)

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -67,8 +68,10 @@ class Registry:
         policy: Policy | None = None,
         keys: Keys | None = None,
         read_only: bool = False,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
+        self.clock = clock  # the gate's and the store's one clock (expiry, leases): tests move it forward
         self.read_only = read_only
         # A policy file is re-read when it changes (checked at most once a second), so removing a person
         # or a leaked token's principal takes effect without a restart. A policy given in code is fixed.
@@ -84,6 +87,7 @@ class Registry:
         if store is not None:
             from ..gate.store import AsyncStore
 
+            store.clock = clock
             self.__dict__["records"] = AsyncStore.of(store)
         self.draining = False  # set when the process is shutting down: readiness says no
         self._housekeeping: asyncio.Task[None] | None = None
@@ -156,6 +160,7 @@ class Registry:
             checkpoints=Checkpointer(settings.state_dir),
             connect_timeout=settings.db_connect_timeout_seconds,
             statement_timeout=settings.db_statement_timeout_seconds,
+            clock=self.clock,
         )
 
     @property
@@ -176,7 +181,7 @@ class Registry:
 
     @cached_property
     def gate(self) -> Gate:
-        return Gate(self.records, self.policy, self.keys, lease_seconds=self.settings.lease_seconds)
+        return Gate(self.records, self.policy, self.keys, lease_seconds=self.settings.lease_seconds, clock=self.clock)
 
     @property
     def is_sandbox(self) -> bool:
