@@ -465,4 +465,4 @@ async def test_a_button_confirms_its_own_preview_once_and_only_for_its_owner(reg
     assert all("already" in str(c) for c in clicks if isinstance(c, Exception))
     assert len(writes(registry)) == 1
     shown = await registry.action(action_id)
-    assert shown is not None and shown["state"] == "succeeded" and "secret" not in shown
+    assert shown is not None and shown.state == "succeeded" and "secret" not in shown.model_dump()

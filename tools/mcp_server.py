@@ -142,12 +142,12 @@ def _tool_function(registry: Registry, spec: ToolSpec, caller_for: CallerFor) ->
             if answered is not None:
                 # A replayed final request: ask (and so restore) the same question; the gate then answers
                 # with the recorded outcome, never a second execution.
-                return Question(answered["id"], registry.confirmation_question(answered))
+                return Question(answered.id, registry.confirmation_question(answered))
             preview = await registry.preview(caller, spec.name, arguments)
             if key and (answered := await registry.action_answered_by(key)) is not None:
                 # A replay that raced the first answer: when it looked, the answer was not consumed yet;
                 # now that the preview found nothing pending, it is. Same question, recorded outcome.
-                return Question(answered["id"], registry.confirmation_question(answered))
+                return Question(answered.id, registry.confirmation_question(answered))
         except MCPError:
             raise
         except Exception:  # ours or not: the body meets the same error and reports it, in one line
@@ -157,7 +157,7 @@ def _tool_function(registry: Registry, spec: ToolSpec, caller_for: CallerFor) ->
             return NOT_ASKED  # nothing to ask about: the body returns the preview that says why
         action = await registry.action(preview.preview.action_id)
         assert action is not None
-        return Question(action["id"], registry.confirmation_question(action))
+        return Question(action.id, registry.confirmation_question(action))
 
     async def _withdraw(caller: Caller, asked: Question | _NotAsked) -> None:
         """A "no" closes the preview it answered, so the same question cannot be answered "yes" later."""

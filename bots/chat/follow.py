@@ -8,8 +8,8 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
 
+from flexus_ops.core.plans import ActionView
 from flexus_ops.core.states import RUNNING_STATES
 from flexus_ops.registry.registry import Registry
 
@@ -53,7 +53,7 @@ async def until_decided(
     interval: float,
     watching: Callable[[], bool],
     busy: Callable[[], bool] = lambda: False,
-) -> dict[str, Any] | None:
+) -> ActionView | None:
     """The gate's record of an approval request once it is decided or expired, polled from the store (so
     it needs no coordination with other replicas). None when the request is gone or ``watching()`` turns
     false. While ``busy()`` (a click here is deciding it) or it is still running, it waits: whoever
@@ -63,13 +63,13 @@ async def until_decided(
         row = await registry.action(action_id)
         if row is None:
             return None
-        if busy() or row["state"] in ("awaiting_approval", *RUNNING_STATES):
-            if row["state"] == "awaiting_approval" and row["expires_at"] <= registry.clock():
+        if busy() or row.state in ("awaiting_approval", *RUNNING_STATES):
+            if row.state == "awaiting_approval" and row.expires_at <= registry.clock():
                 await registry.gate.expire_due()
                 continue
             wait = interval
-            if row["state"] == "awaiting_approval":
-                wait = min(wait, max(0.0, row["expires_at"] - registry.clock()) + 0.05)
+            if row.state == "awaiting_approval":
+                wait = min(wait, max(0.0, row.expires_at - registry.clock()) + 0.05)
             await asyncio.sleep(wait)
             continue
         return row

@@ -21,7 +21,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from flexus_ops.core.errors import Refused
-from flexus_ops.core.plans import Plan
+from flexus_ops.core.plans import ActionView
 from flexus_ops.core.states import FINISHED_STATES
 from flexus_ops.core.tools import Caller
 from flexus_ops.gate.policy import Person, Policy
@@ -295,34 +295,34 @@ class BotContext:
             return False
         return True
 
-    async def approval_view(self, action_id: str) -> tuple[ApprovalView, dict[str, Any]] | None:
+    async def approval_view(self, action_id: str) -> tuple[ApprovalView, ActionView] | None:
         row = await self.registry.action(action_id)
         if row is None:
             return None
         view = ApprovalView(
             action_id=action_id,
-            title=self.title(row["tool"]),
-            requester=mention(self.policy, row["person"], row["principal"]),
-            reason=row["reason"],
-            plan=Plan.model_validate_json(row["plan_json"]),
-            expires_at=row["expires_at"],
-            approvers=self.approvers(row["person"]),
+            title=self.title(row.tool),
+            requester=mention(self.policy, row.person, row.principal),
+            reason=row.reason,
+            plan=row.plan,
+            expires_at=row.expires_at,
+            approvers=self.approvers(row.person),
         )
         return view, row
 
-    def decision(self, row: dict[str, Any]) -> str | None:
+    def decision(self, row: ActionView) -> str | None:
         """How a finished request reads, from the gate's record; None while it is open or still running
         (then whoever decided it shows the outcome, with the per-server result)."""
-        state = row["state"]
-        by = mention(self.policy, row["decided_by"]) if row["decided_by"] else "someone"
-        at = f" {when(row['decided_at'])}" if row.get("decided_at") else ""
-        note = f": {esc(row['decision_note'])}" if row["decision_note"] else ""
-        if state in FINISHED_STATES and row["decided_by"]:
+        state = row.state
+        by = mention(self.policy, row.decided_by) if row.decided_by else "someone"
+        at = f" {when(row.decided_at)}" if row.decided_at else ""
+        note = f": {esc(row.decision_note)}" if row.decision_note else ""
+        if state in FINISHED_STATES and row.decided_by:
             return f"✅ *Approved* by {by}{at}." + (" The run failed." if state == "failed" else "")
         if state == "rejected":
             return f"❌ *Rejected* by {by}{at}{note}"
         if state == "cancelled":
             return f"↩️ *Withdrawn or cancelled*{at}{note}"
         if state == "expired":
-            return f"⌛ *Expired* {when(row['expires_at'])}: nobody approved it in time."
+            return f"⌛ *Expired* {when(row.expires_at)}: nobody approved it in time."
         return None

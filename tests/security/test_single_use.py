@@ -180,7 +180,7 @@ async def test_legacy_era_answer_confirms_the_previewed_action_only(registry: Re
     action_id = first.structured_content["result"]["action_id"]  # type: ignore[index]
     assert f"(preview {action_id})" in person.questions[0]
     row = await registry.action(action_id)
-    assert row is not None and row["state"] == "succeeded" and len(writes(registry)) == 1
+    assert row is not None and row.state == "succeeded" and len(writes(registry)) == 1
 
 
 # -- tokens and buttons -------------------------------------------------------------------------

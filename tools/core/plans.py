@@ -4,9 +4,12 @@ registry and every surface read and write these."""
 
 from __future__ import annotations
 
+import json
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from .states import ActionState
 
 
 class Compact(BaseModel):
@@ -72,3 +75,50 @@ class ChangeOutput(Compact):
 
     preview: Preview | None = None
     result: ActionResult | None = None
+
+
+class ActionView(Compact):
+    """A gated action as surfaces see it: its plan parsed, its arguments as previewed (secrets hidden),
+    never its encrypted secrets. Surfaces read this, not the store's rows."""
+
+    id: str
+    tool: str
+    person: str
+    principal: str
+    state: ActionState
+    plan: Plan
+    arguments: dict[str, Any]
+    needs_approval: bool
+    reason: str | None = None
+    created_at: float
+    expires_at: float
+    updated_at: float
+    confirmed_via: str | None = None
+    decided_by: str | None = None
+    decided_at: float | None = None
+    decision_note: str | None = None
+    executed_by: str | None = None
+    job_ids: list[str] = Field(default_factory=list)
+
+    @classmethod
+    def of(cls, row: dict[str, Any]) -> ActionView:
+        return cls(
+            id=row["id"],
+            tool=row["tool"],
+            person=row["person"],
+            principal=row["principal"],
+            state=row["state"],
+            plan=Plan.model_validate_json(row["plan_json"]),
+            arguments=json.loads(row["args_json"]),
+            needs_approval=bool(row["needs_approval"]),
+            reason=row["reason"],
+            created_at=row["created_at"],
+            expires_at=row["expires_at"],
+            updated_at=row["updated_at"],
+            confirmed_via=row["confirmed_via"],
+            decided_by=row["decided_by"],
+            decided_at=row["decided_at"],
+            decision_note=row["decision_note"],
+            executed_by=row["executed_by"],
+            job_ids=json.loads(row["job_ids"]) if row["job_ids"] else [],
+        )

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ValidationError
 
 from ..config import Settings
 from ..core.errors import ConfigurationError, FlexusError, Refused, input_error
-from ..core.plans import ActionResult, ChangeOutput, Plan
+from ..core.plans import ActionResult, ActionView, ChangeOutput
 from ..core.tools import Caller, Progress, Safety, ToolContext, ToolSpec, no_progress
 from ..gate.gate import Gate
 from ..gate.policy import Person, Policy, Role, load_policy
@@ -305,17 +305,18 @@ class Registry:
             ctx, spec, args, token=None, via=caller.surface, action_id=action_id, answer_key=answer_key
         )
 
-    async def action_answered_by(self, answer_key: str) -> dict[str, Any] | None:
+    async def action_answered_by(self, answer_key: str) -> ActionView | None:
         """The action an elicitation answer already confirmed, if any (to recognise a replay)."""
-        return await self.records.action_by_answer(answer_key)
+        row = await self.records.action_by_answer(answer_key)
+        return ActionView.of(row) if row is not None else None
 
     @staticmethod
-    def confirmation_question(action: dict[str, Any]) -> str:
+    def confirmation_question(action: ActionView) -> str:
         """The question a person answers, naming the one pending action the answer confirms."""
-        message = plan_text(Plan.model_validate_json(action["plan_json"]))
-        if action["needs_approval"]:
+        message = plan_text(action.plan)
+        if action.needs_approval:
             message += "\nAfter you confirm, a second person must approve it."
-        return f"{message}\n(preview {action['id']})"
+        return f"{message}\n(preview {action.id})"
 
     async def ready(self) -> bool:
         """For readiness probes: not shutting down, and the store answers at the current schema."""
@@ -326,12 +327,10 @@ class Registry:
         except FlexusError:  # a store that fails means "not ready"; the probe says no more
             return False
 
-    async def action(self, action_id: str) -> dict[str, Any] | None:
-        """An action's public fields (never its encrypted secrets), for surfaces that show its state."""
+    async def action(self, action_id: str) -> ActionView | None:
+        """An action as surfaces may show it (never its encrypted secrets)."""
         row = await self.records.get_action(action_id)
-        if row is None:
-            return None
-        return {k: v for k, v in row.items() if k not in ("secret", "reveal_secret")}
+        return ActionView.of(row) if row is not None else None
 
     # -- settling ---------------------------------------------------------------------------
 

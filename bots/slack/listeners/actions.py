@@ -10,7 +10,6 @@ the buttons is replaced only by the click that decided it.
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from typing import Any
@@ -20,7 +19,7 @@ from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_sdk.errors import SlackApiError
 
 from flexus_ops.core.errors import FlexusError, Refused
-from flexus_ops.core.plans import ActionResult
+from flexus_ops.core.plans import ActionResult, ActionView
 
 from ...chat.follow import Follower, until_decided
 from ...chat.text import counts
@@ -113,7 +112,7 @@ async def on_confirm(ctx: BotContext, body: dict[str, Any]) -> None:
     if row is None:
         await tell(url, refusal_message("Not done", "no such preview"))
         return
-    title = ctx.title(row["tool"])
+    title = ctx.title(row.tool)
     here = ResponseUrl(url, replace=True)
     follow = following(here, title, f"confirmed by {who.mention}", ctx.progress_interval)
     try:
@@ -138,11 +137,11 @@ async def _confirm_refused(
     ctx: BotContext, who: Who, action_id: str, here: Target, url: str | None, exc: Refused
 ) -> None:
     row = await ctx.registry.action(action_id)
-    if row is not None and row["person"] == who.person.id and row["state"] in ("expired", "cancelled"):
+    if row is not None and row.person == who.person.id and row.state in ("expired", "cancelled"):
         # The preview can never run now: say so in its place, so the stale buttons go away.
-        if row["state"] == "expired":
+        if row.state == "expired":
             text = (
-                f"This preview expired {when(row['expires_at'])} before it was confirmed; nothing was changed. "
+                f"This preview expired {when(row.expires_at)} before it was confirmed; nothing was changed. "
                 "Run the command again for a fresh preview."
             )
             await here.show(notice_message("⌛", text), final=True)
@@ -150,7 +149,7 @@ async def _confirm_refused(
             await here.show(notice_message("↩️", f"Not run: {esc(exc)}"), final=True)
         return
     # Someone else's preview, or a second click that lost: a private answer, the message is untouched.
-    prefix = "Not yours" if row is not None and row["person"] != who.person.id else "Not done"
+    prefix = "Not yours" if row is not None and row.person != who.person.id else "Not done"
     await tell(url, refusal_message(prefix, str(exc)))
 
 
@@ -164,7 +163,7 @@ async def on_cancel(ctx: BotContext, body: dict[str, Any]) -> None:
     try:
         await ctx.registry.reject(who.caller, action_id, None)
     except Refused as exc:
-        if before is not None and before["person"] != who.person.id:
+        if before is not None and before.person != who.person.id:
             await tell(url, refusal_message("Not yours", "only the person who asked for this preview can cancel it"))
             return
         await _confirm_refused(ctx, who, action_id, ResponseUrl(url, replace=True), url, exc)
@@ -221,7 +220,7 @@ async def watch(ctx: BotContext, action_id: str) -> None:
     if row is None:
         return
     settled = await settle(ctx, action_id)
-    if settled is not None and settled["state"] == "expired":
+    if settled is not None and settled.state == "expired":
         view = await ctx.approval_view(action_id)
         if view is not None:
             notice = requester_notice(view[0], "⌛ nobody approved it in time; it expired")
@@ -230,7 +229,7 @@ async def watch(ctx: BotContext, action_id: str) -> None:
 
 async def settle(
     ctx: BotContext, action_id: str, here: Target | None = None, closed: Message | None = None
-) -> dict[str, Any] | None:
+) -> ActionView | None:
     """Show a decided request's decision in place of its buttons: here, and on the approval message
     this process posted, if that is another message. ``closed`` overrides the rendering from the
     gate's record (the deciding click knows the per-server result too)."""
@@ -262,19 +261,19 @@ def requester_notice(view: ApprovalView, outcome: str, result: ActionResult | No
     return message(f"Your request {esc(view.title)}: {outcome}", blocks, formatted=True)
 
 
-async def notify_requester(ctx: BotContext, row: dict[str, Any], notice: Message) -> None:
+async def notify_requester(ctx: BotContext, row: ActionView, notice: Message) -> None:
     """Privately, in the requester's DM with the bot (a request can outlive any response_url)."""
-    user_id = slack_user(ctx.policy, row["person"], row["principal"])
+    user_id = slack_user(ctx.policy, row.person, row.principal)
     if user_id is not None:
         await ctx.direct_message(user_id, notice)
 
 
-def _generated_secret(ctx: BotContext, row: dict[str, Any]) -> bool:
+def _generated_secret(ctx: BotContext, row: ActionView) -> bool:
     """True when the tool has a secret argument and the requester left it to be generated."""
-    spec = ctx.registry.specs.get(row["tool"])
+    spec = ctx.registry.specs.get(row.tool)
     if spec is None or not spec.secret_fields:
         return False
-    given = json.loads(row["args_json"])
+    given = row.arguments
     return not any(name in given for name in spec.secret_fields)
 
 
@@ -321,7 +320,7 @@ async def _approve(
     who: Who,
     action_id: str,
     view: ApprovalView,
-    row: dict[str, Any],
+    row: ActionView,
     here: Target,
     follow: Follower,
     url: str | None,
@@ -360,7 +359,7 @@ async def on_reject(ctx: BotContext, body: dict[str, Any]) -> None:
             await tell(url, refusal_message("Not rejected", str(exc)))
             return
         row = await settle(ctx, action_id, here)
-    if row is not None and row["person"] != who.person.id:
+    if row is not None and row.person != who.person.id:
         view = await ctx.approval_view(action_id)
         if view is not None:
             await notify_requester(ctx, row, requester_notice(view[0], f"❌ rejected by {who.mention}"))
