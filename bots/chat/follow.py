@@ -10,7 +10,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from flexus_ops.core.plans import ActionView
-from flexus_ops.core.states import RUNNING_STATES
+from flexus_ops.core.states import RUNNING_STATES, ActionState
 from flexus_ops.registry.registry import Registry
 
 log = logging.getLogger("flexus_ops.bots")
@@ -63,12 +63,12 @@ async def until_decided(
         row = await registry.action(action_id)
         if row is None:
             return None
-        if busy() or row.state in ("awaiting_approval", *RUNNING_STATES):
-            if row.state == "awaiting_approval" and row.expires_at <= registry.clock():
+        if busy() or row.state in (ActionState.AWAITING_APPROVAL, *RUNNING_STATES):
+            if row.state == ActionState.AWAITING_APPROVAL and row.expires_at <= registry.clock():
                 await registry.gate.expire_due()
                 continue
             wait = interval
-            if row.state == "awaiting_approval":
+            if row.state == ActionState.AWAITING_APPROVAL:
                 wait = min(wait, max(0.0, row.expires_at - registry.clock()) + 0.05)
             await asyncio.sleep(wait)
             continue

@@ -22,7 +22,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from flexus_ops.core.errors import Refused
 from flexus_ops.core.plans import ActionView
-from flexus_ops.core.states import FINISHED_STATES
+from flexus_ops.core.states import FINISHED_STATES, ActionState
 from flexus_ops.core.tools import Caller
 from flexus_ops.gate.policy import Person, Policy
 from flexus_ops.registry.registry import Registry
@@ -318,11 +318,11 @@ class BotContext:
         at = f" {when(row.decided_at)}" if row.decided_at else ""
         note = f": {esc(row.decision_note)}" if row.decision_note else ""
         if state in FINISHED_STATES and row.decided_by:
-            return f"✅ *Approved* by {by}{at}." + (" The run failed." if state == "failed" else "")
-        if state == "rejected":
+            return f"✅ *Approved* by {by}{at}." + (" The run failed." if state == ActionState.FAILED else "")
+        if state == ActionState.REJECTED:
             return f"❌ *Rejected* by {by}{at}{note}"
-        if state == "cancelled":
+        if state == ActionState.CANCELLED:
             return f"↩️ *Withdrawn or cancelled*{at}{note}"
-        if state == "expired":
+        if state == ActionState.EXPIRED:
             return f"⌛ *Expired* {when(row.expires_at)}: nobody approved it in time."
         return None

@@ -20,6 +20,7 @@ from slack_sdk.errors import SlackApiError
 
 from flexus_ops.core.errors import FlexusError, Refused
 from flexus_ops.core.plans import ActionResult, ActionView
+from flexus_ops.core.states import ActionState
 
 from ...chat.follow import Follower, until_decided
 from ...chat.text import counts
@@ -137,9 +138,9 @@ async def _confirm_refused(
     ctx: BotContext, who: Who, action_id: str, here: Target, url: str | None, exc: Refused
 ) -> None:
     row = await ctx.registry.action(action_id)
-    if row is not None and row.person == who.person.id and row.state in ("expired", "cancelled"):
+    if row is not None and row.person == who.person.id and row.state in (ActionState.EXPIRED, ActionState.CANCELLED):
         # The preview can never run now: say so in its place, so the stale buttons go away.
-        if row.state == "expired":
+        if row.state == ActionState.EXPIRED:
             text = (
                 f"This preview expired {when(row.expires_at)} before it was confirmed; nothing was changed. "
                 "Run the command again for a fresh preview."
@@ -220,7 +221,7 @@ async def watch(ctx: BotContext, action_id: str) -> None:
     if row is None:
         return
     settled = await settle(ctx, action_id)
-    if settled is not None and settled.state == "expired":
+    if settled is not None and settled.state == ActionState.EXPIRED:
         view = await ctx.approval_view(action_id)
         if view is not None:
             notice = requester_notice(view[0], "⌛ nobody approved it in time; it expired")
