@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -37,6 +38,14 @@ def serve_app(app: Any, *, lifespan: str = "off") -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def clean_env(state_dir: Path, **variables: str) -> dict[str, str]:
+    """The environment a real ``flexus-ops`` runs in for a test: nothing of the developer's (credentials,
+    settings, Slack tokens), the embedded sandbox with quick jobs, and the given state dir."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HUAWEICLOUD_", "FLEXUS_", "SLACK_"))}
+    env |= {"FLEXUS_STATE_DIR": str(state_dir), "FLEXUS_SANDBOX_JOB_SECONDS": "0.1", "FLEXUS_JOB_POLL_SECONDS": "0.05"}
+    return env | variables
 
 
 def free_port() -> int:

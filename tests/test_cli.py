@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.procs import clean_env
+
 ROOT = Path(__file__).resolve().parent.parent
 COMMAND = str(Path(sys.executable).parent / "flexus-ops")
 PASSWORD = "Cli-Secret-pass99"
@@ -21,12 +23,7 @@ PASSWORD = "Cli-Secret-pass99"
 
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("HUAWEICLOUD_", "FLEXUS_", "SLACK_"))}
-    return clean | {
-        "FLEXUS_STATE_DIR": str(tmp_path),
-        "FLEXUS_SANDBOX_JOB_SECONDS": "0.1",
-        "FLEXUS_JOB_POLL_SECONDS": "0.05",
-    }
+    return clean_env(tmp_path)
 
 
 def run(env: dict[str, str], *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:

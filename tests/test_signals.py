@@ -28,7 +28,7 @@ from flexus_ops.core.errors import Refused
 from flexus_ops.mcp_server import build_server
 from flexus_ops.registry.targets import TargetError
 from tests.gatekit import make_registry
-from tests.procs import free_port, wait_http
+from tests.procs import clean_env, free_port, wait_http
 from tests.test_cli import COMMAND, run
 from tests.test_mcp import local_policy, structured, text_of
 
@@ -38,12 +38,7 @@ STOP_WEB_01 = json.dumps({"servers": ["web-01"]})
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
     """As in test_cli: no developer settings, the sandbox, a private state dir."""
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("HUAWEICLOUD_", "FLEXUS_", "SLACK_"))}
-    return clean | {
-        "FLEXUS_STATE_DIR": str(tmp_path),
-        "FLEXUS_SANDBOX_JOB_SECONDS": "0.1",
-        "FLEXUS_JOB_POLL_SECONDS": "0.05",
-    }
+    return clean_env(tmp_path)
 
 
 def assert_one_line(result: subprocess.CompletedProcess[str], *words: str) -> None:

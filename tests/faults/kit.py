@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import socket
 import subprocess
 import threading
@@ -22,7 +21,7 @@ from flexus_ops.gate.store import Store
 from flexus_ops.sandbox import Sandbox
 from flexus_ops.sandbox.responses import RequestRecord
 from tests.live import AK, PID, SK
-from tests.procs import FLEXUS_OPS
+from tests.procs import FLEXUS_OPS, clean_env
 
 RETRY_NOTICE = "cloud retry"  # the client's own warning before a retry: allowed on stderr besides the one line
 
@@ -163,8 +162,7 @@ class BlackHole:
 def cli_env(state_dir: Path, *, endpoint: str | None = None, **variables: str) -> dict[str, str]:
     """A clean environment for ``flexus-ops``: nothing of the developer's, the given state dir, and the
     cloud at ``endpoint`` (with the live sandbox's credentials) or the embedded sandbox."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("HUAWEICLOUD_", "FLEXUS_", "SLACK_"))}
-    env |= {"FLEXUS_STATE_DIR": str(state_dir), "FLEXUS_SANDBOX_JOB_SECONDS": "0.1", "FLEXUS_JOB_POLL_SECONDS": "0.05"}
+    env = clean_env(state_dir)
     if endpoint is not None:
         env |= {
             "FLEXUS_ECS_ENDPOINT": endpoint,

@@ -533,8 +533,8 @@ def test_a_log_rewritten_unkeyed_is_reported_and_never_continued_or_resealed(
     assert any("no keyed records" in p and "record 1" in p and KEYED_FILE in p for p in problems), problems
 
     # The next change fails closed: its state change and its record roll back together.
+    from flexus_ops.core.entries import AuditEntry
     from flexus_ops.core.errors import StoreError
-    from flexus_ops.gate.audit import AuditEntry
 
     entry = AuditEntry("preview", "alice", "cli", "flexus_stop_servers", "a" * 32, {"n": 1})
     with pytest.raises(StoreError, match=r"has lost its keyed records \(this state dir saw them from record 1"):

@@ -63,18 +63,6 @@ CHECKPOINT_EVERY_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
-class AuditEntry:
-    """An audit record to append in the same transaction as the state change it describes."""
-
-    event: str
-    person: str | None
-    surface: str | None
-    tool: str | None
-    action_id: str | None
-    detail: dict[str, Any]
-
-
-@dataclass(frozen=True)
 class AuditRecord:
     seq: int
     at: float

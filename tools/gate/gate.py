@@ -31,11 +31,11 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, SecretStr
 
+from ..core.entries import AuditEntry
 from ..core.errors import FlexusError, JobTimeout, OutcomeUnknown, Refused, StoreError, TransportError, bounded
 from ..core.plans import ActionResult, Plan, Preview
 from ..core.states import DONE_STATES, OPEN_STATES, ActionState
 from ..core.tools import GATE_FIELDS, Execution, ToolContext, ToolSpec
-from .audit import AuditEntry
 from .canonical import canonical_json
 from .policy import Policy, Role
 from .secrets import Keys

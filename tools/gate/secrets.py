@@ -14,13 +14,15 @@ import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import SecretStr
 
 from ..core.errors import ConfigurationError
-from .audit import KEY_LABEL as AUDIT_KEY_LABEL
-from .audit import AuditKeyRing
 from .private import private_dir, trusted
+
+if TYPE_CHECKING:  # the audit module loads with the keys, on first use, not when a surface starts
+    from .audit import AuditKeyRing
 
 TOKEN_PREFIX = "fxc1"  # noqa: S105 - a version tag, not a secret
 STATE_DIR_KEY = "state-dir"  # in FLEXUS_AUDIT_PREVIOUS_KEYS: the audit key derived from the master key file
@@ -90,6 +92,9 @@ class Keys:
         token = _configured(token_key, "FLEXUS_TOKEN_KEY")
         encryption = _configured(encryption_key, "FLEXUS_ENCRYPTION_KEY")
         mcp_state = _configured(mcp_state_key, "FLEXUS_MCP_STATE_KEY")
+        from .audit import KEY_LABEL as AUDIT_KEY_LABEL
+        from .audit import AuditKeyRing
+
         audit = _configured(audit_key, "FLEXUS_AUDIT_KEY")
         if token is None or encryption is None or mcp_state is None or audit is None:
             master = _load_master(state_dir)

@@ -46,12 +46,12 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as SQLATimeoutError
 
+from ..core.entries import AuditEntry
 from ..core.errors import StoreError, bounded
 from .audit import (
     EVENT_CHECKPOINT_KEY,
     EVENT_KEYED,
     GENESIS,
-    AuditEntry,
     AuditKeyRing,
     AuditRecord,
     AuditReport,

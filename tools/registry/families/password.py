@@ -18,7 +18,7 @@ from ..targets import resolve_servers
 if TYPE_CHECKING:
     pass
 
-from .shared import GATED_NOTE, overall_status, plan_item, server_outcomes, summary
+from .shared import GATED_NOTE, nothing_to_do, overall_status, plan_item, server_outcomes, summary
 
 # -- password reset ---------------------------------------------------------------------------
 
@@ -65,12 +65,7 @@ async def reset_password_execute(ctx: ToolContext, args: ResetPasswordInput, exe
     acting = [item.server_id for item in execution.plan.acting]
     names = {item.server_id: item.name for item in execution.plan.items}
     if not acting:
-        return ActionResult(
-            status="nothing_to_do",
-            action_id=execution.action_id,
-            servers=server_outcomes(execution, {}),
-            message="nothing to do",
-        )
+        return nothing_to_do(execution, "nothing to do")
     if execution.secret is None:
         execution.secret = generate_password()
         execution.generated_secret = True

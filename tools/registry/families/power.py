@@ -20,7 +20,7 @@ from ..targets import resolve_servers
 if TYPE_CHECKING:
     from ...cloud.client import FlexusClient
 
-from .shared import GATED_NOTE, JobProgress, overall_status, plan_item, server_outcomes, summary
+from .shared import GATED_NOTE, JobProgress, nothing_to_do, overall_status, plan_item, server_outcomes, summary
 
 # -- power actions ----------------------------------------------------------------------------
 
@@ -68,12 +68,7 @@ def _power_execute(action: PowerAction) -> Any:
         acting = execution.plan.acting
         names = {item.server_id: item.name for item in execution.plan.items}
         if not acting:
-            return ActionResult(
-                status="nothing_to_do",
-                action_id=execution.action_id,
-                servers=server_outcomes(execution, {}),
-                message="nothing to do: no server is in a state this action applies to",
-            )
+            return nothing_to_do(execution, "nothing to do: no server is in a state this action applies to")
         ids = [item.server_id for item in acting]
         client: FlexusClient = ctx.client
         if action == "start":

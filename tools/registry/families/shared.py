@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Literal
 
 from ...cloud.models import JobResult, ServerDetail
-from ...core.plans import PlanItem, ServerResult
+from ...core.plans import ActionResult, PlanItem, ServerResult
 from ...core.tools import Execution, ToolContext
 
 if TYPE_CHECKING:
@@ -80,3 +80,13 @@ def overall_status(
     if failed == 0:
         return "succeeded"
     return "failed" if failed == len(acted) else "partial"
+
+
+def nothing_to_do(execution: Execution, message: str) -> ActionResult:
+    """The result of a confirmed change that found no server to act on: each server says why."""
+    return ActionResult(
+        status="nothing_to_do",
+        action_id=execution.action_id,
+        servers=server_outcomes(execution, {}),
+        message=message,
+    )

@@ -14,7 +14,7 @@ from ..targets import resolve_servers
 if TYPE_CHECKING:
     pass
 
-from .shared import GATED_NOTE, plan_item, server_outcomes
+from .shared import GATED_NOTE, nothing_to_do, plan_item
 
 # -- update -----------------------------------------------------------------------------------
 
@@ -66,12 +66,7 @@ async def update_observe(ctx: ToolContext, args: UpdateServerInput, plan: Plan, 
 async def update_execute(ctx: ToolContext, args: UpdateServerInput, execution: Execution) -> ActionResult:
     (item,) = execution.plan.items
     if not item.act:
-        return ActionResult(
-            status="nothing_to_do",
-            action_id=execution.action_id,
-            servers=server_outcomes(execution, {}),
-            message="nothing to change",
-        )
+        return nothing_to_do(execution, "nothing to change")
     fields = {field: getattr(args, field) for field in execution.plan.changes}
     try:
         await ctx.client.update_server(item.server_id, **fields)
