@@ -12,6 +12,7 @@ from flexus_ops.cloud.models import JobResult
 from flexus_ops.config import Settings
 from flexus_ops.core.errors import (
     AuthenticationError,
+    CloudError,
     ConfigurationError,
     InvalidInput,
     JobTimeout,
@@ -441,3 +442,51 @@ async def test_retry_after_is_honoured_capped_and_every_retry_is_told(
     assert heard and all("429 APIGW.0308" in notice for notice in heard)
     assert "retrying in 1.0 s" in heard[0] and "retrying in 1.0 s" in heard[-1]
     assert sum("cloud retry" in r.getMessage() for r in caplog.records) == len(heard)
+
+
+# -- fidelity to the reference (issue 13) -------------------------------------------------------
+
+
+async def test_id_lookups_go_100_per_query_concurrently_within_the_limit() -> None:
+    with serve(servers=450) as live:
+        everything = list(live.sandbox.backend.servers)
+        wanted = [*everything[:449], UNKNOWN_ID]  # 450 ids: five queries of at most 100
+        live.sandbox.knobs.latency_seconds = 0.5  # each query is still in flight when the next arrives
+        async with FlexusClient(live.settings(max_concurrency=2)) as client:
+            found = await client.list_servers(server_id=wanted, limit=1000)
+        assert [s.id for s in found.servers] == wanted and found.count == 450, "every id, in the order asked"
+        lookups = [r for r in live.sandbox.request_log if r.operation == "ListServersDetails"]
+        assert sorted(len(r.server_ids) for r in lookups) == [50, 100, 100, 100, 100]
+        assert all(r.status == 200 for r in lookups)
+        assert sorted(sid for r in lookups for sid in r.server_ids) == sorted(wanted)
+        assert max(r.in_flight for r in lookups) == 2, "concurrent, and never more than FLEXUS_MAX_CONCURRENCY"
+
+
+async def test_a_query_of_300_ids_unchunked_is_refused_with_414(live: LiveSandbox) -> None:
+    """What a client that forgets to chunk meets: the gateway's cap on the request line."""
+    many = [f"00000000-0000-4000-8000-{index:012d}" for index in range(300)]
+    async with FlexusClient(live.settings()) as client:
+        with pytest.raises(CloudError) as caught:
+            await client._send("GET", await client._url("/cloudservers/detail"), query=[("server_id", ",".join(many))])
+        assert caught.value.status == 414 and caught.value.code == "APIGW.0201"
+        assert len((await client.list_servers(server_id=many)).servers) == 300
+
+
+async def test_wait_polls_init_as_running(live: LiveSandbox) -> None:
+    live.sandbox.knobs.job_init_seconds = 0.3
+    seen: list[str] = []
+    async with FlexusClient(live.settings()) as client:
+        submission = await client.batch_stop(servers_in(live, "ACTIVE")[:1])
+        result = await client.wait_for_job(submission.job_ids[0], on_progress=lambda r: seen.append(r.status))
+    assert seen[0] == "INIT" and result.status == "SUCCESS"
+    assert result.job_type == "batchStopServers" and result.begin_time and result.end_time
+    assert result.sub_jobs_total == 1 and result.servers[0].end_time
+
+
+async def test_wait_reports_pending_payment_at_once_without_polling(live: LiveSandbox) -> None:
+    live.sandbox.knobs.pending_payment_next_jobs = 1
+    async with FlexusClient(live.settings(job_wait_seconds=5)) as client:
+        submission = await client.batch_stop(servers_in(live, "ACTIVE")[:1])
+        result = await client.wait_for_job(submission.job_ids[0])
+    assert result.status == "PENDING_PAYMENT" and result.meaning and "payment" in result.meaning
+    assert operations(live).count("ShowJob") == 1, "one look, never polled"

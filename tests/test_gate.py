@@ -93,7 +93,7 @@ async def test_ambiguous_and_unknown_names_list_candidates(registry: Registry) -
     [
         ("flexus_stop_servers", {"servers": []}, "servers"),
         ("flexus_stop_servers", {"servers": ["web-01", "web-01"]}, "servers"),
-        ("flexus_stop_servers", {"servers": ["x" * 70]}, "servers.0"),
+        ("flexus_stop_servers", {"servers": ["x" * 129]}, "servers.0"),  # a name is at most 128
         ("flexus_stop_servers", {"servers": ["web-01"], "type": "GENTLE"}, "type"),
         ("flexus_stop_servers", {"servers": ["web-01"], "force": True}, "force"),
         ("flexus_stop_servers", {"servers": [f"s{i}" for i in range(1001)]}, "servers"),

@@ -313,3 +313,71 @@ def test_wrong_secret_key_is_401_apigw_0301(sim: Sim, ecs: EcsClient) -> None:
     assert "verify aksk signature fail" in caught.value.error_msg
     # One failure does not lock the AK; the right key still works.
     assert ecs.list_servers_details(ListServersDetailsRequest(limit=1)).count == 30
+
+
+# -- fidelity to the reference (issue 13) -------------------------------------------------------
+
+
+def test_status_filter_finds_intermediate_states(ecs: EcsClient, sim: Sim) -> None:
+    (target,) = pick(ecs, "ACTIVE")
+    # A long job keeps the server in HARD_REBOOT while the filters are read (no timing involved).
+    assert httpx.patch(f"{sim.url}/_sandbox/knobs", json={"job_seconds": 3600}, timeout=5).status_code == 200
+    try:
+        ecs.batch_reboot_servers(
+            BatchRebootServersRequest(
+                body=BatchRebootServersRequestBody(
+                    reboot=BatchRebootSeversOption(servers=[ServerId(id=target)], type="HARD")
+                )
+            )
+        )
+    finally:
+        httpx.patch(f"{sim.url}/_sandbox/knobs", json={"job_seconds": 0.2}, timeout=5)
+
+    def found(status: str) -> dict[str, str]:
+        page = ecs.list_servers_details(ListServersDetailsRequest(status=status, limit=1000))
+        return {s.id: s.status for s in page.servers}
+
+    assert found("ACTIVE")[target] == "HARD_REBOOT", "ACTIVE covers HARD_REBOOT"
+    assert target in found("HARD_REBOOT")
+    assert target not in found("SHUTOFF")
+    assert found("REBUILD") == {}, "REBUILD is a filter value the sandbox accepts"
+
+
+def test_repeated_server_id_form_and_the_comma_form_agree(ecs: EcsClient) -> None:
+    everything = all_servers(ecs)
+    wanted = [everything[0].id, everything[3].id, UNKNOWN_ID]
+    # The SDK sends a list value as repeated keys: server_id=a&server_id=b (the Flexus L reference's form).
+    # (Its signer sorts the list in place, so the ids go in sorted order; the answer follows the query.)
+    comma = ecs.list_servers_details(ListServersDetailsRequest(server_id=",".join(wanted)))
+    repeated = ecs.list_servers_details(ListServersDetailsRequest(server_id=list(wanted)))
+    assert [s.id for s in comma.servers] == wanted
+    assert [s.id for s in repeated.servers] == sorted(wanted), "every repeated id counts, not just the last"
+    assert repeated.count == 3 and next(s for s in repeated.servers if s.id == UNKNOWN_ID).fault
+
+
+def test_a_request_line_over_8192_bytes_is_refused_with_414(ecs: EcsClient, sim: Sim) -> None:
+    many = [f"00000000-0000-4000-8000-{index:012d}" for index in range(300)]  # about 11 KB of query
+    with pytest.raises(ClientRequestException) as caught:
+        ecs.list_servers_details(ListServersDetailsRequest(server_id=",".join(many)))
+    assert caught.value.status_code == 414 and caught.value.error_code == "APIGW.0201"
+    hundred = ecs.list_servers_details(ListServersDetailsRequest(server_id=",".join(many[:100])))
+    assert hundred.count == 100, "100 ids per query, as the reference advises, fit"
+    records = admin(sim, "requests")
+    assert isinstance(records, list) and records[-2]["status"] == 414
+
+
+def test_names_up_to_128_characters_or_64_chinese(ecs: EcsClient) -> None:
+    (target,) = pick(ecs, "ACTIVE")
+
+    def rename(name: str) -> str:
+        option = UpdateServerOption(name=name)
+        request = UpdateServerRequest(server_id=target, body=UpdateServerRequestBody(server=option))
+        return ecs.update_server(request).server.name
+
+    assert rename("n" * 128) == "n" * 128
+    assert rename("测" * 64) == "测" * 64
+    for too_long in ("n" * 129, "测" * 65):
+        with pytest.raises(ClientRequestException) as caught:
+            rename(too_long)
+        assert caught.value.status_code == 400 and "server.name" in caught.value.error_msg
+    assert ecs.show_server(ShowServerRequest(server_id=target)).server.name == "测" * 64

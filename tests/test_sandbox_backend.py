@@ -492,3 +492,91 @@ def test_knobs_validate_assignments() -> None:
     assert knobs.failing_server_ids == {"a"}
     with pytest.raises(ValueError, match="greater than or equal"):
         knobs.fail_next_5xx = -1
+
+
+# -- status ranges, job statuses, names (issue 13) ----------------------------------------------
+
+
+def test_status_filter_covers_the_documented_intermediate_states(backend: SandboxBackend) -> None:
+    active = ids_with(backend, "ACTIVE")
+    stopped = ids_with(backend, "SHUTOFF")
+    states = {
+        active[0]: ("active", "reboot_started_hard"),  # HARD_REBOOT
+        active[1]: ("active", "reboot_started"),  # REBOOT
+        active[2]: ("active", "rebuilding"),  # REBUILD from ACTIVE
+        active[3]: ("active", "migrating"),  # MIGRATING
+        active[4]: ("active", "resize_prep"),  # RESIZE from ACTIVE
+        stopped[0]: ("stopped", "rebuilding"),  # REBUILD from SHUTOFF
+        stopped[1]: ("stopped", "resize_migrating"),  # RESIZE from SHUTOFF
+        stopped[2]: ("error", None),  # ERROR
+        stopped[3]: ("error", "rebuild_spawning"),  # REBUILD from ERROR
+        active[5]: ("resized", None),  # VERIFY_RESIZE
+        active[6]: ("resized", "resize_reverting"),  # REVERT_RESIZE
+    }
+    for sid, (vm_state, task_state) in states.items():
+        backend.servers[sid].vm_state, backend.servers[sid].task_state = vm_state, task_state
+
+    def found(status: str) -> set[str]:
+        return {s["id"] for s in backend.list_servers({"limit": "1000", "status": status})["servers"]}
+
+    def having(*statuses: str) -> set[str]:
+        return {sid for sid, s in backend.servers.items() if s.status in statuses}
+
+    assert backend.servers[active[0]].status == "HARD_REBOOT"
+    assert found("ACTIVE") == {active[0], active[1], active[2], active[3], active[4]} | having("ACTIVE")
+    assert found("SHUTOFF") == {stopped[0], stopped[1]} | having("SHUTOFF")
+    assert found("ERROR") == {stopped[2], stopped[3]}
+    assert found("VERIFY_RESIZE") == {active[5], active[6]}
+    # Every other status finds only itself; REBUILD is a filter value too.
+    assert found("HARD_REBOOT") == {active[0]}
+    assert found("REBUILD") == {active[2], stopped[0], stopped[3]}
+    assert found("RESIZE") == {active[4], stopped[1]}
+    assert found("REVERT_RESIZE") == {active[6]}
+
+
+def test_a_job_reports_init_before_it_runs(backend: SandboxBackend, clock: FakeClock) -> None:
+    backend.knobs.job_init_seconds = 5
+    sid = ids_with(backend, "ACTIVE")[0]
+    job_id = backend.stop_servers([sid])
+    job = backend.show_job(job_id)
+    assert job["status"] == "INIT" and job["end_time"] is None
+    assert [sub["status"] for sub in job["entities"]["sub_jobs"]] == ["INIT"]
+    clock.advance(5)
+    assert backend.show_job(job_id)["status"] == "RUNNING"
+    clock.advance(2)
+    job = backend.show_job(job_id)
+    assert job["status"] == "SUCCESS" and job["end_time"]
+    assert backend.server_view(sid)["status"] == "SHUTOFF"
+
+
+def test_a_job_waiting_for_payment_never_runs(backend: SandboxBackend, clock: FakeClock) -> None:
+    backend.knobs.pending_payment_next_jobs = 1
+    sid = ids_with(backend, "ACTIVE")[0]
+    job_id = backend.stop_servers([sid])
+    clock.advance(3600)
+    job = backend.show_job(job_id)
+    assert job["status"] == "PENDING_PAYMENT" and job["end_time"] is None
+    assert job["entities"]["sub_jobs_total"] == 1
+    assert backend.server_view(sid)["status"] == "ACTIVE" and backend.servers[sid].task_state is None
+    assert backend.knobs.pending_payment_next_jobs == 0, "only the next job waited"
+
+
+@pytest.mark.parametrize(
+    ("name", "accepted"),
+    [
+        ("a" * 128, True),
+        ("a" * 129, False),
+        ("测" * 64, True),
+        ("测" * 65, False),
+        ("测" * 60 + "a" * 8, True),  # 60 Chinese count 120, plus 8 = 128
+        ("测" * 60 + "a" * 9, False),
+        ("web 01", False),
+    ],
+)
+def test_names_count_chinese_characters_as_two(backend: SandboxBackend, name: str, accepted: bool) -> None:
+    sid = ids_with(backend, "ACTIVE")[0]
+    if accepted:
+        assert backend.update_server(sid, {"name": name})["server"]["name"] == name
+    else:
+        error = refused(lambda: backend.update_server(sid, {"name": name}), 400, "Ecs.0005")
+        assert "server.name" in error.message

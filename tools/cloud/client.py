@@ -283,9 +283,22 @@ class FlexusClient:
             query = validated(ListServersQuery, **filters)
         elif filters:
             raise TypeError("pass either a ListServersQuery or keyword filters, not both")
+        if query.server_id and len(query.server_id) > rules.MAX_IDS_PER_QUERY:
+            return await self._list_by_ids(query, query.server_id)
         response = await self._send("GET", await self._url("/cloudservers/detail"), query=query.to_query())
         # Parsed straight from bytes by pydantic-core: a third faster than json.loads then validate.
         return ListServersResponse.model_validate_json(response.content)
+
+    async def _list_by_ids(self, query: ListServersQuery, server_ids: list[str]) -> ListServersResponse:
+        """Many ids: at most 100 per query (the reference's advice; a longer URI is refused by gateways),
+        the queries concurrent within the client's limit (``_send`` holds the semaphore), the answers
+        joined in the order the ids were asked for."""
+        chunks = _chunks(server_ids, rules.MAX_IDS_PER_QUERY)
+        pages = await asyncio.gather(
+            *(self.list_servers(query.model_copy(update={"server_id": chunk})) for chunk in chunks)
+        )
+        servers = [server for page in pages for server in page.servers]
+        return ListServersResponse(count=sum(page.count for page in pages), servers=servers)
 
     async def list_all_servers(self, page_size: int = rules.MAX_PAGE_SIZE, **filters: Any) -> list[ServerDetail]:
         """Every match: the first page tells the count, the other pages are read concurrently."""
@@ -435,8 +448,9 @@ class FlexusClient:
         max_wait_seconds: float | None = None,
         on_progress: ProgressCallback | None = None,
     ) -> JobResult:
-        """Poll ShowJob until SUCCESS or FAIL, backing off; per-server outcomes come from sub_jobs. Gives up
-        after ``max_wait_seconds`` (default FLEXUS_JOB_WAIT_SECONDS) with ``JobTimeout``: the job goes on."""
+        """Poll ShowJob until SUCCESS or FAIL, backing off; per-server outcomes come from sub_jobs. INIT and
+        RUNNING are polled; PENDING_PAYMENT is returned at once (no poll pays an order). Gives up after
+        ``max_wait_seconds`` (default FLEXUS_JOB_WAIT_SECONDS) with ``JobTimeout``: the job goes on."""
         if max_wait_seconds is None:
             max_wait_seconds = self.settings.job_wait_seconds
         started = time.monotonic()
@@ -450,7 +464,7 @@ class FlexusClient:
                 maybe = on_progress(result)
                 if inspect.isawaitable(maybe):
                     await maybe
-            if job.is_final:
+            if job.stops_waiting:
                 return result
             waited = time.monotonic() - started
             if waited + interval > max_wait_seconds:

@@ -254,6 +254,16 @@ class JobEntities(WireModel):
 
 JobStatus = Literal["SUCCESS", "RUNNING", "FAIL", "INIT", "PENDING_PAYMENT"]
 FINAL_JOB_STATUSES = frozenset({"SUCCESS", "FAIL"})
+JOB_STATUS_MEANINGS: dict[str, str] = {
+    "INIT": "accepted, not started yet (counts as running)",
+    "RUNNING": "running",
+    "SUCCESS": "finished: every part succeeded",
+    "FAIL": "finished: at least one part failed",
+    "PENDING_PAYMENT": "waiting for payment of a yearly/monthly order; it goes on only once the order is paid",
+}
+"""What each documented job status means (reference section 6). A waiter polls INIT and RUNNING (within
+its limit), stops at SUCCESS and FAIL, and reports PENDING_PAYMENT at once: polling cannot pay an order."""
+WAITING_FOR_PAYMENT = "PENDING_PAYMENT"
 
 
 class Job(WireModel):
@@ -270,12 +280,22 @@ class Job(WireModel):
     def is_final(self) -> bool:
         return self.status in FINAL_JOB_STATUSES
 
+    @property
+    def stops_waiting(self) -> bool:
+        """Waiting longer cannot change it: finished, or waiting for a payment no poll will make."""
+        return self.is_final or self.status == WAITING_FOR_PAYMENT
+
 
 class ServerOutcome(BaseModel):
     """What one batch job did to one server."""
 
     server_id: str
+    name: str | None = None
+    """Filled in by whoever knows the fleet (ShowJob names servers by id only)."""
     status: str
+    job_type: str | None = None
+    begin_time: str | None = None
+    end_time: str | None = None
     error_code: str | None = None
     fail_reason: str | None = None
 
@@ -283,7 +303,11 @@ class ServerOutcome(BaseModel):
 class JobResult(BaseModel):
     job_id: str
     status: str
+    meaning: str | None = None
     job_type: str | None = None
+    begin_time: str | None = None
+    end_time: str | None = None
+    sub_jobs_total: int | None = None
     servers: list[ServerOutcome] = Field(default_factory=list)
     error_code: str | None = None
     fail_reason: str | None = None
@@ -294,19 +318,32 @@ class JobResult(BaseModel):
             ServerOutcome(
                 server_id=(sub.entities.server_id if sub.entities and sub.entities.server_id else "?"),
                 status=sub.status or "UNKNOWN",
+                job_type=sub.job_type,
+                begin_time=sub.begin_time,
+                end_time=sub.end_time,
                 error_code=sub.error_code,
                 fail_reason=sub.fail_reason or (sub.entities.errorcode_message if sub.entities else None),
             )
             for sub in ((job.entities.sub_jobs if job.entities else None) or [])
         ]
+        status = job.status or "UNKNOWN"
         return cls(
             job_id=job.job_id or job_id,
-            status=job.status or "UNKNOWN",
+            status=status,
+            meaning=JOB_STATUS_MEANINGS.get(status, "a status the API documents nowhere"),
             job_type=job.job_type,
+            begin_time=job.begin_time,
+            end_time=job.end_time,
+            sub_jobs_total=job.entities.sub_jobs_total if job.entities else None,
             servers=outcomes,
             error_code=job.error_code,
             fail_reason=job.fail_reason,
         )
+
+    def with_names(self, names: dict[str, str | None]) -> JobResult:
+        """The same report with each server's name, from ``names`` (id -> name)."""
+        servers = [outcome.model_copy(update={"name": names.get(outcome.server_id)}) for outcome in self.servers]
+        return self.model_copy(update={"servers": servers})
 
     @property
     def failed(self) -> list[ServerOutcome]:

@@ -17,6 +17,8 @@ from typing import Annotated, Any, Literal, get_args
 from pydantic import AfterValidator
 
 MAX_SERVERS_PER_REQUEST = 1000
+MAX_IDS_PER_QUERY = 100
+"""The Flexus L reference advises at most 100 ``server_id`` values per list query (a URI a gateway accepts)."""
 MAX_PAGE_SIZE = 1000
 MAX_USER_DATA_BYTES = 32 * 1024
 
@@ -28,6 +30,7 @@ Status = Literal[
     "HARD_REBOOT",
     "MIGRATING",
     "REBOOT",
+    "REBUILD",
     "RESIZE",
     "REVERT_RESIZE",
     "SHELVED",
@@ -37,13 +40,28 @@ Status = Literal[
     "VERIFY_RESIZE",
 ]
 SERVER_STATUSES: tuple[str, ...] = get_args(Status)
-"""Values the list filter accepts (reference section 3)."""
+"""Values the list filter accepts (the Flexus L reference's ListServersDetails)."""
+
+STATUS_RANGES: dict[str, frozenset[str]] = {
+    "ACTIVE": frozenset({"ACTIVE", "REBOOT", "HARD_REBOOT", "REBUILD", "MIGRATING", "RESIZE"}),
+    "SHUTOFF": frozenset({"SHUTOFF", "RESIZE", "REBUILD"}),
+    "ERROR": frozenset({"ERROR", "REBUILD"}),
+    "VERIFY_RESIZE": frozenset({"VERIFY_RESIZE", "REVERT_RESIZE"}),
+}
+"""What filtering by a status finds: these four also cover their intermediate states; every other
+status finds only itself."""
+
+
+def statuses_matched_by(status: str) -> frozenset[str]:
+    """The server statuses the list filter ``status`` finds."""
+    return STATUS_RANGES.get(status, frozenset({status}))
+
 
 PASSWORD_SPECIALS = "!@%-_=+[]:./?"  # noqa: S105 - the allowed characters, not a password
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
-# The SDK's rule (1-64 of CJK, letters, digits, _ - .); the newer 128-character rule is looser,
-# so a name that passes here passes everywhere.
-_NAME = re.compile(r"^[\u4e00-\u9fffA-Za-z0-9_.\-]{1,64}$")
+MAX_NAME_UNITS = 128
+_CJK = re.compile(r"[\u4e00-\u9fff]")
+_NAME = re.compile(r"^[\u4e00-\u9fffA-Za-z0-9_.\-]+$")
 _HOSTNAME_CHARS = re.compile(r"^[A-Za-z0-9.\-]{1,64}$")
 _FORBIDDEN_IN_PASSWORD = ("root", "toor", "administrator", "rotartsinimda")
 
@@ -70,9 +88,20 @@ def problem_with_server_ids(values: list[str], *, limit: int | None = MAX_SERVER
     return None
 
 
+def name_length(value: str) -> int:
+    """A name's length as the Flexus L reference counts it: "1-128 English characters or 1-64 Chinese
+    characters", so a CJK character (U+4E00-U+9FFF) counts as two and every other allowed one as one."""
+    return len(value) + len(_CJK.findall(value))
+
+
 def problem_with_name(value: str) -> str | None:
     if not _NAME.match(value):
-        return "must be 1-64 characters of letters, digits, CJK characters, '_', '-' or '.'"
+        return "must be letters, digits, Chinese characters, '_', '-' or '.', at least one"
+    if (length := name_length(value)) > MAX_NAME_UNITS:
+        return (
+            f"must be at most 128 characters, a Chinese character counting as two (so at most 64 Chinese "
+            f"characters); this one counts {length}"
+        )
     return None
 
 

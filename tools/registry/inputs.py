@@ -14,7 +14,7 @@ from ..cloud import rules
 from ..cloud.models import PowerType
 from ..core.tools import ToolInput
 
-MAX_TARGET_CHARS = 64  # a UUID is 36, a name at most 64
+MAX_TARGET_CHARS = rules.MAX_NAME_UNITS  # a UUID is 36, a name at most 128 characters
 
 
 def _target(value: str) -> str:
@@ -60,8 +60,16 @@ class ShowServerInput(ToolInput):
 
 
 class ListServersInput(ToolInput):
-    name: ShortText | None = Field(None, description="substring of the name")
-    status: Status | None = None
+    name: ShortText | None = Field(
+        None, description="fuzzy match on the name; '.' matches any one character (so 'web.01' finds web-01)"
+    )
+    status: Status | None = Field(
+        None,
+        description=(
+            "ACTIVE also finds REBOOT, HARD_REBOOT, REBUILD, MIGRATING, RESIZE; SHUTOFF finds RESIZE, REBUILD; "
+            "ERROR finds REBUILD; VERIFY_RESIZE finds REVERT_RESIZE; others only themselves"
+        ),
+    )
     ip: ShortText | None = Field(None, description="substring of an IPv4 address")
     ip_eq: ShortText | None = Field(None, description="exact IPv4 address")
     tag: ShortText | None = Field(None, description="has tag 'key=value' or 'key'")
@@ -121,9 +129,13 @@ UPDATABLE = ("name", "description", "hostname", "user_data")
 
 class UpdateServerInput(GatedInput):
     server: ServerRef
-    name: rules.ServerName | None = None
+    name: rules.ServerName | None = Field(
+        None, description="1-128 of letters, digits, Chinese, _ - . (a Chinese character counts as two)"
+    )
     description: rules.Description | None = None
-    hostname: rules.Hostname | None = Field(None, description="takes effect after a reboot")
+    hostname: rules.Hostname | None = Field(
+        None, description="deprecated by the API (newer docs: no longer used); takes effect after a reboot"
+    )
     user_data: rules.UserData | None = Field(None, description="base64, at most 32 KB decoded")
 
     @model_validator(mode="after")

@@ -67,7 +67,13 @@ class ListServersOutput(Compact):
 class JobOutput(Compact):
     job_id: str
     status: str
-    servers: list[dict[str, Any]] = Field(default_factory=list)
+    meaning: str | None = Field(None, description="what the status means (INIT counts as running)")
+    job_type: str | None = None
+    begin_time: str | None = None
+    end_time: str | None = Field(None, description="empty until the job has finished")
+    sub_jobs_total: int | None = Field(None, description="how many parts (one per server)")
+    servers: list[dict[str, Any]] = Field(default_factory=list, description="per server: id, name, outcome")
+    error_code: str | None = None
     fail_reason: str | None = None
 
     @classmethod
@@ -75,6 +81,12 @@ class JobOutput(Compact):
         return cls(
             job_id=result.job_id,
             status=result.status,
+            meaning=result.meaning,
+            job_type=result.job_type,
+            begin_time=result.begin_time,
+            end_time=result.end_time,
+            sub_jobs_total=result.sub_jobs_total,
             servers=[o.model_dump(exclude_none=True) for o in result.servers],
+            error_code=result.error_code,
             fail_reason=result.fail_reason,
         )

@@ -25,8 +25,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..cloud import rules
 from ..core.errors import bounded
-from .fleet import ServerState, empty_detail, generate_fleet, render_detail
-from .jobs import Job, JobBook, render_job
+from .fleet import ServerState, derive_status, empty_detail, generate_fleet, render_detail
+from .jobs import PENDING_PAYMENT, Job, JobBook, render_job
 
 DEFAULT_ACCESS_KEY = "FLEXUSSANDBOXAK000000"
 DEFAULT_SECRET_KEY = "flexus-sandbox-sk-not-a-real-secret"  # noqa: S105 - a published sandbox-only value
@@ -95,6 +95,11 @@ class Knobs(BaseModel):
     """Sub-jobs for these servers FAIL with Ecs.0000 "injected failure"."""
     job_seconds: float = Field(1.0, ge=0)
     """How long a power transition takes; read when a job is created."""
+    job_init_seconds: float = Field(0.0, ge=0)
+    """A new job reports INIT this long before it runs (its transitions are that much later)."""
+    pending_payment_next_jobs: int = Field(0, ge=0)
+    """The next N jobs wait for payment (PENDING_PAYMENT, as a yearly/monthly order does): they never run
+    in the sandbox and leave their servers as they are."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -283,7 +288,16 @@ class SandboxBackend:
         spec = POWER_ACTIONS[action]
         now = self.now()
         job = self.job_book.open(spec.job_type, now)
-        due = now + timedelta(seconds=self.knobs.job_seconds)
+        if self.knobs.pending_payment_next_jobs > 0:
+            self.knobs.pending_payment_next_jobs -= 1
+            job.held = PENDING_PAYMENT
+            for server_id in server_ids:
+                self.job_book.add_sub_job(job, server_id, spec.sub_job_type, now)
+            return job.job_id
+        starts = now + timedelta(seconds=self.knobs.job_init_seconds)
+        if starts > now:
+            self.job_book.hold_in_init(job, starts)
+        due = starts + timedelta(seconds=self.knobs.job_seconds)
         for server_id in server_ids:
             server = self.servers[server_id]
             sub = self.job_book.add_sub_job(job, server_id, spec.sub_job_type, now)
@@ -496,6 +510,17 @@ def _name_matches(pattern: str, name: str) -> bool:
     )
 
 
+def _status_matches(wanted: str, server: ServerState) -> bool:
+    """The status filter finds the status itself and, for ACTIVE, SHUTOFF, ERROR and VERIFY_RESIZE, the
+    intermediate states of servers whose stable state (vm_state) is that status: a HARD_REBOOT server is
+    found by ACTIVE, a REBUILD server by the status it is rebuilding from. Together these are exactly the
+    reference's ranges (rules.STATUS_RANGES)."""
+    status = server.status
+    if status == wanted:
+        return True
+    return status in rules.statuses_matched_by(wanted) and derive_status(server.vm_state, None) == wanted
+
+
 def _filters(params: Mapping[str, str]) -> list[Callable[[ServerState], bool]]:
     """One predicate per filter present (built once per request, so 10,000 servers stay cheap)."""
     makers: dict[str, Callable[[str], Callable[[ServerState], bool]]] = {
@@ -503,7 +528,7 @@ def _filters(params: Mapping[str, str]) -> list[Callable[[ServerState], bool]]:
         # ip filters match the private (fixed) address, as Nova's ip filter does.
         "ip": lambda v: lambda s: v in s.fixed_ip,
         "ip_eq": lambda v: lambda s: v == s.fixed_ip,
-        "status": lambda v: lambda s: v == s.status,
+        "status": lambda v: lambda s: _status_matches(v, s),
         "flavor": lambda v: lambda s: v == s.flavor.id,
         "tags": lambda v: lambda s: _has_tag(s, v),
         "not-tags": lambda v: lambda s: not _has_tag(s, v),

@@ -11,7 +11,8 @@ What a :class:`Gateway` does, in the order it does it for each ECS/IAM request:
 1. numbers the request and gives it an ``X-Request-Id`` (:meth:`Gateway.receive`);
 2. the latency and hang knobs, including ``hang_next_write`` once the request is known to be a write
    (:meth:`Gateway.delay`, :meth:`Gateway.delay_write`);
-3. route (404 APIGW.0101, raised by the HTTP layer with :func:`not_published`), body limit (413
+3. request line length (414 APIGW.0201, :meth:`Gateway.check_request_line`), route (404 APIGW.0101,
+   raised by the HTTP layer with :func:`not_published`), body limit (413
    APIGW.0201), throttling with a token bucket (429 APIGW.0308), injected 5xx (500 APIGW.0601, and
    503 for writes only) (:meth:`Gateway.admit`);
 4. authentication (401): an SDK-HMAC-SHA256 or V11-HMAC-SHA256 signature over what was *received*,
@@ -43,6 +44,7 @@ MAX_CLOCK_SKEW = timedelta(minutes=15)
 LOCK_AFTER_FAILURES = 5  # more than this many consecutive failures lock the AK
 LOCK_DURATION = timedelta(minutes=5)
 MAX_BODY_BYTES = 12 * 1024 * 1024  # the gateway's body limit (APIGW.0201, 413)
+MAX_REQUEST_LINE_BYTES = 8192  # a longer "METHOD target HTTP/1.1" line is refused (APIGW.0201, 414)
 API_NOT_FOUND = "The API does not exist or has not been published in the environment."
 
 
@@ -65,6 +67,8 @@ class RequestRecord:
     is_write: bool
     dry_run: bool
     request_id: str
+    in_flight: int = 1
+    """How many ECS/IAM requests were in flight when this one arrived, itself included (concurrency)."""
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -86,6 +90,7 @@ class Exchange:
     method: str
     path: str
     query: dict[str, str]
+    in_flight: int = 1
     operation: str = "Unknown"
     server_ids: list[str] = field(default_factory=list)
     dry_run: bool = False
@@ -234,6 +239,7 @@ class Gateway:
         self.knobs = knobs
         self.backend = backend
         self.request_log: list[RequestRecord] = []
+        self.in_flight = 0
         self._seq = 0
         self._bucket: TokenBucket | None = None
         self._failures: dict[str, _AkFailures] = {}
@@ -241,8 +247,9 @@ class Gateway:
     def receive(self, method: str, path: str, query: dict[str, str]) -> Exchange:
         """Number, time and name (``X-Request-Id``) one ECS/IAM request as it arrives."""
         self._seq += 1
+        self.in_flight += 1  # until reply(): every request that is received is answered through it
         at = self.backend.now()
-        return Exchange(self._seq, at, uuid.uuid4().hex, method, path, query)
+        return Exchange(self._seq, at, uuid.uuid4().hex, method, path, query, self.in_flight)
 
     # -- fault knobs ------------------------------------------------------------------------
 
@@ -262,6 +269,16 @@ class Gateway:
         if knobs.hang_next_write > 0 and exchange.write and not exchange.dry_run:
             knobs.hang_next_write -= 1
             await asyncio.sleep(knobs.hang_seconds)
+
+    def check_request_line(self, method: str, raw_path: str, query_string: str) -> None:
+        """A request line over :data:`MAX_REQUEST_LINE_BYTES` is refused with 414 before anything else
+        looks at it, as real gateways cap URI length: a client that puts 1,000 ids in one query fails here."""
+        target = f"{raw_path}?{query_string}" if query_string else raw_path
+        length = len(f"{method} {target} HTTP/1.1".encode("latin-1", "replace"))
+        if length > MAX_REQUEST_LINE_BYTES:
+            raise gateway_error(
+                414, "APIGW.0201", f"Request-URI too large: the request line is {length} bytes, over 8192."
+            )
 
     def admit(self, exchange: Exchange, body: bytes) -> None:
         """Body limit (413), throttling (429) and injected 5xx; raises :class:`SandboxError`."""
@@ -360,6 +377,7 @@ class Gateway:
 
     def reply(self, exchange: Exchange, response: Response, error_code: str | None) -> Response:
         """Stamp the answer (``X-Request-Id``, ``Retry-After`` on 429 when set) and log the request."""
+        self.in_flight -= 1
         response.headers["X-Request-Id"] = exchange.request_id
         status = response.status_code
         if status == 429 and self.knobs.retry_after_seconds is not None:
@@ -378,9 +396,14 @@ class Gateway:
                 is_write=exchange.write and status < 400 and not exchange.dry_run,
                 dry_run=exchange.dry_run,
                 request_id=exchange.request_id,
+                in_flight=exchange.in_flight,
             )
         )
         return response
+
+    def abandon(self, exchange: Exchange) -> None:
+        """A request that will get no answer (cancelled) is no longer in flight."""
+        self.in_flight -= 1
 
     def writes(self) -> list[RequestRecord]:
         """The logged requests that changed the cloud (succeeded, not dry runs)."""

@@ -24,9 +24,11 @@ from typing import Any
 JOB_RETENTION = timedelta(days=1)  # finished jobs disappear after about a day (reference section 6)
 MAX_FAILURES_IN_SUMMARY = 5
 
+INIT = "INIT"
 RUNNING = "RUNNING"
 SUCCESS = "SUCCESS"
 FAIL = "FAIL"
+PENDING_PAYMENT = "PENDING_PAYMENT"
 
 
 def format_job_time(moment: datetime) -> str:
@@ -79,15 +81,19 @@ class Job:
     begin: datetime
     sub_jobs: list[SubJob] = field(default_factory=list)
     completion: CompletionRule = field(default=all_must_succeed, repr=False, compare=False)
+    held: str | None = None
+    """INIT (accepted, not started: lifted when time passes ``held_until``) or PENDING_PAYMENT (an order
+    waiting for payment: the sandbox bills nothing, so it stays); None once the job runs."""
+    held_until: datetime | None = None
 
     @property
     def status(self) -> str:
-        return self.completion(self.sub_jobs)
+        return self.held or self.completion(self.sub_jobs)
 
     @property
     def end(self) -> datetime | None:
-        """When the last sub-job ended; None while the job runs."""
-        if self.status == RUNNING:
+        """When the last sub-job ended; None while the job has not finished."""
+        if self.status not in (SUCCESS, FAIL):
             return None
         return max((sub.end for sub in self.sub_jobs if sub.end), default=self.begin)
 
@@ -99,12 +105,18 @@ class JobBook:
         self.jobs: dict[str, Job] = {}
         self._due: list[tuple[datetime, int, SubJob]] = []
         self._due_seq = 0
+        self._initialising: list[Job] = []
 
     def open(self, job_type: str, begin: datetime, completion: CompletionRule = all_must_succeed) -> Job:
         """A new job with no sub-jobs yet, findable by its id from now on."""
         job = Job(uuid.uuid4().hex, job_type, begin, completion=completion)
         self.jobs[job.job_id] = job
         return job
+
+    def hold_in_init(self, job: Job, until: datetime) -> None:
+        """The job reports INIT until ``until`` (its sub-jobs should be scheduled after it)."""
+        job.held, job.held_until = INIT, until
+        self._initialising.append(job)
 
     def add_sub_job(self, job: Job, server_id: str, job_type: str, begin: datetime) -> SubJob:
         """A RUNNING sub-job for one server; then either :meth:`schedule` it or ``fail`` it."""
@@ -119,7 +131,11 @@ class JobBook:
         heapq.heappush(self._due, (due, self._due_seq, sub))
 
     def advance(self, now: datetime) -> None:
-        """Complete every scheduled sub-job that is due by ``now``, in due order."""
+        """Start every INIT job whose time has come; complete every sub-job due by ``now``, in due order."""
+        if self._initialising:
+            for job in [job for job in self._initialising if job.held_until is not None and job.held_until <= now]:
+                job.held, job.held_until = None, None
+                self._initialising.remove(job)
         while self._due and self._due[0][0] <= now:
             due, _, sub = heapq.heappop(self._due)
             sub.succeed(due)
@@ -153,7 +169,8 @@ def render_job(job: Job) -> dict[str, Any]:
             "sub_jobs_total": len(job.sub_jobs),
             "sub_jobs": [
                 {
-                    "status": sub.status,
+                    # A job not started yet (INIT, or an unpaid order) has not started its parts either.
+                    "status": INIT if job.held else sub.status,
                     "entities": {
                         "server_id": sub.server_id,
                         **({"errorcode_message": sub.fail_reason} if sub.fail_reason else {}),

@@ -69,7 +69,7 @@ class Sandbox:
 
         method = request.method
         query_string = request.scope.get("query_string", b"").decode("latin-1")
-        query = dict(parse_qsl(query_string, keep_blank_values=True))
+        query = _query_of(query_string)
         exchange = self.gateway.receive(method, path, query)
         route = match_route(method, path)
         operation = OPERATIONS.get(route.operation) if route else None
@@ -85,6 +85,7 @@ class Sandbox:
             if route is not None and operation is not None:
                 describe(exchange, operation, route.params, query, body)
             await self.gateway.delay_write(exchange)
+            self.gateway.check_request_line(method, _received_path(request, path), query_string)
             if route is None or operation is None:
                 raise not_published()
             self.gateway.admit(exchange, body)
@@ -114,7 +115,26 @@ class Sandbox:
             _log.exception("sandbox bug while handling %s %s", method, path)
             error_code = "APIGW.0601"
             response = error_response(gateway_error(500, error_code, "Internal server error."), exchange.request_id)
+        except BaseException:  # cancelled (the client went away): no answer, but no longer in flight
+            self.gateway.abandon(exchange)
+            raise
         return self.gateway.reply(exchange, response, error_code)
+
+
+REPEATABLE_QUERY_KEYS = frozenset({"server_id"})
+"""Keys the API takes more than once (``server_id=a&server_id=b``), joined as the comma form."""
+
+
+def _query_of(query_string: str) -> dict[str, str]:
+    """The query as one value per key: a repeated ``server_id`` is joined with commas (the two forms the
+    reference documents mean the same); any other repeated key keeps its last value."""
+    query: dict[str, str] = {}
+    for key, value in parse_qsl(query_string, keep_blank_values=True):
+        if key in REPEATABLE_QUERY_KEYS and query.get(key):
+            query[key] = f"{query[key]},{value}"
+        else:
+            query[key] = value
+    return query
 
 
 def _received_path(request: Request, path: str) -> str:

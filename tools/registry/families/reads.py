@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from ...cloud import rules
 from ...cloud.models import JobResult, ListServersQuery
 from ...core.tools import Safety, ToolContext, ToolSpec
 from ..inputs import (
@@ -55,18 +56,29 @@ async def list_servers(ctx: ToolContext, args: ListServersInput) -> ListServersO
 async def show_job(ctx: ToolContext, args: ShowJobInput) -> JobOutput:
     if not args.wait:
         job = await ctx.client.show_job(args.job_id)
-        return JobOutput.of(JobResult.from_job(args.job_id, job))
-    tracker = JobProgress(ctx, total=None)
-    result = await ctx.client.wait_for_job(args.job_id, on_progress=tracker.update)
-    return JobOutput.of(result)
+        result = JobResult.from_job(args.job_id, job)
+    else:
+        tracker = JobProgress(ctx, total=None)
+        result = await ctx.client.wait_for_job(args.job_id, on_progress=tracker.update)
+    return JobOutput.of(result.with_names(await _server_names(ctx, result)))
+
+
+async def _server_names(ctx: ToolContext, result: JobResult) -> dict[str, str | None]:
+    """ShowJob names servers by id only; a person acts on names, so read them (a deleted server has none)."""
+    ids = list(dict.fromkeys(o.server_id for o in result.servers if rules.problem_with_server_id(o.server_id) is None))
+    if not ids:
+        return {}
+    page = await ctx.client.list_servers(server_id=ids, limit=rules.MAX_PAGE_SIZE)
+    return {server.id: server.name for server in page.servers}
 
 
 LIST_SERVERS = ToolSpec(
     name="flexus_list_servers",
     title="List servers",
     description=(
-        "List Flexus L servers with filters (name substring, status, IP, tag). Returns a compact summary "
-        "per server (id, name, status, task, flavor, IPs, AZ, locked) and next_page when there are more."
+        "List Flexus L servers with filters (name fuzzy match, status with its intermediate states, IP, tag). "
+        "Returns a compact summary per server (id, name, status, task, flavor, IPs, AZ, locked) and "
+        "next_page when there are more."
     ),
     input_model=ListServersInput,
     output_model=ListServersOutput,
@@ -90,7 +102,9 @@ SHOW_JOB = ToolSpec(
     name="flexus_show_job",
     title="Show job",
     description=(
-        "Status of a job a start/stop/reboot returned, with each server's outcome; wait=true waits until it ends."
+        "A job a start/stop/reboot returned: status and its meaning, type, begin/end times, total parts and "
+        "each server's outcome by name and id. wait=true waits until it ends (INIT counts as running); "
+        "PENDING_PAYMENT is reported at once: the order must be paid."
     ),
     input_model=ShowJobInput,
     output_model=JobOutput,

@@ -45,7 +45,7 @@ async def update_plan(ctx: ToolContext, args: UpdateServerInput) -> Plan:
     else:
         notes.append("will change " + ", ".join(changes))
         if "hostname" in changes:
-            notes.append("the hostname takes effect after a reboot")
+            notes.append("the hostname takes effect after a reboot (the API marks this field deprecated)")
         if "user_data" in changes:
             notes.append("user data is used at the next boot")
     if server.locked:
@@ -90,7 +90,8 @@ UPDATE_SERVER = ToolSpec(
     name="flexus_update_server",
     title="Update server",
     description=(
-        "Change a server's name, description, hostname (effective after reboot) or user_data (base64)." + GATED_NOTE
+        "Change a server's name, description, user_data (base64) or hostname (deprecated by the API; "
+        "effective after reboot)." + GATED_NOTE
     ),
     input_model=UpdateServerInput,
     output_model=ChangeOutput,
