@@ -3,7 +3,8 @@ token, a password) shows up in a log record or in any file the tests left behind
 key files, policies), whatever test wrote it.
 
 Secrets are found by name: module-level string constants of the test modules called ``SK``,
-``PASSWORD``, ``*_PASSWORD``, ``*SECRET*`` or ``TOKEN``.
+``PASSWORD``, ``*_PASSWORD``, ``*SECRET*`` or ``TOKEN``; and a secret made while a test runs (a password
+the gate generated at preview) is handed to ``remember``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,12 @@ import pytest
 
 SECRET_NAME = re.compile(r"^(SK|TOKEN|[A-Z_]*PASSWORD|[A-Z_]*SECRET[A-Z_]*)$")
 _records: list[str] = []
+_remembered: dict[str, str] = {}
+
+
+def remember(where: str, value: str) -> None:
+    """A secret a test saw made (e.g. a generated password): the end-of-session scan looks for it too."""
+    _remembered[f"{where} #{len(_remembered)}"] = value
 
 
 class _Recorder(logging.Handler):
@@ -28,7 +35,7 @@ class _Recorder(logging.Handler):
 
 
 def known_secrets() -> dict[str, str]:
-    found: dict[str, str] = {}
+    found: dict[str, str] = dict(_remembered)
     for name, module in list(sys.modules.items()):
         if not name.startswith("tests.") or module is None:
             continue

@@ -88,7 +88,7 @@ async def test_unknown_server_is_not_found_with_code_and_request_id(live: LiveSa
         (lambda c: c.batch_stop([UNKNOWN_ID, UNKNOWN_ID]), "server_ids"),
         (lambda c: c.batch_reboot([UNKNOWN_ID], type="GENTLE"), "type"),
         (lambda c: c.batch_reset_password([UNKNOWN_ID], "short"), "new_password"),
-        (lambda c: c.batch_reset_password([UNKNOWN_ID], "norootallowed1A"), "new_password"),
+        (lambda c: c.batch_reset_password([UNKNOWN_ID], "twoclasses1only"), "new_password"),
         (lambda c: c.batch_reset_password([UNKNOWN_ID], None), "new_password"),
         (lambda c: c.update_server(UNKNOWN_ID, name="bad name!"), "name"),
         (lambda c: c.update_server(UNKNOWN_ID, description="<script>"), "description"),
@@ -490,3 +490,24 @@ async def test_wait_reports_pending_payment_at_once_without_polling(live: LiveSa
         result = await client.wait_for_job(submission.job_ids[0])
     assert result.status == "PENDING_PAYMENT" and result.meaning and "payment" in result.meaning
     assert operations(live).count("ShowJob") == 1, "one look, never polled"
+
+
+async def test_password_user_name_rules_are_each_servers_by_its_os(live: LiveSandbox) -> None:
+    """The client cannot know the OS; the cloud checks each server's own rules (its dry run too)."""
+    backend = live.sandbox.backend
+    linux = next(sid for sid, s in backend.servers.items() if s.image.os_type == "Linux" and not s.locked)
+    windows = next(sid for sid, s in backend.servers.items() if s.image.os_type == "Windows" and not s.locked)
+    async with FlexusClient(live.settings()) as client:
+        for dry_run in (True, False):
+            assert (await client.batch_reset_password([windows], "Uproot-Fine-9", dry_run=dry_run)).server_ids
+            assert (await client.batch_reset_password([linux], "Badminton-Fine-9", dry_run=dry_run)).server_ids
+        for ids, password, rule in (
+            ([linux], "Uproot-Wrong-9", "'root'"),
+            ([windows], "Badminton-Wrong-9", "two consecutive"),
+            ([windows], "RotArtsInimda-9", "'Administrator'"),
+            ([linux, windows], "Badminton-Wrong-9", "two consecutive"),  # a mixed batch: each server's rules
+        ):
+            with pytest.raises(CloudError) as caught:
+                await client.batch_reset_password(ids, password, dry_run=True)
+            assert (caught.value.status, caught.value.code) == (400, "Ecs.0011") and rule in caught.value.message
+            assert password not in caught.value.message

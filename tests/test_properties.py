@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from flexus_ops.cloud import signer
+from flexus_ops.cloud import rules, signer
 from flexus_ops.core.errors import FlexusError, InvalidInput
 from flexus_ops.core.plans import ChangeOutput
 from flexus_ops.registry.catalog import TOOLS
@@ -187,3 +188,32 @@ def test_hostile_names_are_looked_up_on_the_configured_cloud_only(
     finally:
         registry.client._http.event_hooks["request"].remove(record)
     assert len(seen) >= len(HOSTILE) and set(seen) == {registry.client.base_url}
+
+
+@settings(max_examples=2000, deadline=None)
+@given(seed=st.integers(min_value=0, max_value=2**64), length=st.integers(min_value=8, max_value=26))
+def test_a_generated_password_is_never_refused(seed: int, length: int) -> None:
+    """Every password the generator makes passes every rule of every OS (the cloud would refuse nothing)."""
+    password = rules.generate_password(length, rng=random.Random(seed))
+    assert len(password) == length
+    for os_type in ("Linux", "Windows", None):
+        assert rules.problem_with_password(password, os_type) is None, (
+            os_type,
+            rules.problem_with_password(password, os_type),
+        )
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    prefix=st.text(alphabet=rules.GENERATED_PASSWORD_ALPHABET, min_size=1, max_size=8),
+    start=st.integers(min_value=0, max_value=len("administrator") - 3),
+    upper=st.booleans(),
+)
+def test_three_consecutive_characters_of_administrator_are_refused_on_windows_only(
+    prefix: str, start: int, upper: bool
+) -> None:
+    run = "administrator"[start : start + 3]
+    password = f"Aa1-{prefix}{run.upper() if upper else run}"[:26]
+    assert rules.problem_with_password(password, "Windows") is not None
+    if "root" not in password.lower() and "toor" not in password.lower():
+        assert rules.problem_with_password(password, "Linux") is None

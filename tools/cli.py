@@ -402,11 +402,15 @@ def _load_arguments(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _ask_secret(field: str) -> str:
+    from .cloud import rules
     from .core.errors import InvalidInput
 
     first = getpass.getpass(f"{field}: ")
     if getpass.getpass(f"{field} (again): ") != first:
         raise InvalidInput(field, "the two entries differ")
+    # The rules every image shares, before anything is sent; the preview adds each server's OS rules.
+    if field == "new_password" and (problem := rules.problem_with_password_format(first)):
+        raise InvalidInput(field, problem)
     return first
 
 

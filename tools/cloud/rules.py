@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import random
 import re
+import secrets
+import string
 from collections.abc import Callable
 from typing import Annotated, Any, Literal, get_args
 
@@ -63,7 +66,10 @@ MAX_NAME_UNITS = 128
 _CJK = re.compile(r"[\u4e00-\u9fff]")
 _NAME = re.compile(r"^[\u4e00-\u9fffA-Za-z0-9_.\-]+$")
 _HOSTNAME_CHARS = re.compile(r"^[A-Za-z0-9.\-]{1,64}$")
-_FORBIDDEN_IN_PASSWORD = ("root", "toor", "administrator", "rotartsinimda")
+OsType = Literal["Linux", "Windows"]
+PASSWORD_USER_NAMES: dict[str, str] = {"Linux": "root", "Windows": "Administrator"}
+"""The account a password reset sets, by the image's OS (``metadata.os_type``)."""
+GENERATED_PASSWORD_ALPHABET = string.ascii_letters + string.digits + "!@%-_=+.?"
 
 
 def problem_with_server_id(value: str) -> str | None:
@@ -137,8 +143,8 @@ def problem_with_user_data(value: str) -> str | None:
     return None
 
 
-def problem_with_password(value: str) -> str | None:
-    """The rule never quotes the password back."""
+def problem_with_password_format(value: str) -> str | None:
+    """The rules every image shares: length, characters, classes. Never quotes the password back."""
     if not 8 <= len(value) <= 26:
         return "must be 8-26 characters long"
     classes = 0
@@ -151,10 +157,49 @@ def problem_with_password(value: str) -> str | None:
         return f"may contain only letters, digits and the specials {PASSWORD_SPECIALS}"
     if classes < 3:
         return "must contain at least three of: uppercase letters, lowercase letters, digits, specials"
-    lowered = value.lower()
-    if any(word in lowered for word in _FORBIDDEN_IN_PASSWORD):
-        return "must not contain 'root' or 'Administrator', forwards or reversed"
     return None
+
+
+def problem_with_password_for_user(value: str, os_type: str) -> str | None:
+    """The user-name rules of one OS, in any letter case (the Flexus L reference): no Linux password may
+    contain ``root`` or ``toor``; no Windows password may contain ``Administrator``, its reverse, or more
+    than two consecutive characters of it (``adm``, ``str``, ...)."""
+    user = PASSWORD_USER_NAMES[os_type].lower()
+    lowered = value.lower()
+    if user in lowered or user[::-1] in lowered:
+        return f"must not contain the {os_type} user name '{PASSWORD_USER_NAMES[os_type]}', forwards or reversed"
+    if os_type == "Windows":
+        for start in range(len(user) - 2):
+            if user[start : start + 3] in lowered:
+                return "must not contain more than two consecutive characters of the Windows user name 'Administrator'"
+    return None
+
+
+def password_os_types(os_type: str | None) -> tuple[str, ...]:
+    """The OS whose rules apply: the one named, or both when it is unknown (the stricter answer)."""
+    return (os_type,) if os_type in PASSWORD_USER_NAMES else tuple(PASSWORD_USER_NAMES)
+
+
+def problem_with_password(value: str, os_type: str | None = None) -> str | None:
+    """Every rule for a server whose image runs ``os_type`` (``metadata.os_type``: Linux or Windows); with
+    no (or an unknown) OS, the rules of both, so the answer is right whatever the image."""
+    if problem := problem_with_password_format(value):
+        return problem
+    for os_name in password_os_types(os_type):
+        if problem := problem_with_password_for_user(value, os_name):
+            return problem
+    return None
+
+
+def generate_password(length: int = 20, rng: random.Random | None = None) -> str:
+    """A password every image accepts (the rules of both OSes, with uppercase, lowercase and digits).
+    ``rng`` is for tests; by default the OS's CSPRNG."""
+    chooser = rng or secrets.SystemRandom()
+    while True:
+        candidate = "".join(chooser.choice(GENERATED_PASSWORD_ALPHABET) for _ in range(length))
+        has_all = all(any(test(ch) for ch in candidate) for test in (str.isupper, str.islower, str.isdigit))
+        if has_all and problem_with_password(candidate) is None:
+            return candidate
 
 
 def problem_with_limit(value: int) -> str | None:

@@ -63,6 +63,7 @@ class Execution:
     plan: Plan
     secret: str | None = None
     generated_secret: bool = False
+    """The gate generated ``secret`` at preview: the requester may reveal it once after execution."""
     on_jobs: Callable[[list[str]], Awaitable[None]] | None = None
 
     async def record_jobs(self, job_ids: list[str]) -> None:
@@ -92,6 +93,9 @@ class ToolSpec:
     execute: ExecuteHandler | None = None
     observe: ObserveHandler | None = None
     secret_fields: frozenset[str] = frozenset()
+    secret_generator: Callable[[], str] | None = None
+    """Makes the secret when the caller leaves it out: the gate calls it at preview, so the plan (and the
+    cloud's dry run) checks the very secret a confirmation will use."""
     shows_actions: bool = False
     """It reports what gated actions came to: outcomes are settled (best effort, briefly) first."""
 

@@ -132,12 +132,41 @@ class Gate:
         return json.loads(canonical_json(shown)), digest, secret
 
     def rebuild_arguments(self, spec: ToolSpec, action: dict[str, Any]) -> BaseModel:
-        """The confirmed arguments, for an execution that happens later (after approval)."""
+        """The arguments as the requester gave them, for a confirmation or an execution that happens later.
+        A secret the gate generated is no argument of theirs: ``with_generated_secret`` adds it."""
         values = {k: v for k, v in json.loads(action["args_json"]).items() if k not in spec.secret_fields}
-        if action["secret"] is not None:
+        if action["secret"] is not None and not self.secret_was_generated(spec, action):
             for name in spec.secret_fields:
                 values[name] = self.keys.decrypt(action["secret"], context=action["id"])
         return spec.input_model.model_validate(values)
+
+    # -- a secret generated at preview ------------------------------------------------------
+
+    @staticmethod
+    def secret_was_generated(spec: ToolSpec, action: dict[str, Any]) -> bool:
+        """The action holds a secret its requester did not give (the arguments show no secret field)."""
+        return action["secret"] is not None and not spec.secret_fields & set(json.loads(action["args_json"]))
+
+    @staticmethod
+    def _with_secret(spec: ToolSpec, args: BaseModel, secret: str) -> BaseModel:
+        return args.model_copy(update=dict.fromkeys(spec.secret_fields, SecretStr(secret)))
+
+    def with_generated_secret(self, spec: ToolSpec, action: dict[str, Any], args: BaseModel) -> BaseModel:
+        """``args`` with the secret generated at the action's preview, so a re-plan (and the cloud's dry
+        run in it) checks the very secret the preview checked and the execution will send."""
+        if not self.secret_was_generated(spec, action):
+            return args
+        return self._with_secret(spec, args, self.keys.decrypt(action["secret"], context=action["id"]))
+
+    @staticmethod
+    def _say_generated(spec: ToolSpec, plan: Plan) -> Plan:
+        """The plan says the secret was generated, never what it is."""
+        for name in spec.secret_fields:
+            plan.changes[name] = (
+                "generated at preview and checked by the cloud's dry run (hidden); the requester can reveal "
+                "it once after execution"
+            )
+        return plan
 
     # -- audit ------------------------------------------------------------------------------
 
@@ -195,11 +224,25 @@ class Gate:
     async def preview(self, ctx: ToolContext, spec: ToolSpec, args: BaseModel, principal: str) -> Preview:
         assert spec.plan is not None
         shown, args_hash, secret = self.bind_arguments(spec, args)
+        reused = await self.store.find_open_action(ctx.person, spec.name, args_hash, [ActionState.PENDING])
+        generating = secret is None and spec.secret_generator is not None and bool(spec.secret_fields)
+        if generating:
+            # Made now, not at execution, so the plan's dry run checks the secret a confirmation sends; the
+            # same question again keeps its secret (what was checked is what is kept).
+            assert spec.secret_generator is not None
+            kept = reused is not None and self.secret_was_generated(spec, reused)
+            secret = (
+                self.keys.decrypt(reused["secret"], context=reused["id"])
+                if kept and reused is not None
+                else spec.secret_generator()
+            )
+            args = self._with_secret(spec, args, secret)
         plan = await spec.plan(ctx, args)
+        if generating:
+            self._say_generated(spec, plan)
         fingerprint = plan_fingerprint(plan)
         needs_approval = self.policy.needs_approval(spec.name)
         settings = self.policy.settings
-        reused = await self.store.find_open_action(ctx.person, spec.name, args_hash, [ActionState.PENDING])
         if reused is not None and reused["plan_hash"] == fingerprint:
             action = reused  # the same question again (e.g. a client's retry): keep one pending action
         else:
@@ -348,7 +391,10 @@ class Gate:
             raise Refused(f"the preview expired at {_when(action['expires_at'])}; preview again")
         previewed = Plan.model_validate_json(action["plan_json"])
         assert spec.plan is not None
+        args = self.with_generated_secret(spec, action, args)
         current = await spec.plan(ctx, args)
+        if self.secret_was_generated(spec, action):
+            self._say_generated(spec, current)
         if plan_fingerprint(current) != action["plan_hash"]:
             difference = plan_difference(previewed, current)
             entry = self.entry(
@@ -473,10 +519,12 @@ class Gate:
             audit_entry=entry,
         ):
             raise await self._lost(action)
-        args = self.rebuild_arguments(spec, action)
+        args = self.with_generated_secret(spec, action, self.rebuild_arguments(spec, action))
         requester_ctx = ToolContext(client=ctx.client, person=ctx.person, surface=ctx.surface, progress=ctx.progress)
         assert spec.plan is not None
         current = await spec.plan(requester_ctx, args)
+        if self.secret_was_generated(spec, action):
+            self._say_generated(spec, current)
         if plan_fingerprint(current) != action["plan_hash"]:
             difference = plan_difference(Plan.model_validate_json(action["plan_json"]), current)
             await self.store.transition(
@@ -571,6 +619,7 @@ class Gate:
             )
 
         execution = Execution(action_id=action_id, plan=plan, secret=secret, on_jobs=on_jobs)
+        execution.generated_secret = self.secret_was_generated(spec, action)
         heartbeat = asyncio.create_task(self._keep_lease(action_id))
         try:
             result = await spec.execute(ctx, args, execution)

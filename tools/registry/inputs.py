@@ -110,7 +110,10 @@ class ResetPasswordInput(GatedInput):
     servers: ServerRefs
     new_password: SecretStr | None = Field(
         None,
-        description="8-26 chars, 3 of upper/lower/digit/special !@%-_=+[]:./?; omit to generate one",
+        description=(
+            "8-26 chars, 3 of upper/lower/digit/special !@%-_=+[]:./?; not root/toor (Linux), not "
+            "Administrator, reversed, or 3 consecutive letters of it (Windows); omit to generate one"
+        ),
         json_schema_extra={"format": "password", "writeOnly": True},
     )
     reason: Annotated[str, Field(min_length=3, max_length=200)] = Field(description="why, shown to the approver")
@@ -118,7 +121,8 @@ class ResetPasswordInput(GatedInput):
     @field_validator("new_password")
     @classmethod
     def _password(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and (problem := rules.problem_with_password(value.get_secret_value())):
+        # The user-name rules depend on each server's OS: the preview checks them once the servers are read.
+        if value is not None and (problem := rules.problem_with_password_format(value.get_secret_value())):
             raise ValueError(problem)
         return value
 

@@ -343,12 +343,17 @@ class SandboxBackend:
         self.advance()
         if new_password is None and not dry_run:
             raise ecs_error(400, "Ecs.0005", "new_password: is required unless dry_run is true")
-        if new_password is not None and (problem := rules.problem_with_password(new_password)):
+        if new_password is not None and (problem := rules.problem_with_password_format(new_password)):
             raise ecs_error(400, "Ecs.0011", f"new_password: {problem}")
         self._validate_ids(server_ids)
         for server_id in server_ids:
-            if self.servers[server_id].locked:
+            server = self.servers[server_id]
+            if server.locked:
                 raise ecs_error(400, "Ecs.0605", f"Instance[{server_id}] is locked.")
+            # Each server's own rules, by its image's OS: one batch across Linux and Windows satisfies both.
+            os_type = server.image.os_type
+            if new_password is not None and (problem := rules.problem_with_password(new_password, os_type)):
+                raise ecs_error(400, "Ecs.0011", f"new_password: {problem} (Instance[{server_id}] runs {os_type})")
         if not dry_run:
             now = self.now()
             for server_id in server_ids:

@@ -3,11 +3,11 @@ a generated password shown once."""
 
 from __future__ import annotations
 
-import secrets
-import string
 from typing import TYPE_CHECKING, Any
 
 from ...cloud import rules
+from ...cloud.models import ServerDetail
+from ...core.errors import InvalidInput, Refused
 from ...core.plans import ActionResult, ChangeOutput, Plan, PlanItem, ServerResult
 from ...core.tools import Execution, Safety, ToolContext, ToolSpec
 from ..inputs import (
@@ -23,18 +23,20 @@ from .shared import GATED_NOTE, nothing_to_do, overall_status, plan_item, server
 # -- password reset ---------------------------------------------------------------------------
 
 
-def generate_password(length: int = 20) -> str:
-    alphabet = string.ascii_letters + string.digits + "!@%-_=+.?"
-    while True:
-        candidate = "".join(secrets.choice(alphabet) for _ in range(length))
-        if rules.problem_with_password(candidate) is None and all(
-            any(test(ch) for ch in candidate) for test in (str.isupper, str.islower, str.isdigit)
-        ):
-            return candidate
+def _check_per_server(password: str, servers: list[ServerDetail]) -> None:
+    """Each server's own rules, by its image's OS (metadata os_type; both OSes' rules when it is missing),
+    before anything is sent: the error names the field, the rule and the server."""
+    for server in servers:
+        os_type = (server.metadata or {}).get("os_type")
+        if problem := rules.problem_with_password(password, os_type):
+            runs = f"runs {os_type}" if os_type in rules.PASSWORD_USER_NAMES else "has no known OS type"
+            raise InvalidInput("new_password", f"{problem} ({server.name or server.id} {runs})")
 
 
 async def reset_password_plan(ctx: ToolContext, args: ResetPasswordInput) -> Plan:
     servers = await resolve_servers(ctx.client, args.servers)
+    if args.new_password is not None:
+        _check_per_server(args.new_password.get_secret_value(), [s for s in servers if not s.locked])
     items: list[PlanItem] = []
     for server in servers:
         if server.locked:
@@ -52,7 +54,8 @@ async def reset_password_plan(ctx: ToolContext, args: ResetPasswordInput) -> Pla
             if item.act and item.server_id not in accepted:
                 item.act = False
                 item.note = "the cloud's dry run did not accept this server; skipped"
-    source = "given (hidden)" if args.new_password else "generated at execution, shown once to the requester"
+    # A generated password is in args.new_password too (the gate made it at preview) and the gate says so.
+    source = "given (hidden)" if args.new_password else "none: the dry run checked the request without one"
     return Plan(
         tool="flexus_reset_servers_password",
         summary=summary("reset the password of", items),
@@ -67,8 +70,9 @@ async def reset_password_execute(ctx: ToolContext, args: ResetPasswordInput, exe
     if not acting:
         return nothing_to_do(execution, "nothing to do")
     if execution.secret is None:
-        execution.secret = generate_password()
-        execution.generated_secret = True
+        # Passwords are generated at preview (so the cloud's dry run checked this one); none here means a
+        # preview made before that, which cannot be run as previewed.
+        raise Refused("new_password: this preview carries no password; preview again to have one generated")
     accepted = await ctx.client.batch_reset_password(acting, execution.secret)
     done = set(accepted.server_ids)
     results = {
@@ -102,7 +106,8 @@ RESET_PASSWORD = ToolSpec(
     description=(
         "Reset the OS login password of servers (effective after the next start or reboot). Needs a "
         "reason and, after confirmation, approval by a second authorised person. Omit new_password to "
-        "have one generated and shown once to the requester outside this conversation." + GATED_NOTE
+        "have one generated at preview (the cloud's dry run checks it; it is never shown in the preview) and "
+        "revealed once to the requester outside this conversation." + GATED_NOTE
     ),
     input_model=ResetPasswordInput,
     output_model=ChangeOutput,
@@ -112,4 +117,5 @@ RESET_PASSWORD = ToolSpec(
     execute=reset_password_execute,
     observe=reset_password_observe,
     secret_fields=frozenset({"new_password"}),
+    secret_generator=rules.generate_password,
 )
