@@ -225,20 +225,17 @@ class Gate:
         assert spec.plan is not None
         shown, args_hash, secret = self.bind_arguments(spec, args)
         reused = await self.store.find_open_action(ctx.person, spec.name, args_hash, [ActionState.PENDING])
-        generating = secret is None and spec.secret_generator is not None and bool(spec.secret_fields)
-        if generating:
+        generator = spec.secret_generator if secret is None and spec.secret_fields else None
+        if generator is not None:
             # Made now, not at execution, so the plan's dry run checks the secret a confirmation sends; the
             # same question again keeps its secret (what was checked is what is kept).
-            assert spec.secret_generator is not None
-            kept = reused is not None and self.secret_was_generated(spec, reused)
-            secret = (
-                self.keys.decrypt(reused["secret"], context=reused["id"])
-                if kept and reused is not None
-                else spec.secret_generator()
-            )
+            if reused is not None and self.secret_was_generated(spec, reused):
+                secret = self.keys.decrypt(reused["secret"], context=reused["id"])
+            else:
+                secret = generator()
             args = self._with_secret(spec, args, secret)
         plan = await spec.plan(ctx, args)
-        if generating:
+        if generator is not None:
             self._say_generated(spec, plan)
         fingerprint = plan_fingerprint(plan)
         needs_approval = self.policy.needs_approval(spec.name)
