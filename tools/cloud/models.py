@@ -183,7 +183,7 @@ class ListServersQuery(BaseModel):
     ip: str | None = Field(None, description="IPv4, fuzzy match")
     ip_eq: str | None = Field(None, description="IPv4, exact match")
     limit: rules.PageSize | None = Field(None, description="page size, 1-1000 (the API's default is 25)")
-    name: str | None = Field(None, description="fuzzy match")
+    name: str | None = Field(None, description="fuzzy match; '.' matches any one character")
     not_tags: str | None = Field(None, description="exclude servers with this tag (wire key not-tags)")
     offset: int | None = Field(None, description="page number, 1-based; 0 is treated as 1")
     reservation_id: str | None = None
