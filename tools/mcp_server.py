@@ -264,7 +264,8 @@ def build_server(
         instructions=(
             f"Operate Huawei Cloud Flexus L servers. Target: {target}.{mode} Changes are previewed first and "
             "run only after the user confirms; password resets also need a second person's approval. "
-            "Name servers by id or exact name."
+            "For many servers, pass `select` filters (as flexus_list_servers takes) instead of listing names; "
+            "name single servers by id or exact name."
         ),
         request_state_security=RequestStateSecurity(keys=[registry.keys.mcp_state]),
         auth=auth,
