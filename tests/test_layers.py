@@ -26,7 +26,15 @@ FLOORS = {
     "bots": 6,
     "cli": 7,
 }
-PARTS = {"mcp_server": "mcp", "mcp_http": "mcp", "mcp_schema": "mcp", "demo": "cli"}  # a surface, several modules
+# a surface, several modules
+PARTS = {
+    "mcp_server": "mcp",
+    "mcp_http": "mcp",
+    "mcp_schema": "mcp",
+    "mcp_resources": "mcp",
+    "mcp_prompts": "mcp",
+    "demo": "cli",
+}
 
 
 def part_of(module: str) -> str:

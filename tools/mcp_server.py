@@ -36,6 +36,8 @@ from .core.errors import FlexusError, Refused, bounded
 from .core.plans import ChangeOutput
 from .core.tools import Caller, ToolSpec
 from .gate.policy import os_principal
+from .mcp_prompts import add_prompts
+from .mcp_resources import add_completions, add_resources
 from .mcp_schema import compact_schema
 from .registry.registry import Registry
 from .registry.render import render
@@ -262,7 +264,8 @@ def build_server(
         instructions=(
             f"Operate Huawei Cloud Flexus L servers. Target: {target}.{mode} Changes are previewed first and "
             "run only after the user confirms; password resets also need a second person's approval. "
-            "Name servers by id or exact name."
+            "For many servers, pass `select` filters (as flexus_list_servers takes) instead of listing names; "
+            "name single servers by id or exact name."
         ),
         request_state_security=RequestStateSecurity(keys=[registry.keys.mcp_state]),
         auth=auth,
@@ -281,6 +284,9 @@ def build_server(
         registered.parameters = compact_schema(spec.input_model.model_json_schema())
         if registered.fn_metadata.output_schema is not None:
             registered.fn_metadata.output_schema = compact_schema(registered.fn_metadata.output_schema, output=True)
+    add_resources(server, registry, caller_for)
+    add_prompts(server, registry)
+    add_completions(server, registry, caller_for)
     return server
 
 

@@ -24,6 +24,7 @@ from ..gate.private import report_if_readable
 from ..gate.secrets import Keys
 from ..gate.settle import SETTLE_BATCH, Settler
 from .catalog import TOOLS
+from .completions import Completer, Kind, Suggestions
 from .render import plan_text
 
 if TYPE_CHECKING:
@@ -212,6 +213,17 @@ class Registry:
             why = "read-only mode" if self.is_read_only else "the policy"
             raise Refused(f"{name} is disabled by {why}")
         raise Refused(f"unknown tool {name!r}; tools: {', '.join(offered)}")
+
+    @cached_property
+    def completer(self) -> Completer:
+        return Completer(self.client)
+
+    async def complete(self, caller: Caller, kind: Kind, prefix: str) -> Suggestions:
+        """Server names, ids or tags starting with ``prefix``, for a client completing an argument. Only a
+        person the policy knows may read them (they are what a listing shows)."""
+        person = self.person(caller)
+        self._authorize(person, self.spec("flexus_list_servers"))
+        return await self.completer.suggest(kind, prefix)
 
     # -- who --------------------------------------------------------------------------------
 
