@@ -26,7 +26,8 @@ FLOORS = {
     "bots": 6,
     "cli": 7,
 }
-PARTS = {"mcp_server": "mcp", "mcp_http": "mcp", "mcp_oauth": "mcp", "mcp_schema": "mcp", "demo": "cli"}  # a surface, several modules
+# A surface, several modules.
+PARTS = {"mcp_server": "mcp", "mcp_http": "mcp", "mcp_oauth": "mcp", "mcp_schema": "mcp", "demo": "cli"}
 
 
 def part_of(module: str) -> str:
