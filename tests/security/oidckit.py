@@ -36,6 +36,16 @@ def public_jwk(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey, kid: str, al
     return jwk | {"kid": kid, "alg": alg, "use": "sig"}
 
 
+class StoppedClock:
+    """Time that moves only when the test says so."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
 class Issuer:
     """An identity provider on loopback. ``url`` is its issuer identifier once ``running()`` has started."""
 
@@ -46,6 +56,7 @@ class Issuer:
         self.url = ""
         self.jwks_requests = 0
         self.discovery_issuer: str | None = None  # what the discovery document claims; None: the truth
+        self.jwks_uri: str | None = None  # where the discovery document sends clients; None: its own JWKS
         self.publish(self.key, KID, "RS256")
         self.publish(self.ec_key, "flexus-test-ec", "ES256")
 
@@ -55,7 +66,8 @@ class Issuer:
     def app(self) -> Starlette:
         async def discovery(_request: Request) -> JSONResponse:
             issuer = self.discovery_issuer or self.url
-            return JSONResponse({"issuer": issuer, "jwks_uri": f"{self.url}/jwks.json", "response_types_supported": []})
+            jwks_uri = self.jwks_uri or f"{self.url}/jwks.json"
+            return JSONResponse({"issuer": issuer, "jwks_uri": jwks_uri, "response_types_supported": []})
 
         async def jwks(_request: Request) -> JSONResponse:
             self.jwks_requests += 1

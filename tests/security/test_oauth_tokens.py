@@ -23,6 +23,7 @@ from tests.security.httpkit import OPERATOR_SECRET, parse_response, post, rpc_bo
 from tests.security.oidckit import (
     SUBJECT,
     Issuer,
+    StoppedClock,
     hmac_with_public_key,
     unsigned_token,
     with_payload_of,
@@ -152,16 +153,6 @@ async def test_static_tokens_still_work_beside_oauth(registry: Registry, url: st
 
 
 # -- time, on the injectable clock -------------------------------------------------------------
-
-
-class StoppedClock:
-    """Time that moves only when the test says so."""
-
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 async def test_expiry_and_not_before_have_a_small_leeway_and_no_more(issuer: Issuer) -> None:
