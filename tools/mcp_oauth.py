@@ -47,6 +47,7 @@ REFRESH_COOLDOWN_SECONDS = 60.0
 KEYS_MAX_AGE_SECONDS = 3600.0  # keys the issuer has withdrawn stop working within the hour
 MAX_DOCUMENT_BYTES = 256 * 1024
 DISCOVERY_PATH = "/.well-known/openid-configuration"
+MAX_PRINCIPAL_LENGTH = 200  # what the gate's store keeps of a principal (actions.principal)
 
 
 class InvalidAccessToken(Exception):
@@ -245,6 +246,10 @@ class OidcTokenVerifier:
         subject = claims.get("sub")
         if not isinstance(subject, str) or not subject:
             raise InvalidAccessToken("the claim 'sub' is not a non-empty string")
+        if len(oidc_principal(self.issuer, subject)) > MAX_PRINCIPAL_LENGTH:
+            raise InvalidAccessToken(
+                f"the principal oidc:<issuer>#<sub> is longer than {MAX_PRINCIPAL_LENGTH} characters"
+            )
         scope = claims.get("scope")
         scopes = scope.split() if isinstance(scope, str) else []
         # Reported to the SDK as the moment this server stops accepting it (its check has no leeway).

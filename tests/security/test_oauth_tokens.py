@@ -98,6 +98,7 @@ FORGERIES: dict[str, tuple[Callable[[Issuer], str], str]] = {
         "algorithm 'HS256' is not accepted",
     ),
     "rs256-against-the-ec-key": (lambda i: i.token(AUDIENCE, kid="flexus-test-ec"), "is for ES256"),
+    "subject-longer-than-the-store-keeps": (lambda i: i.token(AUDIENCE, subject="x" * 300), "longer than 200"),
     "subject-not-in-the-policy": (
         lambda i: i.token(AUDIENCE, subject="stranger-42"),
         "no person in the policy has the principal oidc:",
