@@ -92,7 +92,7 @@ class PolicyTokenVerifier:
         person = policy.person_for(principal)
         if person is None:
             if claims is not None:  # the name an admin puts in the policy to let this person in
-                log.info("refused an OAuth access token: no person in the policy has the principal %s", principal)
+                log.warning("refused an OAuth access token: no person in the policy has the principal %s", principal)
             return None
         return AccessToken(
             token=token, client_id=person.id, scopes=scopes, subject=principal, expires_at=expires_at, claims=claims
