@@ -144,3 +144,30 @@ def test_the_command_serves_oauth_behind_a_public_name(tmp_path: Path, issuer: I
         _out, err = process.communicate(timeout=15)
     assert token not in err
     assert not (tmp_path / "state" / "mcp-http.token").exists()  # OAuth configured: no session token made
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("flags", "variables", "code", "says"),
+    [
+        (["--public-url", "http://flexus.example.com"], {}, 2, "--public-url: must be https"),
+        (["--public-url", "https://flexus.example.com/mcp"], {}, 2, "--public-url: give the server's base URL"),
+        (["--allowed-host", "*"], {}, 2, "--allowed-host: '*' is not a host name"),
+        ([], {"FLEXUS_OAUTH_ISSUER": "http://idp.example.com"}, 4, "FLEXUS_OAUTH_ISSUER: must be https"),
+        ([], {"FLEXUS_ALLOWED_HOSTS": "a.example.com,*.example.com"}, 4, "FLEXUS_ALLOWED_HOSTS: '*.example.com'"),
+        (["--host", "0.0.0.0"], {"FLEXUS_OAUTH_ISSUER": "https://idp.example.com"}, 2, "set --public-url"),
+    ],
+)
+def test_the_command_names_the_bad_flag_or_variable(
+    tmp_path: Path, flags: list[str], variables: dict[str, str], code: int, says: str
+) -> None:
+    command = [FLEXUS_OPS, "mcp", "--transport", "http", "--port", str(free_port()), *flags]
+    env = clean_env(tmp_path / "state", **variables)
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == code and says in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("principal", ["oidc:alice", "oidc:https://idp.example.com", "oidc:idp.example.com#alice"])
+def test_an_oidc_principal_must_name_the_issuer_url_and_the_subject(principal: str) -> None:
+    with pytest.raises(ValueError, match=r"must look like 'oidc:<issuer URL>#<sub>'"):
+        Person(id="alice", principals=[principal])

@@ -68,8 +68,9 @@ async def test_the_public_urls_host_is_accepted(registry: Registry) -> None:
         assert await status_with_host(url, "attacker.example.net") == 421
 
 
-async def test_allowed_hosts_come_from_the_environment_too(tmp_path: Path) -> None:
-    reg = make_registry(tmp_path, team(), allowed_hosts="flexus.internal, flexus.example.com")
+async def test_allowed_hosts_come_from_the_environment_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FLEXUS_ALLOWED_HOSTS", "flexus.internal, flexus.example.com")
+    reg = make_registry(tmp_path, team())
     try:
         with served(reg) as url:
             assert await status_with_host(url, "flexus.internal") == 200
