@@ -55,8 +55,8 @@ def new_session_token() -> str:
 @dataclass
 class PolicyTokenVerifier:
     """The SDK's ``TokenVerifier``, the one place that decides who the caller is. A bearer token is valid
-    when a person in the policy holds the principal it proves: an OAuth access token of the configured
-    issuer (``oidc:<issuer>#<sub>``, with ``oidc``), a static token's hash (``mcp-token:<sha256>``), or
+    when a person in the policy holds the principal it proves: a JWT access token of the configured issuer
+    (``oidc:<issuer>#<sub>``, when ``oidc`` is set), a static token's hash (``mcp-token:<sha256>``), or
     this process's session token (the OS user)."""
 
     registry: Registry
@@ -198,7 +198,7 @@ def allowed_host_values(host: str, port: int, names: list[str], public: str) -> 
     """Host header values the DNS-rebinding check accepts: the address bound and loopback on our port, and
     each named host (the public URL's, ``--allowed-host``) on any port, since rebinding is about the name."""
     values = [f"{host}:{port}", f"127.0.0.1:{port}", f"localhost:{port}"]
-    for name in [*names, public.split("://", 1)[1]]:
+    for name in [*names, public.split("://", 1)[1].lower()]:
         has_port = name.rsplit("]", 1)[-1].count(":") == 1
         values += [name] if has_port else [name, f"{name}:*"]
     return list(dict.fromkeys(values))

@@ -199,8 +199,10 @@ class OidcTokenVerifier:
         if kid is not None and not isinstance(kid, str):
             raise InvalidAccessToken("the kid is not a string")
         jwk = await self.keys.key(kid)
+        if jwk is None and kid is None:
+            raise InvalidAccessToken("the token names no key (kid) and the issuer's key set has not exactly one")
         if jwk is None:
-            raise InvalidAccessToken(f"no key {str(kid)[:64]!r} in the issuer's key set")
+            raise InvalidAccessToken(f"no key {kid[:64]!r} in the issuer's key set")
         if jwk.get("alg") and jwk["alg"] != alg:
             raise InvalidAccessToken(f"key {str(kid)[:64]!r} is for {jwk['alg']}, the token says {alg}")
         try:
