@@ -104,9 +104,9 @@ def test_without_oauth_there_is_no_metadata_to_find(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_the_command_serves_oauth_behind_a_public_name(tmp_path: Path, issuer: Issuer) -> None:
+async def test_the_command_serves_oauth_behind_a_public_name(tmp_path: Path, issuer: Issuer) -> None:
     """The real `flexus-ops mcp --transport http`, configured from the environment and its flags as a
-    deployment behind a load balancer would be."""
+    deployment behind a load balancer would be: a client reaches it by a name, as the person signed in."""
     port = free_port()
     policy = tmp_path / "policy.toml"
     policy.write_text(
@@ -120,25 +120,19 @@ def test_the_command_serves_oauth_behind_a_public_name(tmp_path: Path, issuer: I
     token = issuer.token(f"{public}/mcp")
     try:
         wait_http(f"{public}/healthz", process)
-        metadata = httpx2.get(f"{public}/.well-known/oauth-protected-resource/mcp").json()
+        async with httpx2.AsyncClient() as raw:
+            metadata = (await raw.get(f"{public}/.well-known/oauth-protected-resource/mcp")).json()
+            anonymous = await raw.post(f"{public}/mcp", headers={"Accept": "application/json"}, json={})
         assert metadata["authorization_servers"] == [issuer.url] and metadata["resource"] == f"{public}/mcp"
-        body = {
-            "jsonrpc": "2.0",
-            "id": 1,
-            "method": "initialize",
-            "params": {
-                "protocolVersion": "2025-11-25",
-                "capabilities": {},
-                "clientInfo": {"name": "t", "version": "1"},
-            },
-        }
-        headers = {"Accept": "application/json, text/event-stream", "Authorization": f"Bearer {token}"}
-        behind_proxy = httpx2.post(f"{public}/mcp", headers=headers | {"Host": "flexus.example.com"}, json=body)
-        rebinding = httpx2.post(f"{public}/mcp", headers=headers | {"Host": "attacker.example.net"}, json=body)
-        anonymous = httpx2.post(f"{public}/mcp", headers={"Accept": headers["Accept"]}, json=body)
-        assert behind_proxy.status_code == 200
-        assert rebinding.status_code == 421
         assert anonymous.status_code == 401 and "resource_metadata=" in anonymous.headers["www-authenticate"]
+        async with client(f"{public}/mcp", token, host="flexus.example.com") as alice:
+            listing = await alice.call_tool("flexus_list_servers", {"limit": 1})
+            stop = await alice.call_tool("flexus_stop_servers", {"servers": ["web-01"]})
+        assert not listing.is_error and listing.structured_content["count"] == 30  # type: ignore[index]
+        assert stop.is_error and "alice may not use flexus_stop_servers" in stop.content[0].text  # type: ignore[union-attr]
+        headers = {"Accept": "application/json, text/event-stream", "Authorization": f"Bearer {token}"}
+        async with httpx2.AsyncClient(headers=headers | {"Host": "attacker.example.net"}) as rebinding:
+            assert (await rebinding.post(f"{public}/mcp", json={})).status_code == 421
     finally:
         process.terminate()
         _out, err = process.communicate(timeout=15)

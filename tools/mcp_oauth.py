@@ -252,7 +252,7 @@ class OidcTokenVerifier:
             raise InvalidAccessToken(
                 f"the principal oidc:<issuer>#<sub> is longer than {MAX_PRINCIPAL_LENGTH} characters"
             )
-        scope = claims.get("scope")
-        scopes = scope.split() if isinstance(scope, str) else []
+        scope = claims.get("scope", claims.get("scp"))  # RFC 9068 `scope`; Entra ID's `scp`
+        scopes = scope.split() if isinstance(scope, str) else [str(s) for s in scope] if isinstance(scope, list) else []
         # Reported to the SDK as the moment this server stops accepting it (its check has no leeway).
         return OidcIdentity(self.issuer, subject, int(exp) + LEEWAY_SECONDS, scopes)
