@@ -26,10 +26,11 @@ FLOORS = {
     "bots": 6,
     "cli": 7,
 }
-# a surface, several modules
+# A surface, several modules.
 PARTS = {
     "mcp_server": "mcp",
     "mcp_http": "mcp",
+    "mcp_oauth": "mcp",
     "mcp_schema": "mcp",
     "mcp_resources": "mcp",
     "mcp_prompts": "mcp",

@@ -235,18 +235,27 @@ def cmd_mcp(args: argparse.Namespace) -> int:
     import uvicorn
 
     from .core.errors import ConfigurationError, InvalidInput
-    from .mcp_http import has_token_principals, http_app, new_session_token
+    from .mcp_http import MCP_PATH, http_app, needs_session_token, new_session_token, public_base_url
     from .serving import Drain, DrainingServer
 
-    session_token = None if has_token_principals(registry) else new_session_token()
+    session_token = new_session_token() if needs_session_token(registry) else None
     drain = Drain()
     try:
         app = http_app(
-            registry, args.host, args.port, args.allowed_origin or None, session_token=session_token, drain=drain
+            registry,
+            args.host,
+            args.port,
+            args.allowed_origin or None,
+            session_token=session_token,
+            drain=drain,
+            public_url=args.public_url,
+            allowed_hosts=args.allowed_host,
         )
+    except ConfigurationError as exc:  # --public-url or --allowed-host of the wrong shape
+        raise InvalidInput(str(exc).split(":", 1)[0], str(exc).split(": ", 1)[-1]) from None
     except ValueError as exc:
         raise InvalidInput("--host", str(exc)) from None
-    url = f"http://{args.host}:{args.port}/mcp"
+    url = public_base_url(registry, args.host, args.port, args.public_url) + MCP_PATH
     banner(registry, "streamable HTTP", url)
     token_path = None
     if session_token is not None:
@@ -608,6 +617,19 @@ def build_parser() -> argparse.ArgumentParser:
     mcp.add_argument("--port", type=int, default=8765)
     mcp.add_argument("--read-only", action="store_true", help="offer only tools that change nothing")
     mcp.add_argument("--allowed-origin", action="append", help="browser origin allowed to call (repeatable)")
+    mcp.add_argument(
+        "--public-url",
+        metavar="URL",
+        help="HTTP: the base URL clients use, e.g. https://flexus.example.com (default: FLEXUS_PUBLIC_URL, else "
+        "http://HOST:PORT); its host is accepted in the Host header, and OAuth metadata and audience derive from it",
+    )
+    mcp.add_argument(
+        "--allowed-host",
+        action="append",
+        metavar="NAME",
+        help="HTTP: another Host header value to accept, e.g. flexus.internal behind a load balancer (repeatable; "
+        "default: FLEXUS_ALLOWED_HOSTS, comma-separated)",
+    )
     mcp.add_argument(
         "--token-file",
         help="HTTP without token principals in the policy: where to write the session token "

@@ -14,10 +14,11 @@ import os
 import re
 from enum import StrEnum
 from pathlib import Path
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from .core.errors import ConfigurationError
 
@@ -113,6 +114,48 @@ class Settings(BaseSettings):
     audit_previous_keys: SecretStr | None = Field(
         None, validation_alias=_env("FLEXUS_AUDIT_PREVIOUS_KEYS", "audit_previous_keys")
     )
+
+    # MCP over HTTP for a team: the URL clients reach it at, the Host names it answers to (behind a load
+    # balancer or in compose the Host is not loopback), and OAuth access tokens from one issuer.
+    public_url: str | None = Field(None, validation_alias=_env("FLEXUS_PUBLIC_URL", "public_url"))
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, validation_alias=_env("FLEXUS_ALLOWED_HOSTS", "allowed_hosts")
+    )
+    oauth_issuer: str | None = Field(None, validation_alias=_env("FLEXUS_OAUTH_ISSUER", "oauth_issuer"))
+    oauth_audience: str | None = Field(None, validation_alias=_env("FLEXUS_OAUTH_AUDIENCE", "oauth_audience"))
+    oauth_jwks_url: str | None = Field(None, validation_alias=_env("FLEXUS_OAUTH_JWKS_URL", "oauth_jwks_url"))
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url_shape(cls, value: str | None) -> str | None:
+        return checked_public_url(value, "FLEXUS_PUBLIC_URL") if value else None
+
+    @field_validator("allowed_hosts", mode="before")
+    @classmethod
+    def _allowed_hosts_shape(cls, value: Any) -> list[str]:
+        names = value.split(",") if isinstance(value, str) else list(value or [])
+        return [checked_allowed_host(name.strip(), "FLEXUS_ALLOWED_HOSTS") for name in names if name.strip()]
+
+    @field_validator("oauth_issuer")
+    @classmethod
+    def _issuer_shape(cls, value: str | None) -> str | None:
+        return checked_oauth_url(value, "FLEXUS_OAUTH_ISSUER") if value else None
+
+    @field_validator("oauth_jwks_url")
+    @classmethod
+    def _jwks_shape(cls, value: str | None) -> str | None:
+        return checked_oauth_url(value, "FLEXUS_OAUTH_JWKS_URL") if value else None
+
+    @model_validator(mode="after")
+    def _oauth_needs_an_issuer(self) -> Settings:
+        if not self.oauth_issuer:
+            for name, value in (
+                ("FLEXUS_OAUTH_AUDIENCE", self.oauth_audience),
+                ("FLEXUS_OAUTH_JWKS_URL", self.oauth_jwks_url),
+            ):
+                if value:
+                    raise ValueError(f"{name}: is set but FLEXUS_OAUTH_ISSUER is not; OAuth needs the issuer")
+        return self
 
     @field_validator("region")
     @classmethod
@@ -220,6 +263,56 @@ def checked_endpoint(url: str, variable: str) -> str:
     if parts.query or parts.fragment:
         raise ConfigurationError(f"{variable}: a base URL takes no query or fragment")
     return url.rstrip("/")
+
+
+def _http_url(url: str, variable: str) -> tuple[str, str]:
+    """(scheme, host) of an http(s) URL that may be plain http only on loopback, else a ConfigurationError."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigurationError(f"{variable}: must be an http(s) URL, got {url[:200]!r}")
+    if parts.scheme == "http" and not is_loopback(parts.hostname):
+        raise ConfigurationError(f"{variable}: must be https (plain http is allowed only for loopback hosts)")
+    if parts.query or parts.fragment or parts.username or parts.password:
+        raise ConfigurationError(f"{variable}: takes no query, fragment or user:password@")
+    return parts.scheme, parts.hostname
+
+
+def checked_oauth_url(url: str, variable: str) -> str:
+    """An OAuth issuer or JWKS URL: https (http only on loopback), kept exactly as given, because an issuer
+    is compared character for character with the ``iss`` of every token (RFC 8414, OIDC Discovery)."""
+    _http_url(url, variable)
+    return url
+
+
+def checked_public_url(url: str, variable: str) -> str:
+    """The URL clients reach the MCP HTTP server at, as scheme://host[:port] (the endpoint is <url>/mcp).
+
+    No path: the protected resource metadata lives at the root of the host (RFC 9728), and a path prefix
+    would need a proxy that rewrites it."""
+    _http_url(url, variable)
+    parts = urlsplit(url)
+    if parts.path not in ("", "/"):
+        raise ConfigurationError(
+            f"{variable}: give the server's base URL without a path, like https://flexus.example.com "
+            f"(clients use <base>/mcp), got {url[:200]!r}"
+        )
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+# A Host header value: a DNS name or IPv4 address, or a bracketed IPv6 address, with an optional port.
+ALLOWED_HOST_PATTERN = re.compile(
+    r"^(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?$"
+)
+
+
+def checked_allowed_host(name: str, variable: str) -> str:
+    """A Host header value the DNS-rebinding check may accept: one exact name, never a pattern."""
+    if not ALLOWED_HOST_PATTERN.fullmatch(name):
+        raise ConfigurationError(
+            f"{variable}: {name[:100]!r} is not a host name like flexus.example.com or flexus:8765 "
+            "(no scheme, path or wildcard)"
+        )
+    return name.lower()
 
 
 def is_loopback(host: str) -> bool:

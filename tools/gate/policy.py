@@ -4,7 +4,9 @@ One policy file (TOML) serves every surface, so separation of duties holds acros
 who asked for a password reset on MCP cannot approve it from Slack or the CLI.
 
 Principals are ``surface:identifier``: ``os:alice`` (CLI and MCP over stdio), ``mcp-token:<sha256 of
-the bearer token>`` (MCP over HTTP), ``slack:U012ABC`` (a Slack user id, immutable).
+the bearer token>`` (MCP over HTTP), ``oidc:<issuer>#<sub>`` (MCP over HTTP with an OAuth access token:
+the issuer exactly as configured, and the token's ``sub``, which is unique only per issuer),
+``slack:U012ABC`` (a Slack user id, immutable).
 
 When no policy file exists, the local OS user is an operator and nobody is an approver, so password
 resets are refused until a policy names an approver: the safe default.
@@ -49,6 +51,12 @@ class Person(BaseModel):
             surface, sep, ident = value.partition(":")
             if not sep or not surface or not ident:
                 raise ValueError(f"principal {value!r} must look like 'surface:id', e.g. 'slack:U012ABC'")
+            issuer, sep, subject = ident.partition("#")
+            if surface == "oidc" and (not sep or not subject or not issuer.startswith(("https://", "http://"))):
+                raise ValueError(
+                    f"principal {value!r} must look like 'oidc:<issuer URL>#<sub>', "
+                    "e.g. 'oidc:https://idp.example.com/realms/ops#248289761001'"
+                )
         return values
 
     def has(self, role: Role) -> bool:
@@ -139,6 +147,11 @@ def os_principal() -> str:
 def token_principal(bearer_token: str) -> str:
     """Policies hold a hash of each MCP bearer token, never the token itself."""
     return "mcp-token:" + hashlib.sha256(bearer_token.encode()).hexdigest()
+
+
+def oidc_principal(issuer: str, subject: str) -> str:
+    """An OAuth access token's caller: its subject, qualified by the issuer that vouches for it."""
+    return f"oidc:{issuer}#{subject}"
 
 
 def default_policy() -> Policy:
