@@ -47,7 +47,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, InterfaceError, Operationa
 from sqlalchemy.exc import TimeoutError as SQLATimeoutError
 
 from ..core.entries import AuditEntry
-from ..core.errors import StoreError, bounded
+from ..core.errors import StoreError, bounded, require_extra
 from .audit import (
     EVENT_CHECKPOINT_KEY,
     EVENT_KEYED,
@@ -223,6 +223,8 @@ def make_engine(url: str, *, connect_timeout: float = 10.0, statement_timeout: f
         return _sqlite_engine(url, statement_timeout)
     if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
         url = str(parsed.set(drivername="postgresql+psycopg"))
+    if make_url(url).drivername == "postgresql+psycopg":
+        require_extra("a postgresql:// store (FLEXUS_STORE_URL)", "postgres", ("psycopg",))
     engine = create_engine(
         url,
         pool_size=10,
