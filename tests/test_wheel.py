@@ -4,11 +4,14 @@ install (no extras) runs the MCP server and the CLI; Slack and PostgreSQL say wh
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import sysconfig
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -74,7 +77,21 @@ def test_a_wheel_in_a_fresh_venv_runs_the_cli_and_a_tool_call(wheels: Path, scra
         timeout=120,
     )
     assert call.returncode == 0 and '"count"' in call.stdout, call.stderr
-    assert (venv / "lib").glob("python3*/site-packages/flexus_ops-*.dist-info/licenses/LICENSE")
+
+
+def test_the_wheel_carries_the_license_and_the_registry_name_pypi_shows(wheels: Path) -> None:
+    (wheel,) = wheels.glob("flexus_ops-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+        metadata = archive.read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
+        license_file = next(n for n in names if n.endswith(".dist-info/licenses/LICENSE"))
+        assert archive.read(license_file) == (ROOT / "LICENSE").read_bytes()
+    name = json.loads((ROOT / "manifests" / "server.json").read_text())["name"]
+    # The MCP registry proves the PyPI package is this server by this line in the description PyPI renders.
+    assert f"<!-- mcp-name: {name} -->" in metadata
+    assert "License: Apache-2.0" in metadata or "License-Expression: Apache-2.0" in metadata
+    extras = set(re.findall(r"^Provides-Extra: (\S+)$", metadata, re.MULTILINE))
+    assert {"slack", "postgres", "all", "dev"} <= extras
 
 
 async def test_the_base_install_serves_mcp_and_names_the_extra_slack_and_postgres_need(
