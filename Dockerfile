@@ -19,12 +19,19 @@ RUN sh deploy/image.sh wheel /src /wheels
 
 FROM python:${PYTHON_VERSION}-slim AS runtime
 ARG EXTRAS=all
+# The MCP registry proves an OCI image is this server by the first label; the others are the OCI standard's.
+LABEL io.modelcontextprotocol.server.name="io.github.flexus-ops/flexus-ops" \
+    org.opencontainers.image.title="flexus-ops" \
+    org.opencontainers.image.version="0.1.0" \
+    org.opencontainers.image.licenses="Apache-2.0" \
+    org.opencontainers.image.source="https://github.com/flexus-ops/flexus-ops"
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 COPY --from=builder /wheels /wheels
 COPY deploy/image.sh /usr/local/lib/flexus-ops/image.sh
 RUN sh /usr/local/lib/flexus-ops/image.sh install /wheels /opt/flexus-ops "$EXTRAS" \
     && rm -rf /wheels \
-    && useradd --system --uid 10001 --user-group --home-dir /var/lib/flexus-ops --no-create-home \
+    && groupadd --system --gid 10001 flexus \
+    && useradd --system --uid 10001 --gid 10001 --home-dir /var/lib/flexus-ops --no-create-home \
         --shell /usr/sbin/nologin flexus \
     && install -d -o 10001 -g 10001 -m 0700 /var/lib/flexus-ops
 

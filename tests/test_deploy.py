@@ -271,6 +271,14 @@ def test_the_image_is_multi_stage_slim_non_root_with_flexus_ops_as_entrypoint() 
     assert probe[0] == "python" and "/healthz" in probe[-1] and "curl" not in healthcheck
 
 
+def test_the_image_labels_name_the_registry_server_and_the_package_version() -> None:
+    labels = dict(pair.split("=", 1) for arguments in final("LABEL") for pair in shlex.split(arguments))
+    manifest = json.loads((ROOT / "manifests" / "server.json").read_text())
+    assert labels["io.modelcontextprotocol.server.name"] == manifest["name"]
+    assert labels["org.opencontainers.image.version"] == __version__
+    assert labels["org.opencontainers.image.source"] == manifest["repository"]["url"]
+
+
 def build_steps() -> list[list[str]]:
     """The RUN steps that call deploy/image.sh, as argument lists, in order (builder, then runtime)."""
     steps = []
