@@ -9,6 +9,7 @@ tests/data/README.md) and checked for what the schema cannot say.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 import shlex
@@ -28,8 +29,9 @@ from flexus_ops import __version__
 from flexus_ops.bots.slack.settings import SlackBotSettings
 from flexus_ops.cli import EXIT_STORE, build_parser
 from flexus_ops.config import FILE_SUFFIX, Settings, secret_variables
-from flexus_ops.core.errors import ConfigurationError
+from flexus_ops.core.errors import ConfigurationError, MissingExtra, require_extra
 from flexus_ops.gate.policy import token_principal
+from flexus_ops.gate.store import make_engine
 from tests.procs import FLEXUS_OPS, clean_env, free_port, stop, wait_http
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -128,6 +130,25 @@ def test_the_cli_says_which_secret_file_failed_and_exits_4(tmp_path: Path) -> No
     assert "Traceback" not in done.stderr
 
 
+# -- optional parts (extras) ------------------------------------------------------------------------
+
+
+def test_a_missing_extra_is_named_with_the_pip_line() -> None:
+    with pytest.raises(MissingExtra) as missing:
+        require_extra("the thing", "slack", ("json", "no_such_module_for_flexus_tests"))
+    assert missing.value.missing == ["no_such_module_for_flexus_tests"]
+    assert str(missing.value).endswith("pip install 'flexus-ops[slack]'")
+
+
+def test_a_postgresql_store_without_its_driver_names_the_postgres_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "psycopg" else real(name, *a))
+    for url in ("postgresql://flexus:pw@127.0.0.1:9/flexus", "postgresql+psycopg://flexus@127.0.0.1:9/flexus"):
+        with pytest.raises(MissingExtra, match=re.escape("pip install 'flexus-ops[postgres]'")) as missing:
+            make_engine(url)
+        assert "pw" not in str(missing.value)
+
+
 # -- compose.yaml -----------------------------------------------------------------------------------
 
 COMPOSE_SCHEMA = json.loads((ROOT / "tests" / "data" / "compose-spec.schema.json").read_text())
@@ -198,6 +219,9 @@ def test_compose_secrets_are_files_and_reach_flexus_only_as_file_variables() -> 
     shared = {"store_url", "token_key", "encryption_key", "mcp_state_key", "audit_key"}
     for name, service in flexus_services().items():
         assert shared <= set(service["secrets"]), f"{name}: replicas must share the store and the keys"
+    # ...but not a state dir: each process signs audit checkpoints with a key of its own there.
+    state_volumes = [v.split(":")[0] for s in flexus_services().values() for v in s["volumes"]]
+    assert len(state_volumes) == len(set(state_volumes)) == len(flexus_services())
 
 
 def test_compose_sets_only_variables_flexus_ops_reads() -> None:
