@@ -121,6 +121,21 @@ def test_a_file_that_cannot_give_the_secret_is_a_clear_error(
     assert SECRET not in message
 
 
+def test_a_store_url_from_a_file_keeps_its_password_all_the_way_to_the_driver(
+    secret_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """compose hands the store URL over as a file, password included; the engine must connect with that
+    password, not with the '***' SQLAlchemy puts in place of it when a URL is turned into a string."""
+    (secret_dir / "store_url").write_text(f"postgresql://flexus:{SECRET}@127.0.0.1:9/flexus\n")
+    monkeypatch.setenv("FLEXUS_STORE_URL_FILE", str(secret_dir / "store_url"))
+    engine = make_engine(Settings.load().resolved_store_url)
+    try:
+        assert engine.url.drivername == "postgresql+psycopg"
+        assert engine.url.password == SECRET
+    finally:
+        engine.dispose()
+
+
 def test_the_cli_says_which_secret_file_failed_and_exits_4(tmp_path: Path) -> None:
     missing = tmp_path / "nowhere" / "audit_key"
     env = clean_env(tmp_path / "state", FLEXUS_AUDIT_KEY_FILE=str(missing))

@@ -222,11 +222,12 @@ def make_engine(url: str, *, connect_timeout: float = 10.0, statement_timeout: f
             private_file(Path(parsed.database))
         return _sqlite_engine(url, statement_timeout)
     if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
-        url = str(parsed.set(drivername="postgresql+psycopg"))
-    if make_url(url).drivername == "postgresql+psycopg":
+        # Kept a URL object: str() of a URL masks its password as '***', which would then be sent as the password.
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    if parsed.drivername == "postgresql+psycopg":
         require_extra("a postgresql:// store (FLEXUS_STORE_URL)", "postgres", ("psycopg",))
     engine = create_engine(
-        url,
+        parsed,
         pool_size=10,
         max_overflow=20,
         pool_pre_ping=True,
