@@ -5,6 +5,9 @@ Resolution of the ECS endpoint, first match wins:
 2. ``HUAWEICLOUD_SDK_REGION_ECS_<REGION>`` (the SDK's override; the first of a comma list);
 3. ``https://ecs.<region>.myhuaweicloud.com`` when credentials are set;
 4. otherwise the embedded sandbox cloud, and every surface says so.
+
+Every secret setting ``NAME`` may instead be given as ``NAME_FILE``, the path of a file holding it (as
+container images take Docker and compose secrets, mounted under ``/run/secrets/``).
 """
 
 from __future__ import annotations
@@ -14,11 +17,12 @@ import os
 import re
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, get_args
 from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 from .core.errors import ConfigurationError
 
@@ -45,9 +49,87 @@ def _env(*names: str) -> AliasChoices:
 REGION_PATTERN = re.compile(r"^[a-z]{2}(-[a-z0-9]+)+$")
 
 
-class Settings(BaseSettings):
+FILE_SUFFIX = "_FILE"
+
+
+# Marks a plain setting that may hold a secret all the same (a database URL with its password).
+SECRET_BEARING: dict[str, Any] = {"secret_bearing": True}
+
+
+def secret_variables(settings_cls: type[BaseSettings]) -> dict[str, str]:
+    """``{field name: its environment variable}`` for every secret setting of ``settings_cls`` (``SecretStr``,
+    or marked ``SECRET_BEARING``): those ``NAME_FILE`` may stand for. The variable is the field's first alias."""
+    found = {}
+    for name, field in settings_cls.model_fields.items():
+        secret = (
+            SecretStr in (field.annotation, *get_args(field.annotation)) or field.json_schema_extra == SECRET_BEARING
+        )
+        if secret and isinstance(field.validation_alias, AliasChoices):
+            found[name] = str(field.validation_alias.choices[0]).upper()
+    return found
+
+
+def read_secret_file(variable: str, path: str) -> str:
+    """The secret in the file ``$variable`` names, less one trailing newline (``echo`` and editors add one).
+    An error names the variable and the path, never the content."""
+    file_variable = variable + FILE_SUFFIX
+    if not path.strip():
+        raise ConfigurationError(f"{file_variable} is set but empty: give the path of a file holding {variable}")
+    try:
+        content = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ConfigurationError(f"{file_variable}: {path[:200]} is not UTF-8 text") from None
+    except OSError as exc:
+        raise ConfigurationError(
+            f"{file_variable}: cannot read {path[:200]} ({exc.strerror or type(exc).__name__}); "
+            f"it must be a readable file holding {variable}"
+        ) from None
+    value = content.removesuffix("\n").removesuffix("\r")
+    if not value:
+        raise ConfigurationError(f"{file_variable}: {path[:200]} is empty; it must hold {variable}")
+    return value
+
+
+class SecretFileSource(PydanticBaseSettingsSource):
+    """``NAME_FILE`` for each secret setting ``NAME``: the value is read from that file. Setting both
+    ``NAME`` and ``NAME_FILE`` is an error (which one wins would be a guess)."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # unused: __call__ reads every secret at once
+
+    def __call__(self) -> dict[str, Any]:
+        environment = {name.upper(): value for name, value in os.environ.items()}
+        values: dict[str, Any] = {}
+        for field_name, variable in secret_variables(self.settings_cls).items():
+            path = environment.get(variable + FILE_SUFFIX)
+            if path is None:
+                continue
+            if variable in environment:
+                raise ConfigurationError(
+                    f"both {variable} and {variable}{FILE_SUFFIX} are set: set only one (the value, or a file with it)"
+                )
+            values[field_name] = read_secret_file(variable, path)
+        return values
+
+
+class EnvSettings(BaseSettings):
+    """Settings from the environment, where every secret may also come from a file (``NAME_FILE``)."""
+
     model_config = SettingsConfigDict(extra="ignore", case_sensitive=False, populate_by_name=True)
 
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, SecretFileSource(settings_cls), env_settings, dotenv_settings, file_secret_settings
+
+
+class Settings(EnvSettings):
     access_key: SecretStr | None = Field(None, validation_alias=_env("HUAWEICLOUD_SDK_AK", "access_key"))
     secret_key: SecretStr | None = Field(None, validation_alias=_env("HUAWEICLOUD_SDK_SK", "secret_key"))
     security_token: SecretStr | None = Field(
@@ -104,7 +186,9 @@ class Settings(BaseSettings):
     state_dir: Path = Field(
         default_factory=lambda: default_state_dir(), validation_alias=_env("FLEXUS_STATE_DIR", "state_dir")
     )
-    store_url: str | None = Field(None, validation_alias=_env("FLEXUS_STORE_URL", "store_url"))
+    store_url: str | None = Field(
+        None, validation_alias=_env("FLEXUS_STORE_URL", "store_url"), json_schema_extra=SECRET_BEARING
+    )
     policy_path: Path | None = Field(None, validation_alias=_env("FLEXUS_POLICY", "policy_path"))
     token_key: SecretStr | None = Field(None, validation_alias=_env("FLEXUS_TOKEN_KEY", "token_key"))
     encryption_key: SecretStr | None = Field(None, validation_alias=_env("FLEXUS_ENCRYPTION_KEY", "encryption_key"))

@@ -11,9 +11,8 @@
 from __future__ import annotations
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from flexus_ops.config import checked_endpoint
+from flexus_ops.config import EnvSettings, checked_endpoint
 from flexus_ops.core.errors import ConfigurationError
 from flexus_ops.gate.policy import Policy
 
@@ -42,10 +41,9 @@ def slack_settings(policy: Policy) -> SlackSettings:
         raise ConfigurationError(f"policy file {policy.source}: [slack]: {exc}") from None
 
 
-class SlackBotSettings(BaseSettings):
-    """The Slack app's credentials, from the environment (never from the policy file or the command line)."""
-
-    model_config = SettingsConfigDict(extra="ignore", case_sensitive=False, populate_by_name=True)
+class SlackBotSettings(EnvSettings):
+    """The Slack app's credentials, from the environment (never from the policy file or the command line);
+    each may be a file instead (``SLACK_BOT_TOKEN_FILE`` ...)."""
 
     bot_token: SecretStr | None = Field(None, validation_alias=AliasChoices("SLACK_BOT_TOKEN", "bot_token"))
     signing_secret: SecretStr | None = Field(

@@ -3,6 +3,7 @@
 ``FlexusError``
  - ``InvalidInput``: refused before anything was sent; names the field and the rule.
  - ``ConfigurationError``: the settings cannot work (e.g. an endpoint without credentials).
+   ``MissingExtra``: a surface or store whose optional packages are not installed; names the extra.
  - ``CloudError``: the cloud answered with an error (status, code, message, request id).
    ``AuthenticationError`` 401, ``PermissionDenied`` 403, ``NotFound`` 404, ``Throttled`` 429,
    ``BadRequest`` other 4xx, ``ServiceError`` 5xx.
@@ -45,6 +46,28 @@ class InvalidInput(FlexusError, ValueError):
 
 class ConfigurationError(FlexusError):
     pass
+
+
+class MissingExtra(ConfigurationError):
+    """A feature whose optional dependencies (a pip extra) are not installed: says how to install them."""
+
+    def __init__(self, feature: str, extra: str, missing: list[str]) -> None:
+        self.extra = extra
+        self.missing = missing
+        super().__init__(
+            f"{feature} needs the [{extra}] extra ({', '.join(missing)} not installed): "
+            f"pip install 'flexus-ops[{extra}]'"
+        )
+
+
+def require_extra(feature: str, extra: str, modules: tuple[str, ...]) -> None:
+    """Raise ``MissingExtra`` unless every module can be imported. Looks them up without importing them,
+    so a check costs nothing when the extra is there."""
+    from importlib.util import find_spec
+
+    missing = [name for name in modules if find_spec(name) is None]
+    if missing:
+        raise MissingExtra(feature, extra, missing)
 
 
 class CloudError(FlexusError):

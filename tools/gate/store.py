@@ -47,7 +47,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, InterfaceError, Operationa
 from sqlalchemy.exc import TimeoutError as SQLATimeoutError
 
 from ..core.entries import AuditEntry
-from ..core.errors import StoreError, bounded
+from ..core.errors import StoreError, bounded, require_extra
 from .audit import (
     EVENT_CHECKPOINT_KEY,
     EVENT_KEYED,
@@ -222,9 +222,12 @@ def make_engine(url: str, *, connect_timeout: float = 10.0, statement_timeout: f
             private_file(Path(parsed.database))
         return _sqlite_engine(url, statement_timeout)
     if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
-        url = str(parsed.set(drivername="postgresql+psycopg"))
+        # Kept a URL object: str() of a URL masks its password as '***', which would then be sent as the password.
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    if parsed.drivername == "postgresql+psycopg":
+        require_extra("a postgresql:// store (FLEXUS_STORE_URL)", "postgres", ("psycopg",))
     engine = create_engine(
-        url,
+        parsed,
         pool_size=10,
         max_overflow=20,
         pool_pre_ping=True,
