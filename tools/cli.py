@@ -203,7 +203,7 @@ def _mark_sandbox(registry: Registry, *, kept: bool) -> None:
         from .registry.registry import sandbox_state_path
 
         where = f"; its state is kept in {sandbox_state_path(registry.settings)}"
-    _say(f"{registry.describe_target()}{where}")
+    _say(f"{registry.describe_target()}, region {registry.settings.region}{where}")
 
 
 def _interactive() -> bool:
@@ -913,7 +913,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     # Listed for --help only: `main` hands `sim` to the sandbox's own parser, so other commands never
     # import the sandbox (a third of a second at every start of `flexus-ops mcp`).
-    commands.add_parser("sim", help="run the sandbox cloud (ECS + IAM simulator) as an HTTP server", add_help=False)
+    commands.add_parser(
+        "sim",
+        help="run the sandbox cloud (ECS + IAM simulator) as an HTTP server",
+        add_help=False,
+        epilog=SIM_EXAMPLES,
+        formatter_class=HelpFormatter,
+    )
 
     tools = _command(
         commands,
