@@ -59,6 +59,17 @@ def test_a_snapshot_restores_servers_jobs_and_pending_sub_jobs() -> None:
     assert second.servers[active[2]].task_state is None
 
 
+def test_jobs_finished_over_a_day_ago_are_not_kept() -> None:
+    clock = FakeClock()
+    backend = SandboxBackend(SandboxOptions(servers=30, clock=clock, job_seconds=10))
+    active = [sid for sid, s in backend.servers.items() if s.status == "ACTIVE" and not s.locked]
+    old = backend.stop_servers(active[:1])
+    clock.advance(86_400)
+    recent = backend.stop_servers(active[1:2])
+    clock.advance(20)
+    assert [job["id"] for job in snapshot(backend)["jobs"]] == [recent] and old in backend.jobs
+
+
 def test_a_pending_sub_job_the_file_cannot_keep_fails_loudly() -> None:
     backend = SandboxBackend(SandboxOptions(servers=5))
     job = backend.job_book.open("batchFrobServers", backend.now())
