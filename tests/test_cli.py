@@ -82,6 +82,7 @@ def test_tools_show_prints_one_tools_schema(env: dict[str, str]) -> None:
         (["tools", "show", "flexus_nope"], "NAME: no tool named 'flexus_nope'"),
         (["tools", "list", "flexus_stop_servers"], "only `tools show` takes a tool name"),
         (["tools", "list", "--to", "x.json"], "--to: only `tools export` writes to a file"),
+        (["tools", "export", "--output", "table"], "--output: `tools export` writes the catalog as JSON only"),
     ):
         refused = run(env, *args)
         assert refused.returncode == 2 and refused.stdout == "", refused.stderr

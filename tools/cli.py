@@ -401,6 +401,8 @@ def cmd_tools(args: argparse.Namespace) -> int:
         raise InvalidInput("NAME", f"only `tools show` takes a tool name, not `tools {args.action}`")
     if args.action != "export" and args.to is not None:
         raise InvalidInput("--to", "only `tools export` writes to a file")
+    if args.action == "export" and args.output == "table":
+        raise InvalidInput("--output", "`tools export` writes the catalog as JSON only (`tools` lists it as a table)")
     registry = _registry()
     if args.action == "export":
         from .mcp_server import tool_catalog
@@ -846,7 +848,7 @@ SIM_EXAMPLES = _examples(
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="flexus-ops",
-        description="Operate Huawei Cloud Flexus L instances safely. With no credentials configured, "
+        description="Operate Huawei Cloud Flexus L instances safely. With no credentials configured,\n"
         "everything runs against the embedded sandbox cloud.",
         epilog=_examples(
             "flexus-ops tools",
