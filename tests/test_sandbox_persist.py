@@ -14,7 +14,7 @@ import pytest
 from flexus_ops.cloud.client import FlexusClient
 from flexus_ops.config import Settings
 from flexus_ops.gate.private import open_private
-from flexus_ops.sandbox import Sandbox, SandboxBackend, SandboxOptions
+from flexus_ops.sandbox import DEFAULT_PROJECT_ID, Sandbox, SandboxBackend, SandboxOptions
 from flexus_ops.sandbox.persist import SandboxStateError, StateFile, keep_state, restore, snapshot
 from tests.procs import clean_env
 from tests.sandbox_fixtures import FakeClock, server_ids
@@ -144,7 +144,12 @@ def test_concurrent_processes_lose_no_write(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "content",
-    ["{not json", json.dumps({"format": 99}), json.dumps({"format": 1, "fleet": {"servers": 3}})],
+    [
+        "{not json",
+        json.dumps({"format": 99}),
+        json.dumps({"format": 1, "fleet": {"servers": 3}}),
+        json.dumps({"format": 1, "fleet": {"servers": 30, "seed": 7, "project_id": DEFAULT_PROJECT_ID}}),
+    ],
 )
 async def test_an_unreadable_or_foreign_file_starts_the_fleet_afresh(
     tmp_path: Path, content: str, caplog: pytest.LogCaptureFixture
@@ -156,8 +161,9 @@ async def test_an_unreadable_or_foreign_file_starts_the_fleet_afresh(
     try:
         with caplog.at_level(logging.WARNING, logger="flexus_ops.sandbox"):
             servers = await client.list_all_servers()
+            await client.list_servers()  # read again: the same file is not reported twice
         assert len(servers) == 30
-        assert "starts afresh" in caplog.text
+        assert caplog.text.count("starts afresh") == 1, caplog.text
         await client.batch_stop([server_ids(sandbox, "ACTIVE")[0]])  # and the next write replaces the file
     finally:
         await client.aclose()

@@ -102,6 +102,7 @@ class StateFile:
         self._lock_path = path.with_name(path.name + ".lock")
         self._temporary = path.with_name(path.name + ".tmp")
         self.seen: tuple[str, int] | None = None
+        self._set_aside_raw: bytes | None = None
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
@@ -112,34 +113,36 @@ class StateFile:
         finally:
             os.close(fd)  # releases the lock
 
-    def _read(self) -> dict[str, Any] | None:
-        fd = self._open(self.path, os.O_RDONLY)
-        with os.fdopen(fd, "rb") as handle:
-            raw = handle.read()
-        if not raw:
-            return None
-        try:
-            data = json.loads(raw)
-            if not isinstance(data, dict) or data.get("format") != FORMAT:
-                raise ValueError(f"not format {FORMAT}")
-            return data
-        except ValueError as exc:
-            log.warning("sandbox state %s is unreadable (%s): the sandbox fleet starts afresh", self.path, exc)
-            return None
+    def _set_aside(self, raw: bytes, why: str) -> None:
+        """Say once per content why the file is not used (it is re-read at every request until replaced)."""
+        if raw != self._set_aside_raw:
+            self._set_aside_raw = raw
+            log.warning("sandbox state %s %s: the sandbox fleet starts afresh", self.path, why)
 
     def load_into(self, backend: SandboxBackend) -> None:
         """Make ``backend`` what the file says, unless it already is."""
-        data = self._read()
+        fd = self._open(self.path, os.O_RDONLY)
+        with os.fdopen(fd, "rb") as handle:
+            raw = handle.read()
+        data: dict[str, Any] | None = None
+        if raw:
+            try:
+                data = json.loads(raw)
+                if not isinstance(data, dict) or data.get("format") != FORMAT:
+                    raise ValueError(f"not format {FORMAT}")
+            except ValueError as exc:
+                self._set_aside(raw, f"is unreadable ({exc})")
+                data = None
         if data is not None and data.get("fleet") != fleet_key(backend.options):
-            log.warning("sandbox state %s is for another fleet: the sandbox fleet starts afresh", self.path)
+            self._set_aside(raw, "is for another fleet (servers, seed or project)")
             data = None
-        seen = (str(data["lineage"]), int(data["generation"])) if data is not None else None
-        if seen == self.seen:
-            return
         try:
+            seen = (str(data["lineage"]), int(data["generation"])) if data is not None else None
+            if seen == self.seen:
+                return
             restore(backend, data or {})
         except (KeyError, TypeError, ValueError) as exc:
-            log.warning("sandbox state %s is unreadable (%r): the sandbox fleet starts afresh", self.path, exc)
+            self._set_aside(raw, f"is unreadable ({exc!r})")
             restore(backend, {})
             seen = None
         self.seen = seen
