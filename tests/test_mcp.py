@@ -71,7 +71,7 @@ class Elicitor:
 
 
 def test_checked_in_catalog_matches_the_code(registry: Registry) -> None:
-    """Any schema change is a reviewed diff: run `flexus-ops tools export` and commit manifests/tools.json."""
+    """Any schema change is a reviewed diff: run `flexus-ops tools export --to manifests/tools.json` and commit it."""
     checked_in = json.loads((ROOT / "manifests" / "tools.json").read_text())
     assert tool_catalog(registry) == checked_in
 

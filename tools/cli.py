@@ -127,11 +127,15 @@ def _quiet_libraries() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
-def _registry(read_only: bool = False) -> Registry:
+def _registry(read_only: bool = False, *, keep_sandbox: bool = False) -> Registry:
+    """The registry the environment configures. ``keep_sandbox``: the embedded sandbox's state is kept in
+    the state dir between CLI calls, so a job started by one call can be shown by the next."""
     from .config import Settings
-    from .registry.registry import Registry
+    from .registry.registry import Registry, make_client
 
-    return Registry.from_settings(Settings.load(), read_only=read_only)
+    settings = Settings.load()
+    client = make_client(settings, keep_sandbox=True) if keep_sandbox and settings.uses_sandbox else None
+    return Registry.from_settings(settings, read_only=read_only, client=client)
 
 
 def _caller() -> Caller:
@@ -157,7 +161,8 @@ def _run(
         logging.getLogger(name).setLevel(logging.ERROR)
 
     async def main() -> int:
-        registry = registry_for() if registry_for is not None else _registry(read_only)
+        registry = registry_for() if registry_for is not None else _registry(read_only, keep_sandbox=True)
+        _mark_sandbox(registry, kept=registry_for is None)
         try:
             code = await body(registry)
         except BaseException:
@@ -173,6 +178,32 @@ def _run(
 
 def _print_json(value: Any) -> None:
     print(json.dumps(value, indent=2, ensure_ascii=False, default=str))
+
+
+def _output_format(args: argparse.Namespace) -> str:
+    """``--output``, else what gh and aws do: a table for a person at a terminal, JSON for a pipe or file."""
+    chosen: str | None = getattr(args, "output", None)
+    return chosen or ("table" if sys.stdout.isatty() else "json")
+
+
+def _emit(args: argparse.Namespace, data: Any, table: Callable[[], str]) -> None:
+    """Print a command's data on stdout in the chosen format; human notes go to stderr elsewhere."""
+    if _output_format(args) == "json":
+        _print_json(data)
+    else:
+        print(table())
+
+
+def _mark_sandbox(registry: Registry, *, kept: bool) -> None:
+    """Whoever reads stderr knows at once that no real server was touched (stdout stays data only)."""
+    if not registry.is_sandbox:
+        return
+    where = ""
+    if kept:
+        from .registry.registry import sandbox_state_path
+
+        where = f"; its state is kept in {sandbox_state_path(registry.settings)}"
+    _say(f"{registry.describe_target()}, region {registry.settings.region}{where}")
 
 
 def _interactive() -> bool:
@@ -373,24 +404,104 @@ def cmd_slack(args: argparse.Namespace) -> int:
 
 
 def cmd_tools(args: argparse.Namespace) -> int:
+    from .core.errors import InvalidInput
+
+    if args.action != "show" and args.name is not None:
+        raise InvalidInput("NAME", f"only `tools show` takes a tool name, not `tools {args.action}`")
+    if args.action != "export" and args.to is not None:
+        raise InvalidInput("--to", "only `tools export` writes to a file")
+    if args.action == "export" and args.output == "table":
+        raise InvalidInput("--output", "`tools export` writes the catalog as JSON only (`tools` lists it as a table)")
     registry = _registry()
     if args.action == "export":
         from .mcp_server import tool_catalog
 
         text = json.dumps(tool_catalog(registry), indent=2, ensure_ascii=False) + "\n"
-        if args.output == "-":
+        if args.to is None:
             sys.stdout.write(text)
         else:
-            with open(args.output, "w", encoding="utf-8") as handle:
-                handle.write(text)
-            print(f"wrote {args.output}", file=sys.stderr)
+            Path(args.to).write_text(text, encoding="utf-8")
+            _say(f"wrote {args.to}")
         return EXIT_OK
-    print(f"{'tool':32} {'safety':12} {'approval':9} title")
-    for spec in registry.tools():
-        approval = "yes" if registry.policy.needs_approval(spec.name) else ""
-        print(f"{spec.name:32} {spec.safety.value:12} {approval:9} {spec.title}")
-    print(f"\ncloud: {registry.describe_target()}", file=sys.stderr)
+    _mark_sandbox(registry, kept=False)
+    if args.action == "show":
+        return _show_tool(args, registry)
+    rows = [
+        {
+            "name": spec.name,
+            "title": spec.title,
+            "safety": spec.safety.value,
+            "needs_approval": registry.policy.needs_approval(spec.name),
+        }
+        for spec in registry.tools()
+    ]
+
+    def table() -> str:
+        lines = [f"{'tool':32} {'safety':12} {'approval':9} title"]
+        for row in rows:
+            lines.append(
+                f"{row['name']:32} {row['safety']:12} {'yes' if row['needs_approval'] else '':9} {row['title']}"
+            )
+        return "\n".join(lines)
+
+    _emit(args, rows, table)
     return EXIT_OK
+
+
+def _show_tool(args: argparse.Namespace, registry: Registry) -> int:
+    from .core.errors import InvalidInput
+    from .mcp_server import tool_catalog
+
+    if args.name is None:
+        raise InvalidInput("NAME", "`tools show` needs a tool name, e.g. flexus_stop_servers (`flexus-ops tools`)")
+    if args.name not in registry.specs:
+        raise InvalidInput("NAME", f"no tool named {args.name[:100]!r}: `flexus-ops tools` lists them")
+    spec = registry.spec(args.name)  # one the policy or read-only mode disables is refused, as a call would be
+    (entry,) = [tool for tool in tool_catalog(registry) if tool["name"] == spec.name]
+    shown = {**entry, "safety": spec.safety.value, "needs_approval": registry.policy.needs_approval(spec.name)}
+    _emit(args, shown, lambda: _tool_text(shown))
+    return EXIT_OK
+
+
+def _schema_type(schema: dict[str, Any]) -> str:
+    """A JSON schema's type in a few words: ``array of string``, ``SOFT|HARD``, ``integer or null``."""
+    if "enum" in schema:
+        return "|".join(str(value) for value in schema["enum"])
+    if "const" in schema:
+        return json.dumps(schema["const"])
+    for combined in ("anyOf", "oneOf"):
+        if combined in schema:
+            return " or ".join(_schema_type(part) for part in schema[combined])
+    if "$ref" in schema:
+        return str(schema["$ref"]).rsplit("/", 1)[-1]
+    kind = schema.get("type", "any")
+    if kind == "array":
+        return f"array of {_schema_type(schema.get('items', {}))}"
+    return "|".join(kind) if isinstance(kind, list) else str(kind)
+
+
+def _tool_text(tool: dict[str, Any]) -> str:
+    schema = tool.get("inputSchema") or {}
+    required = set(schema.get("required", []))
+    hints = ", ".join(f"{key}={json.dumps(value)}" for key, value in tool.get("annotations", {}).items())
+    lines = [
+        f"{tool['name']}: {tool.get('title') or ''}",
+        f"  safety: {tool['safety']}; second person's approval: {'yes' if tool['needs_approval'] else 'no'}",
+        f"  annotations: {hints or '-'}",
+        "",
+        *[f"  {line}" for line in (tool.get("description") or "").splitlines()],
+        "",
+        "  arguments:",
+    ]
+    properties: dict[str, Any] = schema.get("properties", {})
+    if not properties:
+        lines.append("    (none)")
+    for name, prop in properties.items():
+        need = "required" if name in required else f"default {json.dumps(prop['default'])}" if "default" in prop else ""
+        lines.append(f"    {name}: {_schema_type(prop)}{f' ({need})' if need else ''}")
+        if prop.get("description"):
+            lines.append(f"        {' '.join(str(prop['description']).split())}")
+    return "\n".join(lines)
 
 
 # -- call -----------------------------------------------------------------------------------------
@@ -453,7 +564,10 @@ def cmd_call(args: argparse.Namespace) -> int:
             # The answer confirms the one preview just shown, by its id: it is consumed with that action.
             result = await registry.confirm_action(caller, output.preview.action_id, progress=ProgressBar())
             output = ChangeOutput(result=result)
-        if sys.stderr.isatty():
+        if _output_format(args) == "table":
+            print(render(output))
+            return EXIT_OK
+        if sys.stderr.isatty():  # JSON for a program, the same in words for the person watching
             print(render(output), file=sys.stderr)
         _print_json(output.model_dump(mode="json", exclude_none=True))
         return EXIT_OK
@@ -478,24 +592,27 @@ def cmd_approvals(args: argparse.Namespace) -> int:
         if args.action == "list":
             await registry.settle_briefly()  # show what actions came to, not what a crash left behind
             pending = await registry.pending_approvals(caller)
-            if args.json:
-                _print_json(pending)
-                return EXIT_OK
-            if not pending:
-                print("no approval requests are waiting")
-            for row in pending:
-                mine = " (yours)" if row["yours"] else ""
-                until = _when(row["expires_at"])
-                print(f"{row['action_id']}  {row['tool']}  by {row['requested_by']}{mine}  until {until}")
-                print(f"    reason: {row['reason']}\n    arguments: {row['arguments']}")
+
+            def table() -> str:
+                if not pending:
+                    return "no approval requests are waiting"
+                lines = []
+                for row in pending:
+                    mine = " (yours)" if row["yours"] else ""
+                    until = _when(row["expires_at"])
+                    lines.append(f"{row['action_id']}  {row['tool']}  by {row['requested_by']}{mine}  until {until}")
+                    lines.append(f"    reason: {row['reason']}\n    arguments: {row['arguments']}")
+                return "\n".join(lines)
+
+            _emit(args, pending, table)
             return EXIT_OK
         if args.action == "approve":
             result = await registry.approve(caller, args.action_id, args.note, progress=ProgressBar())
-            print(result_text(result))
+            _emit(args, result.model_dump(mode="json", exclude_none=True), lambda: result_text(result))
             return EXIT_OK
         if args.action == "reject":
             await registry.reject(caller, args.action_id, args.note)
-            print(f"{args.action_id}: rejected")
+            _emit(args, {"action_id": args.action_id, "state": "rejected"}, lambda: f"{args.action_id}: rejected")
             return EXIT_OK
         if not sys.stdout.isatty() and not args.force:
             print("refusing to print a password to a pipe or file; run on a terminal (or --force)", file=sys.stderr)
@@ -510,20 +627,27 @@ def cmd_approvals(args: argparse.Namespace) -> int:
 # -- audit ----------------------------------------------------------------------------------------
 
 
-async def _verify_audit(registry: Registry, checkpoint_files: list[str] | None) -> int:
-    from pathlib import Path
+async def _verify_audit(args: argparse.Namespace, registry: Registry) -> int:
+    import dataclasses
 
-    files = [Path(name) for name in checkpoint_files] if checkpoint_files else None
+    files = [Path(name) for name in args.checkpoints] if args.checkpoints else None
     missing = [str(path) for path in files or [] if not path.is_file()]
     if missing:
-        print(f"error: no such checkpoint file: {', '.join(missing)}", file=sys.stderr)
-        return EXIT_USAGE
+        from .core.errors import InvalidInput
+
+        raise InvalidInput("--checkpoints", f"no such checkpoint file: {', '.join(missing)}")
     report = await registry.records.audit_report(files)  # never waits for settling
+    # Its own meaning for 1 and 2 (README): tampered, or not fully verified.
+    code = EXIT_REFUSED if report.problems else EXIT_USAGE if report.unverifiable else EXIT_OK
+    _emit(args, {**dataclasses.asdict(report), "intact": report.intact}, lambda: _audit_report_text(report))
+    return code
+
+
+def _audit_report_text(report: Any) -> str:
     if report.problems:
-        print(f"audit log TAMPERED ({len(report.problems)} problem(s)):")
-        for problem in report.problems + report.unverifiable:
-            print(f"  - {problem}")
-        return EXIT_REFUSED
+        lines = [f"audit log TAMPERED ({len(report.problems)} problem(s)):"]
+        lines += [f"  - {problem}" for problem in report.problems + report.unverifiable]
+        return "\n".join(lines)
     if report.keyed_from is None:
         keyed = "no keyed records yet" if report.records else "empty"
     elif report.legacy_records:
@@ -534,45 +658,47 @@ async def _verify_audit(registry: Registry, checkpoint_files: list[str] | None) 
     where = ", ".join(report.checkpoint_files) or "no checkpoint file"
     checked = f"{report.checkpoints_checked} signed checkpoint(s) checked ({where})"
     if report.unverifiable:
-        print(f"audit log NOT FULLY VERIFIED: {report.records} record(s), {keyed}{keys}; {checked}")
-        for gap in report.unverifiable:
-            print(f"  - {gap}")
-        return EXIT_USAGE
-    print(f"audit log intact: {report.records} record(s), {keyed}{keys}; {checked}")
+        lines = [f"audit log NOT FULLY VERIFIED: {report.records} record(s), {keyed}{keys}; {checked}"]
+        lines += [f"  - {gap}" for gap in report.unverifiable]
+        return "\n".join(lines)
+    lines = [f"audit log intact: {report.records} record(s), {keyed}{keys}; {checked}"]
     if report.keyed_from is not None and report.keyed_recorded:
-        print(f"  keyed from the record this state dir saw it keyed from ({report.keyed_recorded})")
+        lines.append(f"  keyed from the record this state dir saw it keyed from ({report.keyed_recorded})")
     if report.keyed_from is None and report.records:
         # A log rewritten whole into unkeyed records needs no key: only a record of it being keyed tells.
-        print(
+        lines.append(
             "  note: no keyed records, and this state dir never saw this log keyed: a log rewritten without "
             "the audit key into unkeyed records would look the same (a state dir that wrote to it keyed, or its "
             "checkpoints, would tell)"
         )
     if not report.checkpoints_checked and report.records:
         # Without a checkpoint, deleting the newest records and moving the head back goes unnoticed.
-        print("  note: no checkpoints were checked, so truncation of the newest records cannot be ruled out")
-    return EXIT_OK
+        lines.append("  note: no checkpoints were checked, so truncation of the newest records cannot be ruled out")
+    return "\n".join(lines)
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
     async def body(registry: Registry) -> int:
         if args.action == "verify":
-            return await _verify_audit(registry, args.checkpoints)
+            return await _verify_audit(args, registry)
         await registry.settle_briefly()
         records = (await registry.records.audit_records())[-args.limit :]
-        if args.json:
-            _print_json([record.__dict__ for record in records])
-            return EXIT_OK
-        for record in records:
-            detail = record.detail
-            summary = (
-                detail.get("plan") or detail.get("outcome") or detail.get("difference") or detail.get("note") or ""
-            )
-            jobs = f" jobs={','.join(detail['job_ids'])}" if detail.get("job_ids") else ""
-            print(
-                f"{record.seq:5} {_when(record.at)} {record.event:18} {record.person or '-':12} "
-                f"{record.surface or '-':9} {record.tool or '-':30} {summary}{jobs}"
-            )
+
+        def table() -> str:
+            lines = []
+            for record in records:
+                detail = record.detail
+                summary = (
+                    detail.get("plan") or detail.get("outcome") or detail.get("difference") or detail.get("note") or ""
+                )
+                jobs = f" jobs={','.join(detail['job_ids'])}" if detail.get("job_ids") else ""
+                lines.append(
+                    f"{record.seq:5} {_when(record.at)} {record.event:18} {record.person or '-':12} "
+                    f"{record.surface or '-':9} {record.tool or '-':30} {summary}{jobs}"
+                )
+            return "\n".join(lines) if lines else "the audit log is empty"
+
+        _emit(args, [record.__dict__ for record in records], table)
         return EXIT_OK
 
     return _run(body)
@@ -587,9 +713,15 @@ def cmd_token(args: argparse.Namespace) -> int:
     from .gate.policy import token_principal
 
     token = "fxt_" + secrets.token_urlsafe(32)
-    print(f"bearer token for {args.person} (shown once; give it to their MCP client):\n  {token}\n")
-    print("add this principal to their entry in the policy file:")
-    print(f'  principals = ["{token_principal(token)}"]')
+    principal = token_principal(token)
+    _emit(
+        args,
+        {"person": args.person, "token": token, "principal": principal},
+        lambda: (
+            f"bearer token for {args.person} (shown once; give it to their MCP client):\n  {token}\n\n"
+            f'add this principal to their entry in the policy file:\n  principals = ["{principal}"]'
+        ),
+    )
     return EXIT_OK
 
 
@@ -599,22 +731,163 @@ def _demo(args: argparse.Namespace) -> int:
     return cmd_demo(args)
 
 
+# -- completion -----------------------------------------------------------------------------------
+
+TOOL_NAME = "flexus-tool"
+"""An argument whose value is a tool name: ``completion`` lists the catalog's names for it."""
+
+
+def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    found: dict[str, argparse.ArgumentParser] = {}
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            found.update(action.choices)
+    return found
+
+
+def walk_parsers(
+    parser: argparse.ArgumentParser, path: tuple[str, ...] = ()
+) -> list[tuple[str, argparse.ArgumentParser]]:
+    """Every parser under ``parser`` (itself first), with its command path, e.g. ``approvals list``."""
+    found = [(" ".join(path), parser)]
+    for name, sub in _subcommands(parser).items():
+        found += walk_parsers(sub, (*path, name))
+    return found
+
+
+def full_parser() -> argparse.ArgumentParser:
+    """The parser with ``sim``'s own options in it (``main`` hands ``sim`` to the sandbox's parser)."""
+    from .sandbox.server import add_arguments
+
+    parser = build_parser()
+    add_arguments(_subcommands(parser)["sim"])
+    return parser
+
+
+def cmd_completion(args: argparse.Namespace) -> int:
+    import shtab
+
+    from .registry.catalog import TOOLS
+
+    # The names are written into the script: completing costs the shell nothing, and it never starts
+    # Python. A new tool needs the script made again (README, "Shell completion").
+    words = " ".join(sorted(spec.name for spec in TOOLS))
+    tool_names = {
+        "bash": "_flexus_ops_tool_names",
+        "zsh": f"({words})",
+        "tcsh": f"({words})",
+        "preamble": {"bash": f'_flexus_ops_tool_names() {{\n  compgen -W "{words}" -- "$1"\n}}\n'},
+    }
+    parser = full_parser()
+    for _path, sub in walk_parsers(parser):
+        for action in sub._actions:
+            if getattr(action, "complete", None) == TOOL_NAME:
+                action.complete = tool_names  # type: ignore[attr-defined]
+    sys.stdout.write(shtab.complete(parser, shell=args.shell))
+    return EXIT_OK
+
+
 # -- parser ---------------------------------------------------------------------------------------
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Every option's default in its help (unless there is none, or the help already says it), and the
+    examples laid out as written."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        if default is None or default is False or default == argparse.SUPPRESS or "default" in text:
+            return text
+        if not action.option_strings and action.nargs not in (argparse.OPTIONAL, argparse.ZERO_OR_MORE):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+def _examples(*lines: str) -> str:
+    return "Examples:\n" + "\n".join(f"  {line}" for line in lines)
+
+
+def _command(commands: Any, name: str, help_text: str, *examples: str, **options: Any) -> argparse.ArgumentParser:
+    """A subcommand with its help as description, its examples as epilog, and defaults shown."""
+    return commands.add_parser(  # type: ignore[no-any-return]
+        name,
+        help=help_text,
+        description=help_text[0].upper() + help_text[1:] + ".",
+        epilog=_examples(*examples),
+        formatter_class=HelpFormatter,
+        **options,
+    )
+
+
+def _region_type(value: str) -> str:
+    from .config import REGION_PATTERN  # the setting's own rule (FLEXUS_REGION)
+
+    if not REGION_PATTERN.fullmatch(value):
+        raise argparse.ArgumentTypeError(
+            f"{value[:100]!r} is not a region name like 'cn-north-4' (lower-case letters, digits and dashes: "
+            "^[a-z]{2}(-[a-z0-9]+)+$)"
+        )
+    return value
+
+
+def _region_option(parser: argparse.ArgumentParser, *, top: bool = False) -> None:
+    # Accepted before the command and after it; SUPPRESS keeps a subcommand from resetting the global one.
+    parser.add_argument(
+        "--region",
+        type=_region_type,
+        default=None if top else argparse.SUPPRESS,
+        help="the Huawei Cloud region for this call, e.g. ap-southeast-1 (default: FLEXUS_REGION, else cn-north-4)",
+    )
+
+
+def _output_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-o",
+        "--output",
+        choices=["json", "table"],
+        help="json, or table (human text) (default: table on a terminal, json when stdout is a pipe or file)",
+    )
+
+
+SIM_EXAMPLES = _examples(
+    "flexus-ops sim --port 9090",
+    "flexus-ops sim --servers 1000 --seed 7 --job-seconds 1 --latency-ms 30",
+    "FLEXUS_ECS_ENDPOINT=http://127.0.0.1:9090 HUAWEICLOUD_SDK_AK=FLEXUSSANDBOXAK000000 \\",
+    "  HUAWEICLOUD_SDK_SK=flexus-sandbox-sk-not-a-real-secret flexus-ops call flexus_list_servers",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="flexus-ops",
-        description="Operate Huawei Cloud Flexus L instances safely. With no credentials configured, "
+        description="Operate Huawei Cloud Flexus L instances safely. With no credentials configured,\n"
         "everything runs against the embedded sandbox cloud.",
+        epilog=_examples(
+            "flexus-ops tools",
+            'flexus-ops call flexus_list_servers --args \'{"status": "ACTIVE"}\' --output table',
+            "flexus-ops --region ap-southeast-1 call flexus_list_servers | jq '.servers[].name'",
+            "flexus-ops completion bash > ~/.local/share/bash-completion/completions/flexus-ops",
+        )
+        + "\n\nExit codes: 0 done, 1 refused, 2 bad input, 3 cloud or network, 4 store or configuration, "
+        "5 outcome unknown, 70 bug (README.md, The CLI).",
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"flexus-ops {__version__}")
+    _region_option(parser, top=True)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    mcp = commands.add_parser("mcp", help="run the MCP server (stdio by default)")
-    mcp.add_argument("--transport", choices=["stdio", "http"], default="stdio")
-    mcp.add_argument("--host", default="127.0.0.1")
-    mcp.add_argument("--port", type=int, default=8765)
+    mcp = _command(
+        commands,
+        "mcp",
+        "run the MCP server (stdio by default)",
+        "flexus-ops mcp",
+        "flexus-ops mcp --read-only",
+        "flexus-ops mcp --transport http --port 8765 --token-file ~/.flexus-mcp.token",
+    )
+    mcp.add_argument("--transport", choices=["stdio", "http"], default="stdio", help="how MCP clients connect")
+    mcp.add_argument("--host", default="127.0.0.1", help="HTTP: address to listen on")
+    mcp.add_argument("--port", type=int, default=8765, help="HTTP: port to listen on")
     mcp.add_argument("--read-only", action="store_true", help="offer only tools that change nothing")
     mcp.add_argument("--allowed-origin", action="append", help="browser origin allowed to call (repeatable)")
     mcp.add_argument(
@@ -641,88 +914,210 @@ def build_parser() -> argparse.ArgumentParser:
         default=10.0,
         help="HTTP: on SIGTERM/SIGINT, how long calls in flight may take to finish (readiness says no meanwhile)",
     )
+    _region_option(mcp)
     mcp.set_defaults(handler=cmd_mcp)
 
-    slack = commands.add_parser(
-        "slack", help="run the Slack bot: Socket Mode if SLACK_APP_TOKEN is set, else HTTP at /slack/events"
+    slack = _command(
+        commands,
+        "slack",
+        "run the Slack bot: Socket Mode if SLACK_APP_TOKEN is set, else HTTP at /slack/events",
+        "SLACK_BOT_TOKEN=xoxb-... SLACK_APP_TOKEN=xapp-... flexus-ops slack",
+        "SLACK_BOT_TOKEN=xoxb-... SLACK_SIGNING_SECRET=... flexus-ops slack --mode http --port 3000",
     )
     slack.add_argument("--host", default="127.0.0.1", help="HTTP mode: address to listen on")
     slack.add_argument("--port", type=int, default=3000, help="HTTP mode: port to listen on")
-    slack.add_argument("--mode", choices=["auto", "socket", "http"], default="auto")
+    slack.add_argument(
+        "--mode", choices=["auto", "socket", "http"], default="auto", help="auto: socket if SLACK_APP_TOKEN is set"
+    )
     slack.add_argument("--read-only", action="store_true", help="offer only tools that change nothing")
     slack.add_argument(
         "--grace-seconds",
         type=float,
         default=10.0,
-        help="HTTP mode, on SIGTERM/SIGINT: how long events in flight may finish (default: %(default)s)",
+        help="HTTP mode, on SIGTERM/SIGINT: how long events in flight may finish",
     )
+    _region_option(slack)
     slack.set_defaults(handler=cmd_slack)
 
     # Listed for --help only: `main` hands `sim` to the sandbox's own parser, so other commands never
     # import the sandbox (a third of a second at every start of `flexus-ops mcp`).
-    commands.add_parser("sim", help="run the sandbox cloud (ECS + IAM simulator) as an HTTP server", add_help=False)
+    commands.add_parser(
+        "sim",
+        help="run the sandbox cloud (ECS + IAM simulator) as an HTTP server",
+        add_help=False,
+        epilog=SIM_EXAMPLES,
+        formatter_class=HelpFormatter,
+    )
 
-    tools = commands.add_parser("tools", help="the tool catalog: list it, or export it as JSON")
-    tools.add_argument("action", nargs="?", choices=["list", "export"], default="list")
-    tools.add_argument("--output", default="manifests/tools.json", help="export target, or - for stdout")
+    tools = _command(
+        commands,
+        "tools",
+        "the tool catalog: list it, show one tool's arguments, or export it as JSON",
+        "flexus-ops tools",
+        "flexus-ops tools show flexus_stop_servers",
+        "flexus-ops tools --output json | jq -r '.[].name'",
+        "flexus-ops tools export --to manifests/tools.json",
+    )
+    tools.add_argument(
+        "action", nargs="?", choices=["list", "show", "export"], default="list", help="what to do with the catalog"
+    )
+    tools.add_argument("name", nargs="?", metavar="NAME", help="show: the tool").complete = TOOL_NAME  # type: ignore[attr-defined]
+    tools.add_argument(
+        "--to", metavar="FILE", help="export: write the catalog to FILE (default: stdout)"
+    ).complete = "file"  # type: ignore[attr-defined]
+    _output_option(tools)
+    _region_option(tools)
     tools.set_defaults(handler=cmd_tools)
 
-    call = commands.add_parser("call", help="call a tool (changes are previewed, then confirmed)")
-    call.add_argument("tool")
-    call.add_argument("--args", default="{}", help="the arguments as a JSON object")
+    call = _command(
+        commands,
+        "call",
+        "call a tool (changes are previewed, then confirmed)",
+        'flexus-ops call flexus_list_servers --args \'{"status": "ACTIVE"}\' --output table',
+        'flexus-ops call flexus_stop_servers --args \'{"servers": ["web-01"]}\'          # a terminal asks y/N',
+        'flexus-ops call flexus_stop_servers --args \'{"servers": ["web-01"]}\' --confirm fxc1...',
+        'flexus-ops call flexus_show_job --args \'{"job_id": "..."}\'',
+        'flexus-ops call flexus_reset_servers_password --args \'{"servers": ["web-01"], "reason": "rotate"}\' '
+        "--prompt-secret",
+    )
+    call.add_argument(
+        "tool", metavar="TOOL", help="the tool's name (`flexus-ops tools` lists them)"
+    ).complete = TOOL_NAME  # type: ignore[attr-defined]
+    call.add_argument("--args", default="{}", help="the arguments as a JSON object (`flexus-ops tools show TOOL`)")
     call.add_argument("--confirm", metavar="TOKEN", help="the confirmation token from a preview")
     call.add_argument("--prompt-secret", action="store_true", help="ask for secret arguments (a password) privately")
+    _output_option(call)
+    _region_option(call)
     call.set_defaults(handler=cmd_call)
 
-    approvals = commands.add_parser("approvals", help="approval requests: list, approve, reject, reveal")
-    approval_actions = approvals.add_subparsers(dest="action", required=True)
-    listing = approval_actions.add_parser("list")
-    listing.add_argument("--json", action="store_true")
-    for verb in ("approve", "reject"):
-        sub = approval_actions.add_parser(verb)
-        sub.add_argument("action_id")
-        sub.add_argument("--note")
-    reveal = approval_actions.add_parser("reveal", help="show a generated password once (requester only)")
-    reveal.add_argument("action_id")
+    approvals = _command(
+        commands,
+        "approvals",
+        "approval requests: list, approve, reject, reveal",
+        "flexus-ops approvals list",
+        'flexus-ops approvals approve ID --note "checked with the owner"',
+    )
+    approval_actions = approvals.add_subparsers(dest="action", required=True, metavar="ACTION")
+    listing = _command(
+        approval_actions,
+        "list",
+        "the approval requests waiting, yours marked",
+        "flexus-ops approvals list",
+        "flexus-ops approvals list --output json | jq -r '.[].action_id'",
+    )
+    _output_option(listing)
+    _region_option(listing)
+    for verb, what in (
+        ("approve", "approve a request (by someone other than its requester); it runs at once"),
+        ("reject", "reject a request; nothing runs"),
+    ):
+        sub = _command(approval_actions, verb, what, f'flexus-ops approvals {verb} ID --note "why"')
+        sub.add_argument("action_id", metavar="ID", help="the request's action id (`flexus-ops approvals list`)")
+        sub.add_argument("--note", help="why, for the audit log")
+        _output_option(sub)
+        _region_option(sub)
+    reveal = _command(
+        approval_actions,
+        "reveal",
+        "show a generated password once (requester only)",
+        "flexus-ops approvals reveal ID",
+    )
+    reveal.add_argument("action_id", metavar="ID", help="the approved request's action id")
     reveal.add_argument("--force", action="store_true", help="print even when stdout is not a terminal")
     approvals.set_defaults(handler=cmd_approvals)
 
-    audit = commands.add_parser("audit", help="show the audit log, or verify its keyed chain and checkpoints")
-    audit.add_argument("action", nargs="?", choices=["show", "verify"], default="show")
-    audit.add_argument("--limit", type=int, default=50)
-    audit.add_argument("--json", action="store_true")
+    audit = _command(
+        commands,
+        "audit",
+        "show the audit log, or verify its keyed chain and checkpoints",
+        "flexus-ops audit --limit 20",
+        "flexus-ops audit --output json | jq '.[] | select(.event == \"executed\")'",
+        "flexus-ops audit verify --checkpoints replica-*/audit-checkpoints.jsonl",
+    )
+    audit.add_argument("action", nargs="?", choices=["show", "verify"], default="show", help="what to do with the log")
+    audit.add_argument("--limit", type=int, default=50, help="show: the newest N records")
     audit.add_argument(
         "--checkpoints",
         nargs="+",
         metavar="FILE",
         help="verify: checkpoint files or saved flexus_ops.audit logs to check the log against "
         "(default: the state dir's audit-checkpoints.jsonl)",
-    )
+    ).complete = "file"  # type: ignore[attr-defined]
+    _output_option(audit)
+    _region_option(audit)
     audit.set_defaults(handler=cmd_audit)
 
-    token = commands.add_parser("token", help="make a bearer token for the MCP HTTP transport")
-    token.add_argument("action", choices=["new"])
-    token.add_argument("--person", required=True)
+    token = _command(
+        commands,
+        "token",
+        "make a bearer token for the MCP HTTP transport",
+        "flexus-ops token new --person alice",
+        "flexus-ops token new --person alice --output json | jq -r .principal",
+    )
+    token.add_argument("action", choices=["new"], help="new: make one")
+    token.add_argument("--person", required=True, help="whose token (their id in the policy file)")
+    _output_option(token)
     token.set_defaults(handler=cmd_token)
 
-    demo = commands.add_parser("demo", help="a guided tour on the sandbox cloud")
-    demo.add_argument("--job-seconds", type=float, default=2.0)
+    demo = _command(
+        commands, "demo", "a guided tour on the sandbox cloud", "flexus-ops demo", "flexus-ops demo --job-seconds 0.5"
+    )
+    demo.add_argument("--job-seconds", type=float, default=2.0, help="how long the sandbox's jobs take")
     demo.set_defaults(handler=_demo)
+
+    completion = _command(
+        commands,
+        "completion",
+        "print a shell completion script (commands, options and tool names)",
+        "flexus-ops completion bash > ~/.local/share/bash-completion/completions/flexus-ops",
+        'flexus-ops completion zsh > "${fpath[1]}/_flexus-ops"',
+        "flexus-ops completion tcsh > ~/.flexus-ops.tcsh   # then: source ~/.flexus-ops.tcsh",
+    )
+    completion.add_argument("shell", choices=["bash", "zsh", "tcsh"], help="the shell")
+    completion.set_defaults(handler=cmd_completion)
     return parser
+
+
+def _run_sim(arguments: list[str]) -> int:
+    from .sandbox.server import main as sim_main
+
+    return sim_main(arguments, formatter_class=HelpFormatter, epilog=SIM_EXAMPLES)
+
+
+@contextlib.contextmanager
+def _region_override(region: str | None) -> Any:
+    """``--region`` stands for FLEXUS_REGION for this one call, whichever surface reads the settings."""
+    if region is None:
+        yield
+        return
+    before = os.environ.get("FLEXUS_REGION")
+    os.environ["FLEXUS_REGION"] = region
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("FLEXUS_REGION", None)
+        else:
+            os.environ["FLEXUS_REGION"] = before
 
 
 def _dispatch(arguments: list[str]) -> int:
     if arguments[:1] == ["sim"]:
-        from .sandbox.server import main as sim_main
-
-        return sim_main(arguments[1:])
+        return _run_sim(arguments[1:])
     parser = build_parser()
-    args = parser.parse_args(arguments)
+    args, extra = parser.parse_known_args(arguments)
+    region: str | None = getattr(args, "region", None)
+    if args.command == "sim":  # global options came first: `flexus-ops --region X sim ...`
+        rest = arguments[arguments.index("sim") + 1 :]
+        return _run_sim(["--region", region, *rest] if region else rest)
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     handler = getattr(args, "handler", None)
     if handler is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
-    return int(handler(args) or 0)
+    with _region_override(region):
+        return int(handler(args) or 0)
 
 
 def _report(exc: BaseException) -> int:

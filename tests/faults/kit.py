@@ -180,9 +180,17 @@ def cli(env: dict[str, str], *args: str, bound: float = 60) -> subprocess.Comple
     return subprocess.run([FLEXUS_OPS, *args], env=env, capture_output=True, text=True, timeout=bound, check=False)
 
 
+SANDBOX_MARKER = "flexus-ops: SANDBOX cloud"  # the CLI's first stderr line when it talks to the sandbox
+
+
 def problem_lines(stderr: str) -> list[str]:
-    """The non-empty stderr lines a person reads about the failure (the client's retry notices aside)."""
-    return [line for line in stderr.splitlines() if line.strip() and RETRY_NOTICE not in line]
+    """The non-empty stderr lines a person reads about the failure (the client's retry notices and the
+    sandbox marker aside)."""
+    return [
+        line
+        for line in stderr.splitlines()
+        if line.strip() and RETRY_NOTICE not in line and not line.startswith(SANDBOX_MARKER)
+    ]
 
 
 # -- reading the sandbox and the store -----------------------------------------------------------

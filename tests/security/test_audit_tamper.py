@@ -439,7 +439,7 @@ def test_the_command_detects_truncation_with_a_moved_head(tmp_path: Path) -> Non
     for name in ("web-01", "web-02", "web-03"):  # three processes, each previews and signs what it wrote
         previewed = run(env, "call", "flexus_stop_servers", "--args", json.dumps({"servers": [name]}))
         assert previewed.returncode == 0, previewed.stderr
-    intact = run(env, "audit", "verify")
+    intact = run(env, "audit", "verify", "--output", "table")
     assert intact.returncode == 0, intact.stdout + intact.stderr
     assert "audit log intact: 4 record(s)" in intact.stdout and "keyed (HMAC-SHA256) from record 1" in intact.stdout
     assert "3 signed checkpoint(s) checked" in intact.stdout
@@ -450,16 +450,16 @@ def test_the_command_detects_truncation_with_a_moved_head(tmp_path: Path) -> Non
         db.execute("DELETE FROM flexus_audit WHERE seq > 2")
         (last,) = db.execute("SELECT hash FROM flexus_audit WHERE seq = 2").fetchone()
         db.execute("UPDATE flexus_audit_head SET seq = 2, hash = ? WHERE id = 1", (last,))
-    caught = run(env, "audit", "verify")
+    caught = run(env, "audit", "verify", "--output", "table")
     assert caught.returncode == 1 and "TAMPERED" in caught.stdout and "truncated" in caught.stdout, caught.stdout
 
     # An attacker who also deletes the state dir's checkpoints is caught by copies kept elsewhere.
     (state / CHECKPOINT_FILE).unlink()
-    unaware = run(env, "audit", "verify")
+    unaware = run(env, "audit", "verify", "--output", "table")
     assert unaware.returncode == 0 and "no checkpoints were checked" in unaware.stdout
-    elsewhere = run(env, "audit", "verify", "--checkpoints", str(kept))
+    elsewhere = run(env, "audit", "verify", "--output", "table", "--checkpoints", str(kept))
     assert elsewhere.returncode == 1 and "truncated" in elsewhere.stdout
-    missing = run(env, "audit", "verify", "--checkpoints", str(tmp_path / "nope.jsonl"))
+    missing = run(env, "audit", "verify", "--output", "table", "--checkpoints", str(tmp_path / "nope.jsonl"))
     assert missing.returncode == 2 and "no such checkpoint file" in missing.stderr
 
 
@@ -634,7 +634,7 @@ def test_the_command_reports_an_unkeyed_rewrite_and_refuses_to_seal_it(tmp_path:
     for name in ("web-01", "web-02"):
         previewed = run(env, "call", "flexus_stop_servers", "--args", json.dumps({"servers": [name]}))
         assert previewed.returncode == 0, previewed.stderr
-    intact = run(env, "audit", "verify")
+    intact = run(env, "audit", "verify", "--output", "table")
     assert intact.returncode == 0 and "keyed from the record this state dir saw" in intact.stdout, intact.stdout
 
     engine = create_engine(f"sqlite:///{state / 'flexus.db'}")
@@ -645,7 +645,7 @@ def test_the_command_reports_an_unkeyed_rewrite_and_refuses_to_seal_it(tmp_path:
         engine.dispose()
     (state / CHECKPOINT_FILE).write_text("")
 
-    caught = run(env, "audit", "verify")
+    caught = run(env, "audit", "verify", "--output", "table")
     assert caught.returncode == 1 and "TAMPERED" in caught.stdout and "no keyed records" in caught.stdout, caught.stdout
     change = run(env, "call", "flexus_stop_servers", "--args", json.dumps({"servers": ["web-03"]}))
     assert change.returncode == 4 and "lost its keyed records" in change.stderr, change.stdout + change.stderr
@@ -655,5 +655,5 @@ def test_the_command_reports_an_unkeyed_rewrite_and_refuses_to_seal_it(tmp_path:
     finally:
         engine.dispose()
     assert (state / CHECKPOINT_FILE).read_text() == "", "and no checkpoint signed over it"
-    again = run(env, "audit", "verify")
+    again = run(env, "audit", "verify", "--output", "table")
     assert again.returncode == 1 and "no keyed records" in again.stdout, again.stdout

@@ -58,5 +58,5 @@ def test_spoofing_logname_does_not_let_a_requester_approve_her_own_reset(tmp_pat
 
     spoofed = run("approvals", "approve", preview["action_id"], **dict.fromkeys(SPOOFS, "bob"))
     assert spoofed.returncode != 0 and "not an approver" in spoofed.stderr
-    listing = json.loads(run("approvals", "list", "--json").stdout)
+    listing = json.loads(run("approvals", "list", "--output", "json").stdout)
     assert [row["action_id"] for row in listing] == [preview["action_id"]], "still waiting for a real approver"

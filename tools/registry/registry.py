@@ -36,9 +36,15 @@ log = logging.getLogger("flexus_ops.registry")
 POLICY_CHECK_SECONDS = 1.0
 
 
-def make_client(settings: Settings) -> FlexusClient:
+def sandbox_state_path(settings: Settings) -> Path:
+    """Where a kept embedded sandbox lives: one file per region, as each region is its own cloud."""
+    return settings.state_dir / f"sandbox-{settings.region}.json"
+
+
+def make_client(settings: Settings, *, keep_sandbox: bool = False) -> FlexusClient:
     """The cloud client for these settings: the one place that chooses the embedded sandbox (no
-    credentials, no endpoint) over the real cloud. Both load only when first used."""
+    credentials, no endpoint) over the real cloud. Both load only when first used. ``keep_sandbox``
+    keeps the embedded sandbox's state in the state dir between processes (the CLI's calls)."""
     from ..cloud.client import FlexusClient
 
     if not settings.uses_sandbox:
@@ -53,6 +59,11 @@ def make_client(settings: Settings) -> FlexusClient:
             region=settings.region,
         )
     )
+    if keep_sandbox:
+        from ..gate.private import open_private
+        from ..sandbox.persist import keep_state
+
+        keep_state(sandbox, sandbox_state_path(settings), open_private)
     return FlexusClient(settings, sandbox=sandbox)
 
 

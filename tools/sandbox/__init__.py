@@ -9,7 +9,8 @@ It is split as moto splits a service: ``routes.py`` (method and path to operatio
 (authentication, throttling, lock-out, fault knobs, request log), ``handlers.py`` (one handler per
 operation), ``backend.py`` (state and operations), ``jobs.py`` (asynchronous jobs), ``fleet.py``
 (the seeded fleet), ``admin.py`` (``/_sandbox/``), with ``responses.py`` the thin HTTP layer that
-wires them, and ``server.py`` the ``sim`` command.
+wires them, and ``server.py`` the ``sim`` command. ``persist.py`` keeps a sandbox's state in a file
+between processes (the CLI's embedded sandbox, so one call's job is there for the next).
 
 Importing this package is light: uvicorn is only imported by ``server.run``.
 """

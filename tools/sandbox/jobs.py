@@ -140,6 +140,10 @@ class JobBook:
             due, _, sub = heapq.heappop(self._due)
             sub.succeed(due)
 
+    def pending(self) -> list[tuple[datetime, SubJob]]:
+        """The scheduled sub-jobs not yet completed, in the order they will complete."""
+        return [(due, sub) for due, _, sub in sorted(self._due, key=lambda entry: entry[:2])]
+
     def find(self, job_id: str, now: datetime) -> Job | None:
         """The job, or None if unknown or finished longer than :data:`JOB_RETENTION` ago (then purged)."""
         job = self.jobs.get(job_id)

@@ -127,8 +127,18 @@ def run(args: argparse.Namespace) -> int:
     return 0 if server.started else 1
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="flexus-ops sim", description="Run the sandbox cloud (ECS + IAM).")
+def main(
+    argv: list[str] | None = None,
+    *,
+    formatter_class: type[argparse.HelpFormatter] = argparse.HelpFormatter,
+    epilog: str | None = None,
+) -> int:
+    parser = argparse.ArgumentParser(
+        prog="flexus-ops sim",
+        description="Run the sandbox cloud (ECS + IAM).",
+        formatter_class=formatter_class,
+        epilog=epilog,
+    )
     add_arguments(parser)
     return run(parser.parse_args(argv))
 
