@@ -19,7 +19,7 @@ from flexus_ops.sandbox.persist import SandboxStateError, StateFile, keep_state,
 from tests.procs import clean_env
 from tests.sandbox_fixtures import FakeClock, server_ids
 
-PASSWORD = "Persist-pass-99"
+PASSWORD = "Keep-Fleet-99"  # fits Linux and Windows rules
 
 
 def kept(path: Path, clock: FakeClock | None = None, **options: object) -> tuple[Sandbox, FlexusClient]:
