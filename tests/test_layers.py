@@ -26,7 +26,13 @@ FLOORS = {
     "bots": 6,
     "cli": 7,
 }
-PARTS = {"mcp_server": "mcp", "mcp_http": "mcp", "mcp_schema": "mcp", "demo": "cli"}  # a surface, several modules
+PARTS = {
+    "mcp_server": "mcp",
+    "mcp_http": "mcp",
+    "mcp_schema": "mcp",
+    "demo": "cli",
+    "observability": "serving",
+}  # a surface, several modules
 
 
 def part_of(module: str) -> str:

@@ -127,6 +127,55 @@ def _quiet_libraries() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
+def _serve_logging(args: argparse.Namespace) -> None:
+    """A long-running command's log: --log-level/--log-format, else FLEXUS_LOG_LEVEL/FLEXUS_LOG_FORMAT, on
+    stderr; then tracing, only when asked for (its imports stay off the start-up path otherwise)."""
+    from .config import Settings
+    from .core.telemetry import configure_logging
+
+    settings = Settings.load()
+    configure_logging(args.log_level or settings.log_level, args.log_format or settings.log_format)
+    _quiet_libraries()
+    from .observability import otel_requested
+
+    if otel_requested():
+        from .observability import setup_otel
+
+        setup_otel()
+
+
+def _started(registry: Registry, mode: str, listen: str) -> None:
+    """The start-up line (a log record, so JSON too): where, how, against what, which kind of store."""
+    from .core.telemetry import emit
+
+    settings = registry.settings
+    emit(
+        "started",
+        message=f"flexus-ops mcp ({mode}) listening on {listen}; cloud: {settings.target_summary()}; "
+        f"store: {settings.store_kind}",
+        surface="mcp",
+        mode=mode,
+        listen=listen,
+        target=settings.target_summary(),
+        store=settings.store_kind,
+        version=__version__,
+    )
+
+
+def _log_arguments(command: argparse.ArgumentParser) -> None:
+    from .core.telemetry import LOG_FORMATS, LOG_LEVELS
+
+    command.add_argument(
+        "--log-level", type=str.lower, choices=LOG_LEVELS, help="default: $FLEXUS_LOG_LEVEL, else info"
+    )
+    command.add_argument(
+        "--log-format",
+        type=str.lower,
+        choices=LOG_FORMATS,
+        help="text, or json: one object per line (default: $FLEXUS_LOG_FORMAT, else text)",
+    )
+
+
 def _registry(read_only: bool = False) -> Registry:
     from .config import Settings
     from .registry.registry import Registry
@@ -225,12 +274,15 @@ class ProgressBar:
 
 
 def cmd_mcp(args: argparse.Namespace) -> int:
-    _quiet_libraries()
+    _serve_logging(args)
+    from .core.telemetry import log_format
     from .mcp_server import banner, build_server
 
     registry = _registry(args.read_only)
     if args.transport == "stdio":
-        banner(registry, "stdio", "stdin/stdout")
+        _started(registry, "stdio", "stdin/stdout")
+        if log_format() == "text":
+            banner(registry, "stdio", "stdin/stdout")
         return _serve_stdio(registry, build_server(registry))
     import uvicorn
 
@@ -247,13 +299,15 @@ def cmd_mcp(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise InvalidInput("--host", str(exc)) from None
     url = f"http://{args.host}:{args.port}/mcp"
-    banner(registry, "streamable HTTP", url)
+    _started(registry, "http", url)
+    if log_format() == "text":
+        banner(registry, "streamable HTTP", url)
     token_path = None
     if session_token is not None:
         token_path = _hand_over_session_token(session_token, url, args.token_file, registry.settings.state_dir)
-    server = DrainingServer(
-        uvicorn.Config(app, host=args.host, port=args.port, log_level="warning"), drain, args.grace_seconds
-    )
+    # log_config=None: uvicorn's records go through this process's handler (text or JSON), not its own.
+    config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning", log_config=None)
+    server = DrainingServer(config, drain, args.grace_seconds)
 
     async def serve() -> None:
         try:
@@ -352,11 +406,16 @@ def _hand_over_session_token(token: str, url: str, token_file: str | None, state
 
 
 def cmd_slack(args: argparse.Namespace) -> int:
-    _quiet_libraries()
+    _serve_logging(args)
     from .bots.slack.app import main as run_slack  # bolt and aiohttp load only for this command
 
     return run_slack(
-        host=args.host, port=args.port, mode=args.mode, read_only=args.read_only, grace_seconds=args.grace_seconds
+        host=args.host,
+        port=args.port,
+        mode=args.mode,
+        read_only=args.read_only,
+        grace_seconds=args.grace_seconds,
+        health_port=args.health_port,
     )
 
 
@@ -615,6 +674,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=10.0,
         help="HTTP: on SIGTERM/SIGINT, how long calls in flight may take to finish (readiness says no meanwhile)",
     )
+    _log_arguments(mcp)
     mcp.set_defaults(handler=cmd_mcp)
 
     slack = commands.add_parser(
@@ -630,6 +690,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=10.0,
         help="HTTP mode, on SIGTERM/SIGINT: how long events in flight may finish (default: %(default)s)",
     )
+    slack.add_argument(
+        "--health-port",
+        type=int,
+        help="Socket Mode: serve /healthz, /readyz and /metrics on this port (on --host); HTTP mode serves them "
+        "on --port",
+    )
+    _log_arguments(slack)
     slack.set_defaults(handler=cmd_slack)
 
     # Listed for --help only: `main` hands `sim` to the sandbox's own parser, so other commands never

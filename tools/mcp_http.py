@@ -18,7 +18,7 @@ import logging
 import re
 import secrets
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
 from mcp.server.auth.middleware.auth_context import get_access_token
@@ -32,6 +32,9 @@ from .core.tools import Caller
 from .gate.policy import os_principal, token_principal
 from .registry.registry import Registry
 from .serving import Drain, Draining
+
+if TYPE_CHECKING:
+    from .observability import Metrics
 
 log = logging.getLogger("flexus_ops.mcp")
 SESSION_TOKEN_PREFIX = "fxs_"  # noqa: S105 - a prefix, not a secret
@@ -139,17 +142,18 @@ def http_app(
     *,
     session_token: str | None = None,
     drain: Drain | None = None,
+    metrics: Metrics | None = None,
 ) -> Any:
     """The streamable HTTP app: stateless (any replica answers any request), SSE responses (so progress
     notifications flow), host/origin allow-list against DNS rebinding, every request authenticated.
 
     Without token principals in the policy, ``session_token`` is required and only loopback is served.
-    With ``drain``, a stopping server says "not ready" and takes no new calls (see ``DrainingServer``)."""
+    With ``drain``, a stopping server says "not ready" and takes no new calls (see ``DrainingServer``).
+    ``metrics`` defaults to the process's own (``observability.process_metrics``)."""
     from mcp.server.transport_security import TransportSecuritySettings
-    from starlette.requests import Request
-    from starlette.responses import JSONResponse
 
     from .mcp_server import build_server
+    from .observability import Probes, ToolCallMetrics
 
     if not has_token_principals(registry):
         if not is_loopback(host):
@@ -169,16 +173,11 @@ def http_app(
         token_verifier=verifier,
     )
 
-    @server.custom_route("/healthz", methods=["GET"])
-    async def healthz(_request: Request) -> JSONResponse:
-        return JSONResponse({"status": "ok"})
-
-    @server.custom_route("/readyz", methods=["GET"])
-    async def readyz(_request: Request) -> JSONResponse:
-        if drain is not None and drain.draining:
-            return JSONResponse({"status": "draining"}, status_code=503)
-        ready = await registry.ready()
-        return JSONResponse({"status": "ready" if ready else "not ready"}, status_code=200 if ready else 503)
+    # Probes and metrics need no credentials and name nothing of the fleet (see observability.py).
+    probes = Probes(registry, drain, metrics)
+    for path, endpoint in probes.endpoints():
+        server.custom_route(path, methods=["GET"])(endpoint)
+    server.middleware.append(ToolCallMetrics())
 
     app = server.streamable_http_app(
         stateless_http=True,
