@@ -72,7 +72,9 @@ class Metrics:
     """The process's Prometheus metrics; a sink for ``core.telemetry`` events (``attach``)."""
 
     def __init__(self, tool_names: Iterable[str] | None = None) -> None:
-        from prometheus_client import CollectorRegistry, Counter, Histogram
+        from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
+
+        disable_created_metrics()  # no *_created series: start times say nothing a scrape needs
 
         self.tools = frozenset(tool_names if tool_names is not None else (spec.name for spec in TOOLS))
         self.registry = CollectorRegistry()
@@ -170,20 +172,10 @@ def process_metrics() -> Metrics:
 
 
 async def not_ready_because(registry: Registry, drain: Drain | None = None) -> str | None:
-    """None when ready; otherwise one word: ``draining``, ``policy`` (the policy file does not load),
-    ``store`` (the store does not answer) or ``migrations`` (its schema is not at this release's head).
-    Never the error itself: a probe needs no credentials, and an error may name a host or a path."""
-    if registry.draining or (drain is not None and drain.draining):
+    """None when ready, else one word (see ``Registry.not_ready_because``; ``draining`` once ``drain`` is)."""
+    if drain is not None and drain.draining:
         return "draining"
-    try:
-        registry.policy  # noqa: B018 - re-reads a changed file; raises while it does not load
-    except Exception:
-        return "policy"
-    try:
-        at_head = await registry.records.at_current_schema()
-    except Exception:  # a store that fails, times out or cannot even open: not ready, and no more said
-        return "store"
-    return None if at_head else "migrations"
+    return await registry.not_ready_because()
 
 
 class Probes:
