@@ -352,8 +352,10 @@ def test_mcp_http_without_a_terminal_logs_where_it_listens(tmp_path: Path) -> No
     port = free_port()
     store = tmp_path / "store.db"
     env = clean_env(tmp_path, FLEXUS_STORE_URL=f"sqlite:///{store}", FLEXUS_LOG_FORMAT="json")
-    printed = _first_lines(["mcp", "--transport", "http", "--port", str(port)], env, '"event": "started"')
-    started = next(json.loads(line) for line in printed.splitlines() if '"event": "started"' in line)
+    printed = _first_lines(["mcp", "--transport", "http", "--port", str(port)], env, '"token_file"')
+    records = [json.loads(line) for line in printed.splitlines()]  # JSON mode: every line is one object
+    started = next(record for record in records if record.get("event") == "started")
+    assert any(record.get("token_file") for record in records)  # where the session token went; not the token
     assert started["listen"] == f"http://127.0.0.1:{port}/mcp" and started["mode"] == "http"
     assert started["target"] == "sandbox" and started["store"] == "sqlite" and started["surface"] == "mcp"
     assert str(store) not in printed

@@ -392,7 +392,10 @@ def _hand_over_session_token(token: str, url: str, token_file: str | None, state
         fd = open_private(path, os.O_WRONLY | os.O_TRUNC)
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(token + "\n")
-        print(f"flexus-ops: MCP session token for this server written to {path} (mode 0600)", file=sys.stderr)
+        # A log record, so a JSON log stays one object per line; the path only, never the token.
+        logging.getLogger("flexus_ops.mcp").info(
+            "MCP session token for this server written to %s (mode 0600)", path, extra={"token_file": str(path)}
+        )
         return path
     print(
         f"  session token (shown once; it stands for you, {_caller().principal}):\n    {token}\n"
