@@ -148,6 +148,31 @@ async def test_metric_labels_are_bounded_whatever_the_event_says(metrics: Metric
         assert word not in exposition.decode()
 
 
+def test_slack_http_serves_the_same_probes_and_they_name_no_one(tmp_path: Path, metrics: Metrics) -> None:
+    from flexus_ops.bots.slack.blocks import CONFIRM
+    from tests.slackkit import ALICE, BOB, rig, wait_until
+
+    with rig(tmp_path, watch_interval=0.1) as bot:
+        target = next(s for s in servers_with(bot.registry, "ACTIVE") if s["name"].isascii())
+        action_id, _preview = bot.preview(ALICE, f"stop {target['name']}")
+        response, _url = bot.slack.click(ALICE, CONFIRM, action_id)
+        assert response.status_code == 200
+        wait_until(lambda: bot.registry.store.get_action(action_id)["state"] == "succeeded", what="the stop")
+        answers = {path: httpx.get(f"{bot.slack.bot_url}{path}") for path in PROBES}
+        words = [*forbidden_words(bot.registry, action_id), ALICE, BOB, "alice", "bob"]
+    assert answers["/healthz"].json() == {"status": "ok"}
+    assert (answers["/readyz"].status_code, answers["/readyz"].json()) == (200, {"status": "ready"})
+    served = answers["/metrics"].text
+    tool = "flexus_stop_servers"
+    for before, after in (("none", "pending"), ("pending", "executing")):
+        assert sample(served, "flexus_gate_transitions_total", tool=tool, from_state=before, to_state=after) >= 1
+    exposition = metrics.exposition()[0].decode()  # this test's own registry: exact counts
+    assert sample(exposition, "flexus_gate_transitions_total", tool=tool, from_state="none", to_state="pending") == 1
+    everything = "\n".join(answer.text for answer in answers.values())
+    leaked = [word for word in words if word in everything]
+    assert leaked == [], f"the probes named {leaked}"
+
+
 # -- readiness: one word, no detail ---------------------------------------------------------------
 
 
