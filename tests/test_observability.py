@@ -449,6 +449,7 @@ def test_socket_mode_serves_probes_and_metrics_on_its_health_port(tmp_path: Path
 async def test_a_tool_call_makes_mcp_and_httpx_spans_to_the_sandbox(tmp_path: Path, live: LiveSandbox) -> None:
     pytest.importorskip("opentelemetry.sdk", reason="the [otel] extra is not installed")
     pytest.importorskip("opentelemetry.instrumentation.httpx", reason="the [otel] extra is not installed")
+    from opentelemetry import trace
     from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -465,6 +466,7 @@ async def test_a_tool_call_makes_mcp_and_httpx_spans_to_the_sandbox(tmp_path: Pa
     finally:
         await registry.aclose()
         HTTPXClientInstrumentor().uninstrument()  # the rest of the test run goes untraced
+        trace.get_tracer_provider().shutdown()  # type: ignore[attr-defined]
     spans = exporter.get_finished_spans()
     tool_spans = [s for s in spans if s.name == "tools/call flexus_list_servers"]
     assert tool_spans, [s.name for s in spans]
