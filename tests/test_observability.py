@@ -479,3 +479,21 @@ async def test_a_tool_call_makes_mcp_and_httpx_spans_to_the_sandbox(tmp_path: Pa
     ]
     assert http_spans, [(s.name, dict(s.attributes or {})) for s in spans]
     assert all(s.context.trace_id == tool_span.context.trace_id for s in http_spans)  # the call's own trace
+
+
+# -- settings ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("variable", "value"), [("FLEXUS_LOG_LEVEL", "loud"), ("FLEXUS_LOG_FORMAT", "xml")])
+def test_a_bad_log_setting_names_the_variable_and_the_choices(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    from flexus_ops.config import Settings
+    from flexus_ops.core.errors import ConfigurationError
+
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigurationError, match=rf"^{variable}: must be one of "):
+        Settings.load()
+    monkeypatch.setenv(variable, {"FLEXUS_LOG_LEVEL": "WARNING", "FLEXUS_LOG_FORMAT": "JSON"}[variable])
+    settings = Settings.load()
+    assert (settings.log_level, settings.log_format) in (("warning", "text"), ("info", "json"))
