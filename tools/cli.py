@@ -122,8 +122,9 @@ def _say(line: str) -> None:
 
 
 def _quiet_libraries() -> None:
-    # Request URLs are noise on a terminal and stdout belongs to MCP; warnings still show.
-    for name in ("httpx", "httpcore", "mcp", "uvicorn.access"):
+    # Request URLs are noise on a terminal and stdout belongs to MCP; warnings still show. At --log-level
+    # debug these would log bodies (SSE chunks, frames), so they stay at WARNING whatever the level.
+    for name in ("httpx", "httpcore", "httpx2", "mcp", "uvicorn.access", "sse_starlette", "aiohttp", "websockets"):
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
