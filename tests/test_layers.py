@@ -35,6 +35,7 @@ PARTS = {
     "mcp_resources": "mcp",
     "mcp_prompts": "mcp",
     "demo": "cli",
+    "observability": "serving",
 }
 
 

@@ -539,7 +539,7 @@ def test_slack_api_errors_are_reported_not_swallowed(bot: Rig) -> None:
 
 
 def test_the_bot_endpoint_is_only_post_and_health_is_get(bot: Rig) -> None:
-    assert httpx.get(f"{bot.slack.bot_url}/healthz").text == "ok"
+    assert httpx.get(f"{bot.slack.bot_url}/healthz").json() == {"status": "ok"}
     assert httpx.get(f"{bot.slack.bot_url}/slack/events").status_code == 405
 
 

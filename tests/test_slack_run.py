@@ -173,7 +173,7 @@ def test_flexus_ops_slack_serves_http_mode(tmp_path: Path) -> None:
 
 def _healthy(base: str) -> bool:
     try:
-        return httpx.get(f"{base}/healthz", timeout=1).text == "ok"
+        return httpx.get(f"{base}/healthz", timeout=1).json() == {"status": "ok"}
     except httpx.HTTPError:
         return False
 

@@ -122,9 +122,59 @@ def _say(line: str) -> None:
 
 
 def _quiet_libraries() -> None:
-    # Request URLs are noise on a terminal and stdout belongs to MCP; warnings still show.
-    for name in ("httpx", "httpcore", "mcp", "uvicorn.access"):
+    # Request URLs are noise on a terminal and stdout belongs to MCP; warnings still show. At --log-level
+    # debug these would log bodies (SSE chunks, frames), so they stay at WARNING whatever the level.
+    for name in ("httpx", "httpcore", "httpx2", "mcp", "uvicorn.access", "sse_starlette", "aiohttp", "websockets"):
         logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def _serve_logging(args: argparse.Namespace) -> None:
+    """A long-running command's log: --log-level/--log-format, else FLEXUS_LOG_LEVEL/FLEXUS_LOG_FORMAT, on
+    stderr; then tracing, only when asked for (its imports stay off the start-up path otherwise)."""
+    from .config import Settings
+    from .core.telemetry import configure_logging
+
+    settings = Settings.load()
+    configure_logging(args.log_level or settings.log_level, args.log_format or settings.log_format)
+    _quiet_libraries()
+    from .observability import otel_requested
+
+    if otel_requested():
+        from .observability import setup_otel
+
+        setup_otel()
+
+
+def _started(registry: Registry, mode: str, listen: str) -> None:
+    """The start-up line (a log record, so JSON too): where, how, against what, which kind of store."""
+    from .core.telemetry import emit
+
+    settings = registry.settings
+    emit(
+        "started",
+        message=f"flexus-ops mcp ({mode}) listening on {listen}; cloud: {settings.target_summary()}; "
+        f"store: {settings.store_kind}",
+        surface="mcp",
+        mode=mode,
+        listen=listen,
+        target=settings.target_summary(),
+        store=settings.store_kind,
+        version=__version__,
+    )
+
+
+def _log_arguments(command: argparse.ArgumentParser) -> None:
+    from .core.telemetry import LOG_FORMATS, LOG_LEVELS
+
+    command.add_argument(
+        "--log-level", type=str.lower, choices=LOG_LEVELS, help="default: $FLEXUS_LOG_LEVEL, else info"
+    )
+    command.add_argument(
+        "--log-format",
+        type=str.lower,
+        choices=LOG_FORMATS,
+        help="text, or json: one object per line (default: $FLEXUS_LOG_FORMAT, else text)",
+    )
 
 
 def _registry(read_only: bool = False, *, keep_sandbox: bool = False) -> Registry:
@@ -256,12 +306,15 @@ class ProgressBar:
 
 
 def cmd_mcp(args: argparse.Namespace) -> int:
-    _quiet_libraries()
+    _serve_logging(args)
+    from .core.telemetry import log_format
     from .mcp_server import banner, build_server
 
     registry = _registry(args.read_only)
     if args.transport == "stdio":
-        banner(registry, "stdio", "stdin/stdout")
+        _started(registry, "stdio", "stdin/stdout")
+        if log_format() == "text":
+            banner(registry, "stdio", "stdin/stdout")
         return _serve_stdio(registry, build_server(registry))
     import uvicorn
 
@@ -287,13 +340,15 @@ def cmd_mcp(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise InvalidInput("--host", str(exc)) from None
     url = public_base_url(registry, args.host, args.port, args.public_url) + MCP_PATH
-    banner(registry, "streamable HTTP", url)
+    _started(registry, "http", url)
+    if log_format() == "text":
+        banner(registry, "streamable HTTP", url)
     token_path = None
     if session_token is not None:
         token_path = _hand_over_session_token(session_token, url, args.token_file, registry.settings.state_dir)
-    server = DrainingServer(
-        uvicorn.Config(app, host=args.host, port=args.port, log_level="warning"), drain, args.grace_seconds
-    )
+    # log_config=None: uvicorn's records go through this process's handler (text or JSON), not its own.
+    config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning", log_config=None)
+    server = DrainingServer(config, drain, args.grace_seconds)
 
     async def serve() -> None:
         try:
@@ -378,7 +433,10 @@ def _hand_over_session_token(token: str, url: str, token_file: str | None, state
         fd = open_private(path, os.O_WRONLY | os.O_TRUNC)
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(token + "\n")
-        print(f"flexus-ops: MCP session token for this server written to {path} (mode 0600)", file=sys.stderr)
+        # A log record, so a JSON log stays one object per line; the path only, never the token.
+        logging.getLogger("flexus_ops.mcp").info(
+            "MCP session token for this server written to %s (mode 0600)", path, extra={"token_file": str(path)}
+        )
         return path
     print(
         f"  session token (shown once; it stands for you, {_caller().principal}):\n    {token}\n"
@@ -392,11 +450,16 @@ def _hand_over_session_token(token: str, url: str, token_file: str | None, state
 
 
 def cmd_slack(args: argparse.Namespace) -> int:
-    _quiet_libraries()
+    _serve_logging(args)
     from .bots.slack.app import main as run_slack  # bolt and aiohttp load only for this command
 
     return run_slack(
-        host=args.host, port=args.port, mode=args.mode, read_only=args.read_only, grace_seconds=args.grace_seconds
+        host=args.host,
+        port=args.port,
+        mode=args.mode,
+        read_only=args.read_only,
+        grace_seconds=args.grace_seconds,
+        health_port=args.health_port,
     )
 
 
@@ -914,6 +977,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=10.0,
         help="HTTP: on SIGTERM/SIGINT, how long calls in flight may take to finish (readiness says no meanwhile)",
     )
+    _log_arguments(mcp)
     _region_option(mcp)
     mcp.set_defaults(handler=cmd_mcp)
 
@@ -936,6 +1000,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=10.0,
         help="HTTP mode, on SIGTERM/SIGINT: how long events in flight may finish",
     )
+    slack.add_argument(
+        "--health-port",
+        type=int,
+        help="Socket Mode: serve /healthz, /readyz and /metrics on this port (on --host); HTTP mode serves them "
+        "on --port",
+    )
+    _log_arguments(slack)
     _region_option(slack)
     slack.set_defaults(handler=cmd_slack)
 

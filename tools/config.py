@@ -20,11 +20,12 @@ from pathlib import Path
 from typing import Annotated, Any, get_args
 from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 from .core.errors import ConfigurationError
+from .core.telemetry import LOG_FORMATS, LOG_LEVELS
 
 
 def default_state_dir() -> Path:
@@ -182,6 +183,10 @@ class Settings(EnvSettings):
         30.0, gt=0, le=3600, validation_alias=_env("FLEXUS_SETTLE_SECONDS", "settle_interval_seconds")
     )
 
+    # Long-running commands (mcp, slack, sim): how much they log, and as text or one JSON object per line.
+    log_level: str = Field("info", validation_alias=_env("FLEXUS_LOG_LEVEL", "log_level"))
+    log_format: str = Field("text", validation_alias=_env("FLEXUS_LOG_FORMAT", "log_format"))
+
     # The gate: where its state lives, who may do what, and the secrets replicas must share.
     state_dir: Path = Field(
         default_factory=lambda: default_state_dir(), validation_alias=_env("FLEXUS_STATE_DIR", "state_dir")
@@ -251,6 +256,14 @@ class Settings(EnvSettings):
             )
         return value
 
+    @field_validator("log_level", "log_format")
+    @classmethod
+    def _log_choice(cls, value: str, info: ValidationInfo) -> str:
+        choices = LOG_LEVELS if info.field_name == "log_level" else LOG_FORMATS
+        if value.lower() not in choices:
+            raise ValueError(f"FLEXUS_{str(info.field_name).upper()}: must be one of {', '.join(choices)}")
+        return value.lower()
+
     @classmethod
     def load(cls, **values: object) -> Settings:
         """Settings from the environment, with a bad value reported as the variable and the rule."""
@@ -318,6 +331,21 @@ class Settings(EnvSettings):
             # A custom ECS endpoint (a private cloud, or `flexus-ops sim`) serves IAM on the same host.
             return checked_endpoint(self.ecs_endpoint, "FLEXUS_ECS_ENDPOINT")
         return f"https://iam.{self.region}.myhuaweicloud.com"
+
+    def target_summary(self) -> str:
+        """The cloud target for a start-up line: ``sandbox``, or the region and the endpoint's scheme, host
+        and port (never user info, a path's secrets or credentials)."""
+        if self.uses_sandbox:
+            return "sandbox"
+        parts = urlsplit(self.ecs_base_url() or "")
+        host = parts.hostname or ""
+        return f"{self.region} {parts.scheme}://{host}{f':{parts.port}' if parts.port else ''}"
+
+    @property
+    def store_kind(self) -> str:
+        """``sqlite`` or ``postgresql``: the kind of store, never its URL (which may hold a password)."""
+        scheme = self.resolved_store_url.split(":", 1)[0].lower()
+        return scheme.split("+", 1)[0]
 
     def describe_target(self) -> str:
         """One line that every surface shows, so nobody mistakes the sandbox for the real cloud."""

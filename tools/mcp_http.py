@@ -22,7 +22,7 @@ import logging
 import re
 import secrets
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
 from mcp.server.auth.middleware.auth_context import get_access_token
@@ -37,6 +37,9 @@ from .gate.policy import os_principal, token_principal
 from .mcp_oauth import InvalidAccessToken, OidcTokenVerifier, looks_like_jwt
 from .registry.registry import Registry
 from .serving import Drain, Draining
+
+if TYPE_CHECKING:
+    from .observability import Metrics
 
 log = logging.getLogger("flexus_ops.mcp")
 SESSION_TOKEN_PREFIX = "fxs_"  # noqa: S105 - a prefix, not a secret
@@ -214,6 +217,7 @@ def http_app(
     drain: Drain | None = None,
     public_url: str | None = None,
     allowed_hosts: list[str] | None = None,
+    metrics: Metrics | None = None,
 ) -> Any:
     """The streamable HTTP app: stateless (any replica answers any request), SSE responses (so progress
     notifications flow), host/origin allow-list against DNS rebinding, every request authenticated.
@@ -221,12 +225,12 @@ def http_app(
     Without token principals in the policy or an OAuth issuer, ``session_token`` is required and only
     loopback is served. ``public_url`` and ``allowed_hosts`` default to FLEXUS_PUBLIC_URL and
     FLEXUS_ALLOWED_HOSTS.
-    With ``drain``, a stopping server says "not ready" and takes no new calls (see ``DrainingServer``)."""
+    With ``drain``, a stopping server says "not ready" and takes no new calls (see ``DrainingServer``).
+    ``metrics`` defaults to the process's own (``observability.process_metrics``)."""
     from mcp.server.transport_security import TransportSecuritySettings
-    from starlette.requests import Request
-    from starlette.responses import JSONResponse
 
     from .mcp_server import build_server
+    from .observability import Probes, ToolCallMetrics
 
     if needs_session_token(registry):
         if not is_loopback(host):
@@ -254,16 +258,11 @@ def http_app(
         resource_metadata_url = public + RESOURCE_METADATA_PATH + MCP_PATH
         _serve_resource_metadata_at_root(server, auth)
 
-    @server.custom_route("/healthz", methods=["GET"])
-    async def healthz(_request: Request) -> JSONResponse:
-        return JSONResponse({"status": "ok"})
-
-    @server.custom_route("/readyz", methods=["GET"])
-    async def readyz(_request: Request) -> JSONResponse:
-        if drain is not None and drain.draining:
-            return JSONResponse({"status": "draining"}, status_code=503)
-        ready = await registry.ready()
-        return JSONResponse({"status": "ready" if ready else "not ready"}, status_code=200 if ready else 503)
+    # Probes and metrics need no credentials and name nothing of the fleet (see observability.py).
+    probes = Probes(registry, drain, metrics)
+    for path, endpoint in probes.endpoints():
+        server.custom_route(path, methods=["GET"])(endpoint)
+    server.middleware.append(ToolCallMetrics())
 
     app = server.streamable_http_app(
         stateless_http=True,

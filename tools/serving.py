@@ -14,7 +14,7 @@ from typing import Any
 
 import uvicorn
 
-HEALTH_PATHS = ("/healthz", "/readyz")
+HEALTH_PATHS = ("/healthz", "/readyz", "/metrics")  # answered while draining too
 
 
 @dataclass

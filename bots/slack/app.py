@@ -24,10 +24,12 @@ from slack_bolt.async_app import AsyncApp
 from slack_sdk.web.async_client import AsyncWebClient
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from flexus_ops.core.errors import ConfigurationError
+from flexus_ops.core.telemetry import emit, log_format
+from flexus_ops.observability import Metrics, Probes, ProbeServer
 from flexus_ops.registry.registry import Registry
 from flexus_ops.serving import Drain, Draining
 
@@ -98,8 +100,8 @@ class SlackBot:
 
     # -- HTTP mode ----------------------------------------------------------------------------
 
-    def asgi(self, drain: Drain | None = None) -> Any:
-        """``POST /slack/events`` (commands, clicks, submissions), ``GET /healthz`` and ``GET /readyz``.
+    def asgi(self, drain: Drain | None = None, metrics: Metrics | None = None) -> Any:
+        """``POST /slack/events`` (commands, clicks, submissions), ``GET /healthz``, ``/readyz`` and ``/metrics``.
         With ``drain``, a stopping bot says "not ready" and turns new events away (Slack retries them,
         and another replica answers)."""
         if not self.settings.signing_secret:
@@ -109,13 +111,6 @@ class SlackBot:
         async def events(request: Request) -> Response:
             return await handler.handle(request)
 
-        async def health(_request: Request) -> Response:
-            return PlainTextResponse("ok")
-
-        async def ready(_request: Request) -> Response:
-            ok = not (drain is not None and drain.draining) and await self.registry.ready()
-            return JSONResponse({"status": "ready" if ok else "not ready"}, status_code=200 if ok else 503)
-
         @asynccontextmanager
         async def lifespan(_app: Starlette) -> AsyncIterator[None]:
             try:
@@ -123,21 +118,16 @@ class SlackBot:
             finally:
                 await self.aclose()
 
-        app = Starlette(
-            routes=[
-                Route(EVENTS_PATH, events, methods=["POST"]),
-                Route("/healthz", health, methods=["GET"]),
-                Route("/readyz", ready, methods=["GET"]),
-            ],
-            lifespan=lifespan,
-        )
+        probes = Probes(self.registry, drain, metrics)  # no credentials, nothing of the fleet or the people
+        app = Starlette(routes=[Route(EVENTS_PATH, events, methods=["POST"]), *probes.routes()], lifespan=lifespan)
         return app if drain is None else Draining(app, drain)
 
     # -- Socket Mode --------------------------------------------------------------------------
 
-    async def run_socket_mode(self) -> int:
+    async def run_socket_mode(self, probes: ProbeServer | None = None) -> int:
         """Connect and serve until SIGINT or SIGTERM, then close the connection and the registry; returns
-        the exit code (128 + the signal)."""
+        the exit code (128 + the signal). With ``probes`` (``--health-port``), /healthz, /readyz and
+        /metrics are served on their own port meanwhile; readiness says ``draining`` once stopping."""
         from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 
         if self.settings.app_token is None:
@@ -156,10 +146,15 @@ class SlackBot:
             with contextlib.suppress(NotImplementedError):  # not on Windows; Ctrl-C still ends asyncio.run
                 loop.add_signal_handler(signum, stopping, signum)
         try:
+            if probes is not None:
+                await probes.start()
             await handler.connect_async()
             await stop.wait()
         finally:
+            self.registry.draining = True
             await handler.close_async()
+            if probes is not None:
+                await probes.stop()
             await self.aclose()
         return 128 + received[0] if received else 0
 
@@ -188,10 +183,32 @@ def describe(bot: SlackBot, mode: str, where: str) -> str:
     return "\n".join(lines)
 
 
+def started(registry: Registry, mode: str, listen: str) -> None:
+    """The start-up line: where, how, against what and with which kind of store; never a secret."""
+    settings = registry.settings
+    emit(
+        "started",
+        message=f"flexus-ops slack ({mode}) listening on {listen}; cloud: {settings.target_summary()}; "
+        f"store: {settings.store_kind}",
+        surface="slack",
+        mode=mode,
+        listen=listen,
+        target=settings.target_summary(),
+        store=settings.store_kind,
+    )
+
+
 def main(
-    *, host: str = "127.0.0.1", port: int = 3000, mode: str = "auto", read_only: bool = False, grace_seconds: float = 10
+    *,
+    host: str = "127.0.0.1",
+    port: int = 3000,
+    mode: str = "auto",
+    read_only: bool = False,
+    grace_seconds: float = 10,
+    health_port: int | None = None,
 ) -> int:
     """``flexus-ops slack``: Socket Mode when SLACK_APP_TOKEN is set (or ``mode="socket"``), else HTTP.
+    Socket Mode has no HTTP server; ``health_port`` gives it one for probes and metrics, on ``host``.
     Configuration errors propagate to the CLI, which reports them in one line (exit 4)."""
     import uvicorn
 
@@ -204,11 +221,20 @@ def main(
     registry = Registry.from_settings(Settings.load(), read_only=read_only)
     bot = SlackBot(registry, settings, owns_registry=True)
     if chosen == "socket":
-        print(describe(bot, "Socket Mode", "connecting with SLACK_APP_TOKEN (no public URL needed)"), file=sys.stderr)
-        return asyncio.run(bot.run_socket_mode())
+        probes = ProbeServer(Probes(registry), host, health_port) if health_port is not None else None
+        started(registry, "socket", f"http://{host}:{health_port} (probes)" if probes else "none (no --health-port)")
+        if log_format() == "text":
+            print(
+                describe(bot, "Socket Mode", "connecting with SLACK_APP_TOKEN (no public URL needed)"), file=sys.stderr
+            )
+        return asyncio.run(bot.run_socket_mode(probes))
     drain = Drain()
     app = bot.asgi(drain)
-    print(describe(bot, "HTTP", f"http://{host}:{port}{EVENTS_PATH}"), file=sys.stderr)
-    server = DrainingServer(uvicorn.Config(app, host=host, port=port, log_level="warning"), drain, grace_seconds)
+    started(registry, "http", f"http://{host}:{port}{EVENTS_PATH}")
+    if log_format() == "text":
+        print(describe(bot, "HTTP", f"http://{host}:{port}{EVENTS_PATH}"), file=sys.stderr)
+    # log_config=None: uvicorn's records go through the process's handler (text or JSON), not its own.
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", log_config=None)
+    server = DrainingServer(config, drain, grace_seconds)
     asyncio.run(server.serve())
     return server.exit_code

@@ -51,7 +51,7 @@ from .models import (
     UpdateServerRequest,
     UpdateServerResult,
 )
-from .retries import parse_retry_after, retry_listener
+from .retries import observe_request, observe_retry, operation_name, parse_retry_after, retry_listener
 from .signer import canonical_query
 
 if TYPE_CHECKING:
@@ -205,6 +205,7 @@ class FlexusClient:
         if query:
             url = f"{url}?{canonical_query(query)}"
         path = httpx.URL(url).path
+        operation = operation_name(method, path, body)
         attempts = self.settings.retry_attempts
         # A read has one deadline for all its tries, so a hung cloud fails in bounded time, saying why.
         deadline = time.monotonic() + self.settings.read_deadline_seconds if is_read else None
@@ -212,21 +213,28 @@ class FlexusClient:
             timeout = self.settings.timeout_seconds
             if deadline is not None:
                 timeout = max(0.001, min(timeout, deadline - time.monotonic()))
+            started = time.monotonic()
             try:
                 async with self._limit:
                     response = await self._http.request(
                         method, url, content=content, headers=headers, timeout=httpx.Timeout(timeout)
                     )
             except httpx.TransportError as exc:
+                observe_request(operation, "error", time.monotonic() - started)
                 # A refused connection never reached the cloud; anything later might have.
                 reached = not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
                 why = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-                if is_read and attempt < attempts and await self._retry(method, path, why, attempt, deadline):
+                if (
+                    is_read
+                    and attempt < attempts
+                    and await self._retry(method, path, why, attempt, deadline, operation)
+                ):
                     continue
                 raise TransportError(
                     f"{method} {path}: {why}{self._gave_up(attempt, deadline)}",
                     may_have_applied=reached and not is_read,
                 ) from None
+            observe_request(operation, response.status_code, time.monotonic() - started)
             if response.status_code < 400:
                 return response
             error = error_from_response(response)
@@ -234,7 +242,7 @@ class FlexusClient:
             if retryable and attempt < attempts:
                 retry_after = parse_retry_after(response.headers.get("Retry-After"))
                 why = f"{error.status} {error.code}"
-                if await self._retry(method, path, why, attempt, deadline, retry_after):
+                if await self._retry(method, path, why, attempt, deadline, operation, retry_after, error.status):
                     continue
             raise error
         raise AssertionError("unreachable")  # pragma: no cover
@@ -246,7 +254,9 @@ class FlexusClient:
         why: str,
         attempt: int,
         deadline: float | None,
+        operation: str,
         retry_after: float | None = None,
+        status: int | str = "error",
     ) -> bool:
         """Wait before the next try and say so; False when the read's deadline leaves no time for it."""
         wait = self._backoff(attempt, retry_after)
@@ -256,7 +266,7 @@ class FlexusClient:
             f"{method} {path}: {bounded(why, 200)}; retrying in {wait:.1f} s "
             f"(try {attempt + 2} of {self.settings.retry_attempts + 1})"
         )
-        log.warning("cloud retry: %s", notice)
+        observe_retry(operation, status, wait, attempt + 2, retry_after, notice)
         listener = retry_listener.get()
         if listener is not None:
             await listener(notice)

@@ -48,6 +48,7 @@ from sqlalchemy.exc import TimeoutError as SQLATimeoutError
 
 from ..core.entries import AuditEntry
 from ..core.errors import StoreError, bounded, require_extra
+from ..core.telemetry import emit
 from .audit import (
     EVENT_CHECKPOINT_KEY,
     EVENT_KEYED,
@@ -292,6 +293,23 @@ def store_error(exc: BaseException, url: str, timeout: float) -> StoreError:
 STORE_FAILURES = (DBAPIError, SQLATimeoutError, OSError)
 
 
+def _transitioned(
+    tool: str | None, action_id: str | None, from_state: str | None, to_state: str | None, entry: AuditEntry | None
+) -> None:
+    """One event per committed state change (every one passes here or ``create_action``): for the log and
+    the metrics. Names, never arguments: the tool, the action id, the states, who and through what surface."""
+    emit(
+        "gate.transition",
+        tool=tool,
+        action_id=action_id,
+        from_state=str(from_state) if from_state is not None else "none",
+        to_state=str(to_state),
+        surface=entry.surface if entry is not None else None,
+        person=entry.person if entry is not None else None,
+        audit_event=entry.event if entry is not None else None,
+    )
+
+
 class Store:
     """The state as rows, synchronously. The surfaces use it through ``AsyncStore``, which keeps every
     database call off their event loop; tests and benchmarks may use it directly."""
@@ -377,6 +395,7 @@ class Store:
             db.execute(insert(actions).values(**row))
             record = self._append_entry(db, audit_entry)
         self._appended(record)
+        _transitioned(row.get("tool"), row.get("id"), None, row.get("state"), audit_entry)
 
     def get_action(self, action_id: str) -> dict[str, Any] | None:
         with self.tx() as db:
@@ -436,9 +455,15 @@ class Store:
         if lease_expired:
             conditions.append(or_(actions.c.lease_until.is_(None), actions.c.lease_until < now))
         with self.tx() as db:
+            # The row as it was, locked until commit: the event names the state it really moved from.
+            before = db.execute(
+                select(actions.c.tool, actions.c.state).where(actions.c.id == action_id).with_for_update()
+            ).first()
             moved = db.execute(update(actions).where(*conditions).values(state=to_state, **values)).rowcount == 1
             record = self._append_entry(db, audit_entry) if moved else None
         self._appended(record)
+        if moved and before is not None:
+            _transitioned(before.tool, action_id, before.state, to_state, audit_entry)
         return moved
 
     def renew_lease(self, action_id: str, owner: str, until: float) -> bool:

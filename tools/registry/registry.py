@@ -341,14 +341,22 @@ class Registry:
             message += "\nAfter you confirm, a second person must approve it."
         return f"{message}\n(preview {action.id})"
 
-    async def ready(self) -> bool:
-        """For readiness probes: not shutting down, and the store answers at the current schema."""
+    async def not_ready_because(self) -> str | None:
+        """For readiness probes: None when ready, else one word: ``draining`` (shutting down), ``policy``
+        (the policy file does not load), ``store`` (the store does not answer) or ``migrations`` (its schema
+        is not at this release's head). Never the error itself: probes need no credentials, and an error
+        may name a host or a path."""
         if self.draining:
-            return False
+            return "draining"
         try:
-            return await self.records.at_current_schema()
-        except FlexusError:  # a store that fails means "not ready"; the probe says no more
-            return False
+            self.policy  # noqa: B018 - re-reads a changed file; raises while it does not load
+        except Exception:
+            return "policy"
+        try:
+            at_head = await self.records.at_current_schema()
+        except Exception:  # a store that fails, times out or cannot even open: not ready, and no more said
+            return "store"
+        return None if at_head else "migrations"
 
     async def action(self, action_id: str) -> ActionView | None:
         """An action as surfaces may show it (never its encrypted secrets)."""

@@ -10,7 +10,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..config import is_loopback
+from ..config import Settings, is_loopback
+from ..core.telemetry import LOG_FORMATS, LOG_LEVELS, configure_logging, emit, log_format
 from .backend import (
     DEFAULT_ACCESS_KEY,
     DEFAULT_IAM_DOMAIN,
@@ -44,6 +45,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--token-seconds", type=float, default=86_400, help="IAM token lifetime (default 24 h)")
     parser.add_argument("--latency-ms", type=float, default=0.0, help="added latency per ECS/IAM request")
     parser.add_argument("--rate-limit", type=float, default=None, help="requests per second before 429")
+    parser.add_argument("--log-level", type=str.lower, choices=LOG_LEVELS, help="default: $FLEXUS_LOG_LEVEL, else info")
+    parser.add_argument(
+        "--log-format",
+        type=str.lower,
+        choices=LOG_FORMATS,
+        help="text or json (default: $FLEXUS_LOG_FORMAT, else text)",
+    )
 
 
 def _url(host: str, port: int) -> str:
@@ -84,6 +92,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"flexus-ops sim: {error}", file=sys.stderr)
         return 2
 
+    settings = Settings.load()
+    configure_logging(args.log_level or settings.log_level, args.log_format or settings.log_format)
     import uvicorn  # lazily: importing the sandbox package must stay light
 
     from .responses import Sandbox
@@ -96,28 +106,39 @@ def run(args: argparse.Namespace) -> int:
     # is theirs, and a log is no place for it.
     shown_sk = args.sk if args.sk == DEFAULT_SECRET_KEY else "<as given with --sk>"
     shown_password = args.iam_password if args.iam_password == DEFAULT_IAM_PASSWORD else "<as given>"
-    print(
-        "\n".join(
-            [
-                f"flexus-ops sim: sandbox cloud (NOT the real Huawei Cloud) on {url}",
-                f"  fleet: {args.servers} servers, seed {args.seed}, region {args.region}, "
-                f"jobs take {args.job_seconds:g}s",
-                f"  AK/SK: {args.ak} / {shown_sk}   project: {args.project_id}",
-                f"  IAM:   domain {args.iam_domain}, user {args.iam_user}, password {shown_password}",
-                f"  admin: {url}/_sandbox/health, /_sandbox/requests, /_sandbox/knobs",
-                "  to point flexus-ops or the official SDK at it:",
-                f"export FLEXUS_ECS_ENDPOINT={url} HUAWEICLOUD_SDK_AK={args.ak} "
-                f"HUAWEICLOUD_SDK_SK={shown_sk} HUAWEICLOUD_SDK_PROJECT_ID={args.project_id}",
-            ]
-        ),
-        file=sys.stderr,
-        flush=True,
+    emit(
+        "started",
+        message=f"flexus-ops sim (sandbox cloud) listening on {url}",
+        surface="sim",
+        mode="http",
+        listen=url,
+        target="sandbox",
+        store="memory",
     )
+    if log_format() == "text":  # a JSON log stays one object per line
+        print(
+            "\n".join(
+                [
+                    f"flexus-ops sim: sandbox cloud (NOT the real Huawei Cloud) on {url}",
+                    f"  fleet: {args.servers} servers, seed {args.seed}, region {args.region}, "
+                    f"jobs take {args.job_seconds:g}s",
+                    f"  AK/SK: {args.ak} / {shown_sk}   project: {args.project_id}",
+                    f"  IAM:   domain {args.iam_domain}, user {args.iam_user}, password {shown_password}",
+                    f"  admin: {url}/_sandbox/health, /_sandbox/requests, /_sandbox/knobs",
+                    "  to point flexus-ops or the official SDK at it:",
+                    f"export FLEXUS_ECS_ENDPOINT={url} HUAWEICLOUD_SDK_AK={args.ak} "
+                    f"HUAWEICLOUD_SDK_SK={shown_sk} HUAWEICLOUD_SDK_PROJECT_ID={args.project_id}",
+                ]
+            ),
+            file=sys.stderr,
+            flush=True,
+        )
     config = uvicorn.Config(
         sandbox.app,
         host=args.host.strip("[]"),
         port=args.port,
         log_level="warning",
+        log_config=None,  # uvicorn's records go through the handler above (text or JSON)
         access_log=False,
         lifespan="off",
     )
