@@ -13,12 +13,22 @@ from ...core.tools import Execution, Safety, ToolContext, ToolSpec
 from ..inputs import (
     ResetPasswordInput,
 )
-from ..targets import resolve_servers
+from ..targets import target_servers
+from ..undo import offering_undo
 
 if TYPE_CHECKING:
     pass
 
-from .shared import GATED_NOTE, nothing_to_do, overall_status, plan_item, server_outcomes, summary
+from .shared import (
+    FROZEN_NOTE,
+    GATED_NOTE,
+    SELECT_NOTE,
+    nothing_to_do,
+    overall_status,
+    plan_item,
+    server_outcomes,
+    summary,
+)
 
 # -- password reset ---------------------------------------------------------------------------
 
@@ -34,11 +44,13 @@ def generate_password(length: int = 20) -> str:
 
 
 async def reset_password_plan(ctx: ToolContext, args: ResetPasswordInput) -> Plan:
-    servers = await resolve_servers(ctx.client, args.servers)
+    servers = await target_servers(ctx.client, args)
     items: list[PlanItem] = []
     for server in servers:
         if server.locked:
             items.append(plan_item(server, False, "locked: the cloud would refuse it; skipped"))
+        elif server.frozen:
+            items.append(plan_item(server, False, FROZEN_NOTE))
         else:
             when = "after its next reboot" if server.status == "ACTIVE" else "when it next starts"
             items.append(plan_item(server, True, f"password will be reset; takes effect {when}"))
@@ -53,9 +65,12 @@ async def reset_password_plan(ctx: ToolContext, args: ResetPasswordInput) -> Pla
                 item.act = False
                 item.note = "the cloud's dry run did not accept this server; skipped"
     source = "given (hidden)" if args.new_password else "generated at execution, shown once to the requester"
+    said = summary("reset the password of", items)
+    if args.select is not None:
+        said = f"{said} matching {args.select.describe()}" if items else f"nothing matched {args.select.describe()}"
     return Plan(
         tool="flexus_reset_servers_password",
-        summary=summary("reset the password of", items),
+        summary=said,
         items=items,
         changes={"new_password": source, "reason": args.reason},
     )
@@ -102,14 +117,14 @@ RESET_PASSWORD = ToolSpec(
     description=(
         "Reset the OS login password of servers (effective after the next start or reboot). Needs a "
         "reason and, after confirmation, approval by a second authorised person. Omit new_password to "
-        "have one generated and shown once to the requester outside this conversation." + GATED_NOTE
+        "have one generated and shown once to the requester outside this conversation." + SELECT_NOTE + GATED_NOTE
     ),
     input_model=ResetPasswordInput,
     output_model=ChangeOutput,
     safety=Safety.DESTRUCTIVE,
     idempotent=False,
     plan=reset_password_plan,
-    execute=reset_password_execute,
+    execute=offering_undo("flexus_reset_servers_password", reset_password_execute),
     observe=reset_password_observe,
     secret_fields=frozenset({"new_password"}),
 )
