@@ -123,8 +123,7 @@ class Selection(ToolInput):
 # uses the full model above.
 SELECT_SCHEMA: dict[str, Any] = {
     "type": "object",
-    "description": "filters as in flexus_list_servers (name = prefix); prefer this to listing names",
-    "properties": {name: {"type": "string"} for name in SELECTION_FILTERS},
+    "description": "listing filters: " + ", ".join(SELECTION_FILTERS).replace("name", "name (a prefix)", 1),
 }
 Select = Annotated[Selection | None, WithJsonSchema(SELECT_SCHEMA)]
 ActionId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9]+$")]

@@ -18,7 +18,7 @@ GATED_NOTE = (
     "state) and nothing changes until a human confirms."
 )
 
-SELECT_NOTE = " Prefer select (filters) to listing servers."
+SELECT_NOTE = " Prefer select to listing servers."
 FROZEN_NOTE = "frozen by the cloud (EcmResStatus freeze): it would refuse it; skipped"
 
 
