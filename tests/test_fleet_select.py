@@ -112,6 +112,7 @@ SELECTIONS = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("selection", SELECTIONS, ids=lambda s: " ".join(f"{k}={v}" for k, v in s.items()))
 async def test_selection_resolves_to_what_the_official_sdk_lists(
     sim_url: str, tmp_path: Path, selection: dict[str, str]
@@ -452,6 +453,7 @@ async def test_slack_selection_previews_through_the_registry(registry: Registry)
     assert all(item.name.startswith("staging-web") for item in out.preview.plan.items)
 
 
+@pytest.mark.slow
 def test_the_cli_takes_a_selection_through_args(tmp_path: Path) -> None:
     from tests.procs import clean_env
 
@@ -465,3 +467,26 @@ def test_the_cli_takes_a_selection_through_args(tmp_path: Path) -> None:
         env, "call", "flexus_stop_servers", "--args", json.dumps({"servers": ["web-01"], "select": {"name": "w"}})
     )
     assert both.returncode != 0 and "give exactly one of servers, select, undo_of" in both.stderr
+
+
+@pytest.mark.slow
+async def test_a_selection_over_a_thousand_servers_is_chunked_as_explicit_lists_are(tmp_path: Path) -> None:
+    policy = team_policy(max_servers_per_change=5000, approve_above_servers=5000)
+    reg = make_registry(tmp_path, policy, sandbox_servers=1500)
+    try:
+        backend = backend_of(reg)
+        stopped = await confirm(reg, ALICE, "flexus_stop_servers", {"select": {"status": "ACTIVE"}})
+        done = [o.server_id for o in stopped.servers if o.outcome == "done"]
+        assert len(done) > 1000 and stopped.status == "succeeded" and len(stopped.job_ids) == 2
+        assert [w.operation for w in writes(reg)].count("BatchStopServers") == 2
+        # Its undo reads back more servers than one id query takes.
+        shown = await preview(reg, ALICE, "flexus_start_servers", stopped.undo.arguments if stopped.undo else {})
+        assert sorted(item.server_id for item in shown.plan.acting) == sorted(done)
+        asked = await confirm(
+            reg, ALICE, "flexus_reset_servers_password", {"select": {"status": "SHUTOFF"}, "reason": "rotate all"}
+        )
+        reset = await reg.approve(BOB, asked.action_id)
+        acted = [o.server_id for o in reset.servers if o.outcome == "done"]
+        assert len(acted) > 1000 and all(backend.servers[sid].password_resets == 1 for sid in acted)
+    finally:
+        await reg.aclose()

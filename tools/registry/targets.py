@@ -35,6 +35,17 @@ def _candidates(servers: list[ServerDetail], limit: int = 5) -> str:
     return shown + more
 
 
+async def servers_by_id(client: FlexusClient, ids: list[str]) -> list[ServerDetail]:
+    """The servers with these ids, as many as a query takes at a time (an undo of a big change can name
+    more than one request allows)."""
+    size = rules.MAX_SERVERS_PER_REQUEST
+    servers: list[ServerDetail] = []
+    for start in range(0, len(ids), size):
+        page = await client.list_servers(server_id=ids[start : start + size], limit=rules.MAX_PAGE_SIZE)
+        servers += page.servers
+    return servers
+
+
 async def resolve_servers(client: FlexusClient, refs: list[str], field: str = "servers") -> list[ServerDetail]:
     """The servers ``refs`` name, in the order given, each read fresh from the cloud."""
     ids = [ref for ref in refs if rules.problem_with_server_id(ref) is None]
@@ -42,8 +53,7 @@ async def resolve_servers(client: FlexusClient, refs: list[str], field: str = "s
     found: dict[str, ServerDetail] = {}
 
     if ids:
-        page = await client.list_servers(server_id=ids, limit=rules.MAX_PAGE_SIZE)
-        for server in page.servers:
+        for server in await servers_by_id(client, ids):
             if server.name is None and server.status is None:
                 continue  # the API's placeholder for an unknown id
             found[server.id] = server

@@ -43,6 +43,16 @@ def generate_password(length: int = 20) -> str:
             return candidate
 
 
+async def _reset_in_chunks(ctx: ToolContext, ids: list[str], password: str | None, *, dry_run: bool) -> set[str]:
+    """The servers the cloud accepted, as many per request as it takes (a selection can match more)."""
+    size = rules.MAX_SERVERS_PER_REQUEST
+    accepted: set[str] = set()
+    for start in range(0, len(ids), size):
+        chunk = ids[start : start + size]
+        accepted.update((await ctx.client.batch_reset_password(chunk, password, dry_run=dry_run)).server_ids)
+    return accepted
+
+
 async def reset_password_plan(ctx: ToolContext, args: ResetPasswordInput) -> Plan:
     servers = await target_servers(ctx.client, args)
     items: list[PlanItem] = []
@@ -58,8 +68,7 @@ async def reset_password_plan(ctx: ToolContext, args: ResetPasswordInput) -> Pla
     if acting:
         password = args.new_password.get_secret_value() if args.new_password else None
         # The API's own dry run checks the request (plug-in, permissions, password rules) for real.
-        checked = await ctx.client.batch_reset_password(acting, password, dry_run=True)
-        accepted = set(checked.server_ids)
+        accepted = await _reset_in_chunks(ctx, acting, password, dry_run=True)
         for item in items:
             if item.act and item.server_id not in accepted:
                 item.act = False
@@ -84,8 +93,7 @@ async def reset_password_execute(ctx: ToolContext, args: ResetPasswordInput, exe
     if execution.secret is None:
         execution.secret = generate_password()
         execution.generated_secret = True
-    accepted = await ctx.client.batch_reset_password(acting, execution.secret)
-    done = set(accepted.server_ids)
+    done = await _reset_in_chunks(ctx, acting, execution.secret, dry_run=False)
     results = {
         sid: ServerResult(
             server_id=sid,

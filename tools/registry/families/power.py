@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
-from ...cloud import rules
 from ...cloud.models import ServerDetail
 from ...core.plans import ActionResult, ChangeOutput, Plan, PlanItem, ServerResult
 from ...core.tools import Execution, Safety, ToolContext, ToolSpec
@@ -15,7 +14,7 @@ from ..inputs import (
     StartServersInput,
     StopServersInput,
 )
-from ..targets import resolve_servers, target_servers
+from ..targets import resolve_servers, servers_by_id, target_servers
 from ..undo import offering_undo, original, reached_servers
 
 if TYPE_CHECKING:
@@ -158,9 +157,8 @@ def _power_observe(action: PowerAction) -> Any:
         acting = [item.server_id for item in plan.acting]
         if not acting:
             return {}
-        page = await ctx.client.list_servers(server_id=acting, limit=rules.MAX_PAGE_SIZE)
         seen: dict[str, str] = {}
-        for server in page.servers:
+        for server in await servers_by_id(ctx.client, acting):
             if action == "stop":
                 applied = server.status == "SHUTOFF" or server.task_state == "powering-off"
             elif action == "start":
