@@ -490,3 +490,20 @@ async def test_a_selection_over_a_thousand_servers_is_chunked_as_explicit_lists_
         assert len(acted) > 1000 and all(backend.servers[sid].password_resets == 1 for sid in acted)
     finally:
         await reg.aclose()
+
+
+def test_slack_reset_password_takes_servers_not_filters() -> None:
+    refused = parse("reset-password tag=env=prod")
+    assert refused == Problem("`reset-password` takes server names or ids, not filters.")
+    # Free text is free: a description may say "status=ok".
+    described = parse("describe web-01 status=ok now")
+    assert isinstance(described, ChangeRequest) and described.arguments["description"] == "status=ok now"
+
+
+def test_an_approval_request_by_selection_names_its_selection() -> None:
+    from flexus_ops.bots.chat.answers import _targets_said
+
+    assert _targets_said({"select": {"name": "web", "tag": None, "status": "ACTIVE"}}) == [
+        "selected by name=web status=ACTIVE"
+    ]
+    assert _targets_said({"undo_of": "ab12"}) == ["the undo of ab12"]

@@ -18,7 +18,7 @@ from typing import Any
 from flexus_ops.cloud import rules
 from flexus_ops.core.tools import ToolSpec
 
-from .verbs import APPROVALS_VERB, COMMAND, HELP_VERB, SHARE, VERBS, Filters, Verb, by_word, catalog
+from .verbs import APPROVALS_VERB, COMMAND, HELP_VERB, LIST_FILTERS, SHARE, VERBS, Filters, Verb, by_word, catalog
 
 MAX_TEXT_CHARS = 4000  # Slack caps command text too; this bounds the work on anything else
 
@@ -246,6 +246,9 @@ def _tool_request(verb: Verb, spec: ToolSpec, typed: str, rest: list[str], comma
         if isinstance(split, Problem):
             return split
         words, flags = split.words, split.flags
+    takes_servers = verb.select is None and bool(verb.args) and verb.args[-1].many
+    if takes_servers and any(word.partition("=")[0].lower() in LIST_FILTERS for word in words if "=" in word):
+        return Problem(f"`{verb.name}` takes server names or ids, not filters.")  # never echoes the word
     if spec.secret_fields and (refused := _secret_words(verb, words, command)) is not None:
         return refused
     if verb.select is not None and any("=" in word for word in words):
