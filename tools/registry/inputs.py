@@ -123,7 +123,7 @@ class Selection(ToolInput):
 # uses the full model above.
 SELECT_SCHEMA: dict[str, Any] = {
     "type": "object",
-    "description": "listing filters: " + ", ".join(SELECTION_FILTERS).replace("name", "name (a prefix)", 1),
+    "description": "flexus_list_servers' filters; name: a prefix",
 }
 Select = Annotated[Selection | None, WithJsonSchema(SELECT_SCHEMA)]
 ActionId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9]+$")]
@@ -153,12 +153,12 @@ class PowerInput(TargetedInput):
 
 
 class StartServersInput(PowerInput):
-    undo_of: ActionId | None = Field(None, description="id of a finished stop: start what it stopped")
+    undo_of: ActionId | None = Field(None, description="a finished stop's action_id")
 
 
 class StopServersInput(PowerInput):
     type: PowerType = Field("SOFT", description="SOFT (clean shutdown) or HARD (forced)")
-    undo_of: ActionId | None = Field(None, description="id of a finished start: stop what it started")
+    undo_of: ActionId | None = Field(None, description="a finished start's action_id")
 
 
 class RebootServersInput(PowerInput):
@@ -191,7 +191,7 @@ class UpdateServerInput(GatedInput):
     description: rules.Description | None = None
     hostname: rules.Hostname | None = Field(None, description="takes effect after a reboot")
     user_data: rules.UserData | None = Field(None, description="base64, at most 32 KB decoded")
-    undo_of: ActionId | None = Field(None, description="id of a finished update: put back what it changed")
+    undo_of: ActionId | None = Field(None, description="a finished update's action_id")
 
     @model_validator(mode="after")
     def _something_to_change(self) -> UpdateServerInput:
