@@ -116,7 +116,8 @@ class Selection(ToolInput):
         return {name: value for name in SELECTION_FILTERS if (value := getattr(self, name)) is not None}
 
     def describe(self) -> str:
-        return " ".join(f"{name}{'^' if name == 'name' else ''}={value}" for name, value in self.filters().items())
+        # name=web* (a glob people know): the name filter of a selection is a prefix.
+        return " ".join(f"{name}={value}{'*' if name == 'name' else ''}" for name, value in self.filters().items())
 
 
 # Published once, compactly: the catalog carries it on four tools and is resent on every turn. Validation

@@ -67,8 +67,13 @@ async def original(ctx: ToolContext, action_id: str, tool: str) -> PastAction:
 
 def reached_servers(past: PastAction) -> list[str]:
     """The servers the original change reached (done, or sent without waiting), in its order."""
-    servers = past.result.servers if past.result is not None else []
-    reached = [outcome.server_id for outcome in servers if outcome.outcome in REACHED]
+    if past.result is None:
+        raise InvalidInput(
+            "undo_of",
+            f"action {past.view.id} has no per-server outcome on record (it failed before sending, or was "
+            "settled from the cloud); name the servers instead",
+        )
+    reached = [outcome.server_id for outcome in past.result.servers if outcome.outcome in REACHED]
     if not reached:
         raise InvalidInput("undo_of", f"action {past.view.id} changed no server; there is nothing to undo")
     return reached
