@@ -63,7 +63,8 @@ async def test_reads_return_compact_summaries(registry: Registry) -> None:
     assert isinstance(listing, ListServersOutput)
     assert listing.count == 30 and len(listing.servers) == 5 and listing.next_page == 2
     first = listing.servers[0]
-    assert set(first) <= {"id", "name", "status", "task", "flavor", "private_ips", "public_ips", "az", "locked", "tags"}
+    summary_fields = {"id", "name", "status", "task", "flavor", "private_ips", "public_ips", "az", "locked", "tags"}
+    assert set(first) <= summary_fields | {"billing", "frozen"}
     shown = await registry.call(CAROL, "flexus_show_server", {"server": first["name"]})
     assert isinstance(shown, ShowServerOutput) and shown.server["id"] == first["id"]
     full = await registry.call(CAROL, "flexus_show_server", {"server": first["id"], "full": True})

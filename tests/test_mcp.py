@@ -103,7 +103,7 @@ def test_annotations_come_from_the_safety_class(registry: Registry) -> None:
 
 def test_catalog_is_small(registry: Registry) -> None:
     size = len(json.dumps(tool_catalog(registry), separators=(",", ":")))
-    assert size <= 10_000, f"the tool catalog grew to {size} bytes; every client pays for it on every turn"
+    assert size <= 11_000, f"the tool catalog grew to {size} bytes; every client pays for it on every turn"
 
 
 # -- in memory, both eras ---------------------------------------------------------------------

@@ -294,7 +294,11 @@ def test_zero_job_seconds_completes_on_the_next_call(clock: FakeClock) -> None:
 def test_a_thousand_server_batch_is_one_job(clock: FakeClock) -> None:
     backend = SandboxBackend(SandboxOptions(servers=1500, clock=clock, job_seconds=1))
     targets = list(backend.servers)[:1000]
-    eligible = {sid for sid in targets if backend.servers[sid].status == "ACTIVE" and not backend.servers[sid].locked}
+    eligible = {
+        sid
+        for sid in targets
+        if (server := backend.servers[sid]).status == "ACTIVE" and not server.locked and not server.frozen
+    }
     job_id = backend.stop_servers(targets)
     clock.advance(1)
     job = backend.show_job(job_id)

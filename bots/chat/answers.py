@@ -64,6 +64,16 @@ def title_of(registry: Registry, tool: str) -> str:
     return spec.title if spec else tool
 
 
+def _targets_said(arguments: dict[str, Any]) -> list[str]:
+    """A request that names no server list: its selection, or the change it undoes."""
+    selection = arguments.get("select")
+    if isinstance(selection, dict):
+        return ["selected by " + " ".join(f"{key}={value}" for key, value in selection.items() if value is not None)]
+    if arguments.get("undo_of"):
+        return [f"the undo of {arguments['undo_of']}"]
+    return [arguments.get("server", "?")]
+
+
 def approval_items(registry: Registry, rows: list[dict[str, Any]]) -> list[ApprovalItem]:
     """The registry's pending approvals, with each request's servers read from its arguments."""
     items = []
@@ -72,7 +82,7 @@ def approval_items(registry: Registry, rows: list[dict[str, Any]]) -> list[Appro
             arguments = json.loads(row["arguments"])
         except (TypeError, ValueError):
             arguments = {}
-        servers = arguments.get("servers") or [arguments.get("server", "?")]
+        servers = arguments.get("servers") or _targets_said(arguments)
         items.append(
             ApprovalItem(
                 action_id=row["action_id"],

@@ -18,7 +18,7 @@ from typing import Any
 from flexus_ops.cloud import rules
 from flexus_ops.core.tools import ToolSpec
 
-from .verbs import APPROVALS_VERB, COMMAND, HELP_VERB, SHARE, VERBS, Filters, Verb, by_word, catalog
+from .verbs import APPROVALS_VERB, COMMAND, HELP_VERB, LIST_FILTERS, SHARE, VERBS, Filters, Verb, by_word, catalog
 
 MAX_TEXT_CHARS = 4000  # Slack caps command text too; this bounds the work on anything else
 
@@ -164,7 +164,7 @@ def _filters(verb: Verb, filters: Filters, words: list[str]) -> dict[str, Any] |
             continue
         if key not in filters.names:
             shown = f"`{key}`" if _SAFE_VERB.match(key) else "that filter"
-            known = ", ".join([*filters.names, filters.page])
+            known = ", ".join([*filters.names, *([filters.page] if filters.page else [])])
             return Problem(f"`{verb.name}` has no filter {shown}; filters: {known}.")
         if not value:
             return Problem(f"`{key}=` needs a value.")
@@ -173,6 +173,20 @@ def _filters(verb: Verb, filters: Filters, words: list[str]) -> dict[str, Any] |
             return Problem(f"`{key}` is given twice.")
         arguments[target] = value.upper() if target in filters.upper else value
     return arguments
+
+
+def _selection(verb: Verb, filters: Filters, words: list[str]) -> dict[str, Any] | Problem:
+    """``stop tag=env=staging name=web``: the servers by the listing's filters (``name`` is a prefix). Every
+    word is then a filter: a name among them would be ambiguous (a server, or a name filter?)."""
+    bare = [word for word in words if "=" not in word]
+    if bare:
+        word = bare[0] if rules.problem_with_name(bare[0]) is None else "..."
+        return Problem(
+            f"`{verb.name}` takes either servers or `key=value` filters, not both: write `name={word}` to pick "
+            "servers by how their names start, or name the servers alone."
+        )
+    found = _filters(verb, filters, words)
+    return found if isinstance(found, Problem) else {"select": found}
 
 
 def _usage_problem(verb: Verb, command: str) -> Problem:
@@ -232,9 +246,17 @@ def _tool_request(verb: Verb, spec: ToolSpec, typed: str, rest: list[str], comma
         if isinstance(split, Problem):
             return split
         words, flags = split.words, split.flags
+    takes_servers = verb.select is None and bool(verb.args) and verb.args[-1].many
+    if takes_servers and any(word.partition("=")[0].lower() in LIST_FILTERS for word in words if "=" in word):
+        return Problem(f"`{verb.name}` takes server names or ids, not filters.")  # never echoes the word
     if spec.secret_fields and (refused := _secret_words(verb, words, command)) is not None:
         return refused
-    found = _filters(verb, verb.filters, words) if verb.filters is not None else _positional(verb, words, command)
+    if verb.select is not None and any("=" in word for word in words):
+        found = _selection(verb, verb.select, words)
+    elif verb.filters is not None:
+        found = _filters(verb, verb.filters, words)
+    else:
+        found = _positional(verb, words, command)
     if isinstance(found, Problem):
         return found
     arguments = {**verb.fixed, **found}

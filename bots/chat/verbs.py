@@ -18,6 +18,7 @@ from types import MappingProxyType
 from typing import Any
 
 from flexus_ops.core.tools import ToolSpec
+from flexus_ops.registry.inputs import SELECTION_FILTERS
 
 COMMAND = "/flexus"  # how people call the bot; the Slack manifests declare the same slash command
 SHARE = "--share"  # every read takes it: post the answer where everyone in the conversation sees it
@@ -58,7 +59,7 @@ class Filters:
     examples: tuple[str, ...]  # shown in the help
     bare: str = "name"  # a word without '=' filters by this one, the most common wish
     upper: frozenset[str] = frozenset({"status"})  # fields the cloud spells in capitals
-    page: str = "page"  # the word (and field) of the page number
+    page: str | None = "page"  # the word (and field) of the page number; None: the filters have no pages
     max_page: int = 100_000
 
 
@@ -71,6 +72,7 @@ class Verb:
     args: tuple[Arg, ...] = ()
     flags: tuple[Flag, ...] = ()
     filters: Filters | None = None
+    select: Filters | None = None  # a change's servers by the listing's filters instead of by name
     fixed: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))  # on every call
     aliases: tuple[str, ...] = ()
     about: str = ""  # what the help adds to the tool's title (for the chat's own verbs: all it says)
@@ -91,6 +93,8 @@ class Verb:
 LIST_FILTERS = MappingProxyType(
     {"status": "status", "name": "name", "tag": "tag", "ip": "ip", "not-tag": "not_tag", "flavor": "flavor"}
 )
+SELECT_FILTERS = Filters(LIST_FILTERS, examples=("tag=env=staging", "name=web"), page=None)
+"""``/flexus stop tag=env=staging name=web``: the listing's filters pick a change's servers (name: a prefix)."""
 SERVER = Arg("server", "server", "a server", "web-01")
 SERVERS = Arg("servers", "server", "servers", "web-01", many=True, hint="a name or an id")
 JOB_ID = Arg("job_id", "job-id", "a job-id", "8a2f11e0")
@@ -110,9 +114,9 @@ VERBS: tuple[Verb, ...] = (
     Verb("show", "flexus_show_server", (SERVER,)),
     Verb("job", "flexus_show_job", (JOB_ID,)),
     Verb(APPROVALS_VERB, about="Approval requests waiting (all of them, for an approver)"),
-    Verb("start", "flexus_start_servers", (SERVERS,)),
-    Verb("stop", "flexus_stop_servers", (SERVERS,), (HARD,)),
-    Verb("reboot", "flexus_reboot_servers", (SERVERS,), (HARD,)),
+    Verb("start", "flexus_start_servers", (SERVERS,), select=SELECT_FILTERS),
+    Verb("stop", "flexus_stop_servers", (SERVERS,), (HARD,), select=SELECT_FILTERS),
+    Verb("reboot", "flexus_reboot_servers", (SERVERS,), (HARD,), select=SELECT_FILTERS),
     Verb("rename", "flexus_update_server", (SERVER, NEW_NAME), about="its name"),
     Verb("describe", "flexus_update_server", (SERVER, DESCRIPTION), about="its description"),
     Verb(
@@ -159,7 +163,14 @@ def problems(verbs: tuple[Verb, ...], specs: Mapping[str, ToolSpec]) -> list[str
         fields = set(spec.input_model.model_fields)
         named = [arg.field for arg in verb.args] + [flag.field for flag in verb.flags] + list(verb.fixed)
         if verb.filters is not None:
-            named += [*verb.filters.names.values(), verb.filters.page]
+            named += [*verb.filters.names.values(), *([verb.filters.page] if verb.filters.page else [])]
+        if verb.select is not None:
+            named.append("select")
+            found += [
+                f"{verb.name}: a selection has no filter {name!r}"
+                for name in verb.select.names.values()
+                if name not in SELECTION_FILTERS
+            ]
         found += [f"{verb.name}: {verb.tool} has no argument {name!r}" for name in named if name not in fields]
         found += [
             f"{verb.name}: a secret ({name}) is never taken from chat text"
@@ -205,6 +216,7 @@ def help_text(
             *reads,
             "Changes (a preview first; nothing happens until you press Confirm):",
             *changes,
-            f"Servers are names or ids, several at once: `{command} stop web-01 web-02`.",
+            f"Servers are names or ids, several at once: `{command} stop web-01 web-02`; or the list's filters "
+            f"(name = how names start): `{command} stop tag=env=staging name=web`.",
         ]
     )

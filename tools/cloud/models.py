@@ -92,6 +92,11 @@ class SecurityOptions(WireModel):
     tpm_enabled: bool | None = None
 
 
+BillingMode = Literal["on-demand", "prepaid", "spot"]
+BILLING_MODES: dict[str, BillingMode] = {"0": "on-demand", "1": "prepaid", "2": "spot"}
+"""metadata ``charging_mode``: "0" pay-per-use, "1" yearly/monthly (prepaid), "2" spot."""
+
+
 class ServerDetail(WireModel):
     id: str
     name: str | None = None
@@ -162,6 +167,16 @@ class ServerDetail(WireModel):
     @property
     def private_ips(self) -> list[str]:
         return self.ips("fixed")
+
+    @property
+    def billing(self) -> BillingMode | None:
+        """How the server is paid for, from metadata ``charging_mode`` (None when the API does not say)."""
+        return BILLING_MODES.get((self.metadata or {}).get("charging_mode", ""))
+
+    @property
+    def frozen(self) -> bool:
+        """Frozen by the cloud (metadata ``EcmResStatus`` = freeze, e.g. for arrears): it refuses actions."""
+        return (self.metadata or {}).get("EcmResStatus") == "freeze"
 
     @property
     def public_ips(self) -> list[str]:

@@ -52,6 +52,15 @@ class Preview(Compact):
     next_step: str
 
 
+class Undo(Compact):
+    """The inverse of a finished change as a ready call (preview it: it is a change like any other), or,
+    without a tool, why there is none."""
+
+    tool: str | None = None
+    arguments: dict[str, Any] = Field(default_factory=dict)
+    note: str
+
+
 class ServerResult(Compact):
     server_id: str
     name: str | None = None
@@ -67,6 +76,7 @@ class ActionResult(Compact):
     job_ids: list[str] = Field(default_factory=list)
     servers: list[ServerResult] = Field(default_factory=list)
     message: str
+    undo: Undo | None = Field(None, description="the call that previews the inverse, or why there is none")
     replay: bool | None = Field(None, description="true: a confirmation used again; nothing was run again")
 
 

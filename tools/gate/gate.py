@@ -64,18 +64,24 @@ def plan_fingerprint(plan: Plan) -> str:
 
 
 def plan_difference(before: Plan, now: Plan) -> str:
+    """What changed between the previewed plan and the plan now, server by server: those that joined the
+    targets (a selection matches them now), those that left them, and those whose state changed."""
     old = {item.server_id: item for item in before.items}
+    current = {item.server_id for item in now.items}
     lines = []
     for item in now.items:
         was = old.get(item.server_id)
         if was is None:
-            lines.append(f"{item.name or item.server_id}: not in the preview")
+            lines.append(f"{item.name or item.server_id}: joined since the preview ({item.status}): {item.note}")
             continue
         if (was.status, was.task, was.locked, was.act) != (item.status, item.task, item.locked, item.act):
             lines.append(
                 f"{item.name or item.server_id}: was {was.status}{f' ({was.task})' if was.task else ''}, "
                 f"now {item.status}{f' ({item.task})' if item.task else ''}: {item.note}"
             )
+    for item in before.items:
+        if item.server_id not in current:
+            lines.append(f"{item.name or item.server_id}: left since the preview (no longer matches, or gone)")
     if before.changes != now.changes:
         lines.append("the fields to change are no longer the same (the server was changed meanwhile)")
     return "; ".join(lines) or "the plan changed"
@@ -235,10 +241,12 @@ class Gate:
                 secret = generator()
             args = self._with_secret(spec, args, secret)
         plan = await spec.plan(ctx, args)
+        if problem := self.policy.blast_radius_problem(len(plan.acting)):
+            raise Refused(problem)
         if generator is not None:
             self._say_generated(spec, plan)
         fingerprint = plan_fingerprint(plan)
-        needs_approval = self.policy.needs_approval(spec.name)
+        needs_approval = self.policy.needs_approval(spec.name, len(plan.acting))
         settings = self.policy.settings
         if reused is not None and reused["plan_hash"] == fingerprint:
             action = reused  # the same question again (e.g. a client's retry): keep one pending action
@@ -276,7 +284,9 @@ class Gate:
         token: str | None = self.keys.issue_token(action["id"], ctx.person, spec.name, args_hash)
         approvers = [p.id for p in self.policy.approvers if p.id != ctx.person]
         runnable = bool(plan.acting) and (approvers != [] or not needs_approval)
-        if not plan.acting:
+        if not plan.items:
+            token, step = None, "Nothing matched: no server fits this selection, so there is nothing to do."
+        elif not plan.acting:
             token, step = None, "Nothing to do: no server is in a state this action applies to."
         elif needs_approval and not approvers:
             token = None
@@ -293,6 +303,11 @@ class Gate:
                 step += " Then call again with the same arguments and this confirmation_token."
             if needs_approval:
                 step += f" After confirmation it waits for approval by one of: {', '.join(approvers)}."
+                if not self.policy.needs_approval(spec.name):
+                    step += (
+                        f" (It acts on {len(plan.acting)} servers; the policy asks a second person above "
+                        f"{settings.approve_above_servers}.)"
+                    )
         return Preview(
             action_id=action["id"],
             plan=plan,
@@ -390,6 +405,8 @@ class Gate:
         assert spec.plan is not None
         args = self.with_generated_secret(spec, action, args)
         current = await spec.plan(ctx, args)
+        if problem := self.policy.blast_radius_problem(len(current.acting)):
+            raise Refused(problem)  # the policy was tightened since the preview
         if self.secret_was_generated(spec, action):
             self._say_generated(spec, current)
         if plan_fingerprint(current) != action["plan_hash"]:
@@ -411,7 +428,7 @@ class Gate:
             # Someone else confirmed it meanwhile: the change we see is theirs, say so.
             raise await self._lost(action)
 
-        if action["needs_approval"]:
+        if action["needs_approval"] or self.policy.needs_approval(spec.name, len(current.acting)):
             if not [p for p in self.policy.approvers if p.id != ctx.person]:
                 raise Refused("no approver other than you is named in the policy; this cannot run")
             expires = self.clock() + self.policy.settings.approval_ttl_seconds
@@ -517,7 +534,9 @@ class Gate:
         ):
             raise await self._lost(action)
         args = self.with_generated_secret(spec, action, self.rebuild_arguments(spec, action))
-        requester_ctx = ToolContext(client=ctx.client, person=ctx.person, surface=ctx.surface, progress=ctx.progress)
+        requester_ctx = ToolContext(
+            client=ctx.client, person=ctx.person, surface=ctx.surface, progress=ctx.progress, extras=ctx.extras
+        )
         assert spec.plan is not None
         current = await spec.plan(requester_ctx, args)
         if self.secret_was_generated(spec, action):

@@ -81,6 +81,11 @@ class GateSettings(BaseModel):
     allow_tools: list[str] = Field(default_factory=list, description="empty = every tool")
     deny_tools: list[str] = Field(default_factory=list)
     require_approval: list[str] = Field(default_factory=lambda: ["flexus_reset_servers_password"])
+    # The blast radius of one change, counted as the servers its plan acts on (a rollout in waves counts
+    # all of its servers): above the first it needs a second person (when the policy names an approver),
+    # above the second it is refused at preview.
+    approve_above_servers: int = Field(50, ge=1, le=100_000)
+    max_servers_per_change: int = Field(1000, ge=1, le=100_000)
 
 
 class Policy(BaseModel):
@@ -117,8 +122,25 @@ class Policy(BaseModel):
             return False
         return not self.settings.allow_tools or name in self.settings.allow_tools
 
-    def needs_approval(self, name: str) -> bool:
-        return name in self.settings.require_approval
+    def needs_approval(self, name: str, servers: int = 0) -> bool:
+        """The tool always needs approval, or this change acts on more servers than the policy lets one
+        person change alone (only when the policy names an approver: with none, nobody could approve)."""
+        return name in self.settings.require_approval or self.too_many_for_one(servers)
+
+    def too_many_for_one(self, servers: int) -> bool:
+        return bool(self.approvers) and servers > self.settings.approve_above_servers
+
+    def blast_radius_problem(self, servers: int) -> str | None:
+        """Why a change acting on ``servers`` servers is refused, or None."""
+        cap = self.settings.max_servers_per_change
+        if servers <= cap:
+            return None
+        return (
+            f"this change acts on {servers} servers; the policy allows at most {cap} in one change "
+            f"(max_servers_per_change). Split it into changes of at most {cap}: narrow the selection (a name "
+            "prefix, a tag, a status, a flavor) or name fewer servers. Waves do not get around it: a rollout "
+            "counts all of its servers"
+        )
 
     @property
     def approvers(self) -> list[Person]:

@@ -6,9 +6,9 @@ Field descriptions are short on purpose: the whole catalog is sent to the model 
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any, ClassVar
 
-from pydantic import AfterValidator, Field, SecretStr, field_validator, model_validator
+from pydantic import AfterValidator, Field, SecretStr, WithJsonSchema, field_validator, model_validator
 
 from ..cloud import rules
 from ..cloud.models import PowerType
@@ -89,25 +89,92 @@ class ListServersInput(ToolInput):
     full: bool = Field(False, description="every API field instead of the summary")
 
 
-class PowerInput(GatedInput):
-    servers: ServerRefs
+# -- which servers a change acts on: a list, a selection by filter, or the servers of an earlier change --
+
+SELECTION_FILTERS = ("name", "status", "tag", "not_tag", "flavor", "ip", "ip_eq", "enterprise_project_id")
+
+
+class Selection(ToolInput):
+    """Servers by the listing's filters, resolved against the live fleet at preview and again at
+    confirmation. ``name`` is a prefix here (the API's own name filter is fuzzy: too loose for a change)."""
+
+    name: ShortText | None = None
+    status: ShortText | None = None
+    tag: ShortText | None = None
+    not_tag: ShortText | None = None
+    flavor: ShortText | None = None
+    ip: ShortText | None = None
+    ip_eq: ShortText | None = None
+    enterprise_project_id: ShortText | None = None
+
+    @field_validator("status")
+    @classmethod
+    def _status(cls, value: str | None) -> str | None:
+        if value is not None and (problem := rules.problem_with_status(value)):
+            raise ValueError(problem)
+        return value
+
+    @model_validator(mode="after")
+    def _some_filter(self) -> Selection:
+        if not self.filters():
+            raise ValueError(f"name at least one filter: {', '.join(SELECTION_FILTERS)}")
+        return self
+
+    def filters(self) -> dict[str, str]:
+        return {name: value for name in SELECTION_FILTERS if (value := getattr(self, name)) is not None}
+
+    def describe(self) -> str:
+        # name=web* (a glob people know): the name filter of a selection is a prefix.
+        return " ".join(f"{name}={value}{'*' if name == 'name' else ''}" for name, value in self.filters().items())
+
+
+# Published once, compactly: the catalog carries it on four tools and is resent on every turn. Validation
+# uses the full model above.
+SELECT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "flexus_list_servers' filters; name: a prefix",
+}
+Select = Annotated[Selection | None, WithJsonSchema(SELECT_SCHEMA)]
+ActionId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9]+$")]
+
+
+class TargetedInput(GatedInput):
+    """A change on several servers: exactly one of ``servers``, ``select`` or (where the tool can be an
+    inverse) ``undo_of``."""
+
+    TARGETS: ClassVar[tuple[str, ...]] = ("servers", "select", "undo_of")
+
+    servers: ServerRefs | None = None
+    select: Select = None
+
+    @model_validator(mode="after")
+    def _exactly_one_target(self) -> TargetedInput:
+        offered = [name for name in self.TARGETS if name in type(self).model_fields]
+        given = [name for name in offered if getattr(self, name) is not None]
+        if len(given) != 1:
+            said = "none" if not given else " and ".join(given)
+            raise ValueError(f"give exactly one of {', '.join(offered)} (got {said})")
+        return self
+
+
+class PowerInput(TargetedInput):
     wait: bool = Field(True, description="wait for the job and report each server")
 
 
 class StartServersInput(PowerInput):
-    pass
+    undo_of: ActionId | None = Field(None, description="a finished stop's action_id")
 
 
 class StopServersInput(PowerInput):
     type: PowerType = Field("SOFT", description="SOFT (clean shutdown) or HARD (forced)")
+    undo_of: ActionId | None = Field(None, description="a finished start's action_id")
 
 
 class RebootServersInput(PowerInput):
     type: PowerType = Field("SOFT", description="SOFT (clean) or HARD (forced)")
 
 
-class ResetPasswordInput(GatedInput):
-    servers: ServerRefs
+class ResetPasswordInput(TargetedInput):
     new_password: SecretStr | None = Field(
         None,
         description=(
@@ -132,7 +199,7 @@ UPDATABLE = ("name", "description", "hostname", "user_data")
 
 
 class UpdateServerInput(GatedInput):
-    server: ServerRef
+    server: ServerRef | None = None
     name: rules.ServerName | None = Field(
         None, description="1-128 of letters, digits, Chinese, _ - . (a Chinese character counts as two)"
     )
@@ -141,10 +208,18 @@ class UpdateServerInput(GatedInput):
         None, description="deprecated by the API (newer docs: no longer used); takes effect after a reboot"
     )
     user_data: rules.UserData | None = Field(None, description="base64, at most 32 KB decoded")
+    undo_of: ActionId | None = Field(None, description="a finished update's action_id")
 
     @model_validator(mode="after")
     def _something_to_change(self) -> UpdateServerInput:
-        if all(getattr(self, name) is None for name in UPDATABLE):
+        changing = [name for name in UPDATABLE if getattr(self, name) is not None]
+        if self.undo_of is not None:
+            if self.server is not None or changing:
+                raise ValueError("undo_of takes nothing else: the action says which server and what to put back")
+            return self
+        if self.server is None:
+            raise ValueError("give server (and what to change) or undo_of")
+        if not changing:
             raise ValueError(f"set at least one of {', '.join(UPDATABLE)}")
         return self
 

@@ -1,6 +1,7 @@
 """Output models of the tools: compact by default, because every byte goes into a model's context.
 
-A server is summarised to what an operator acts on (id, name, status, task, flavor, IPs, AZ, lock);
+A server is summarised to what an operator acts on (id, name, status, task, flavor, IPs, AZ, lock, billing
+mode, frozen);
 ``full=true`` returns the API's own fields.
 """
 
@@ -25,6 +26,8 @@ class ServerSummary(Compact):
     az: str | None = None
     locked: bool | None = None
     tags: list[str] = Field(default_factory=list)
+    billing: str | None = Field(None, description="on-demand, prepaid (yearly/monthly) or spot")
+    frozen: bool = Field(False, description="frozen by the cloud: it refuses actions")
 
     @classmethod
     def of(cls, server: ServerDetail) -> ServerSummary:
@@ -44,6 +47,8 @@ class ServerSummary(Compact):
             az=server.availability_zone,
             locked=server.locked,
             tags=server.tags or [],
+            billing=server.billing,
+            frozen=server.frozen,
         )
 
 

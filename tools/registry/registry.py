@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -26,6 +27,7 @@ from ..gate.settle import SETTLE_BATCH, Settler
 from .catalog import TOOLS
 from .completions import Completer, Kind, Suggestions
 from .render import plan_text
+from .undo import READ_ACTION, PastAction
 
 if TYPE_CHECKING:
     from ..cloud.client import FlexusClient
@@ -257,8 +259,22 @@ class Registry:
 
     def context(self, person: Person, caller: Caller, progress: Progress | None) -> ToolContext:
         return ToolContext(
-            client=self.client, person=person.id, surface=caller.surface, progress=progress or no_progress
+            client=self.client,
+            person=person.id,
+            surface=caller.surface,
+            progress=progress or no_progress,
+            extras={READ_ACTION: self._past_action},
         )
+
+    async def _past_action(self, action_id: str) -> PastAction | None:
+        """An earlier action and its recorded result, for the plan of its undo (any operator may preview
+        an undo; the plan shows only servers and fields, never a secret)."""
+        row = await self.records.get_action(action_id)
+        if row is None:
+            return None
+        stored = json.loads(row["result_json"]) if row["result_json"] else {}
+        result = ActionResult.model_validate(stored) if "status" in stored else None
+        return PastAction(view=ActionView.of(row), result=result)
 
     def validate(self, spec: ToolSpec, arguments: dict[str, Any]) -> BaseModel:
         try:

@@ -3,6 +3,7 @@ Every surface renders with these, so a preview reads the same in Slack, a termin
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from pydantic import BaseModel
@@ -19,7 +20,9 @@ def _server_line(server: dict[str, Any]) -> str:
     if server.get("task"):
         status += f" ({server['task']})"
     lock = " LOCKED" if server.get("locked") else ""
-    return f"{server.get('name') or '?'}  {status}{lock}  {ips}  {server['id']}"
+    lock += " FROZEN" if server.get("frozen") else ""
+    billing = f"  {server['billing']}" if server.get("billing") else ""
+    return f"{server.get('name') or '?'}  {status}{lock}  {ips}{billing}  {server['id']}"
 
 
 def _capped(lines: list[str], total: int | None = None) -> list[str]:
@@ -54,6 +57,9 @@ def result_text(result: ActionResult) -> str:
     )
     if result.job_ids:
         lines.append("jobs: " + ", ".join(result.job_ids))
+    if result.undo is not None:
+        call = f": {result.undo.tool} {json.dumps(result.undo.arguments)}" if result.undo.tool else ""
+        lines.append(f"undo{call} ({result.undo.note})" if call else f"undo: none ({result.undo.note})")
     return "\n".join(lines)
 
 

@@ -311,6 +311,8 @@ class SandboxBackend:
         return job.job_id
 
     def _refusal(self, action: str, server: ServerState) -> tuple[str, str] | None:
+        if server.frozen:
+            return frozen_refusal(server.id)
         if server.locked:
             return "Ecs.0605", f"Instance[{server.id}] is locked ({server.lock_metadata.get('lockScene', 'locked')})."
         needed = POWER_ACTIONS[action].needs_status
@@ -348,6 +350,8 @@ class SandboxBackend:
         self._validate_ids(server_ids)
         for server_id in server_ids:
             server = self.servers[server_id]
+            if server.frozen:
+                raise ecs_error(400, *frozen_refusal(server_id))
             if server.locked:
                 raise ecs_error(400, "Ecs.0605", f"Instance[{server_id}] is locked.")
             # Each server's own rules, by its image's OS: one batch across Linux and Windows satisfies both.
@@ -381,6 +385,8 @@ class SandboxBackend:
             if problem:
                 raise ecs_error(400, "Ecs.0005", f"server.{key}: {problem}")
         server = self._server(server_id)
+        if server.frozen:
+            raise ecs_error(400, *frozen_refusal(server_id))
         for key, value in changes.items():
             if key == "security_options":
                 server.security_options.update(value)
@@ -489,6 +495,14 @@ class SandboxBackend:
         }
         projects = [project] if name in (None, self.options.region) else []
         return {"projects": projects, "links": {"self": "/v3/projects", "next": None, "previous": None}}
+
+
+FROZEN_CODE = "Ecs.9001"
+"""Made up: the real code for an action on a frozen server is not documented (the README says so)."""
+
+
+def frozen_refusal(server_id: str) -> tuple[str, str]:
+    return FROZEN_CODE, f"Instance[{server_id}] is frozen (EcmResStatus freeze); no action is allowed on it."
 
 
 def _int_param(params: Mapping[str, str], key: str, default: int) -> int:

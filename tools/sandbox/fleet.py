@@ -182,6 +182,8 @@ HEADLINE: tuple[tuple[str, str | None], ...] = (
 TEAMS = ("platform", "payments", "data", "growth")
 EIP_PREFIXES = ("121.36", "124.70", "119.3", "1.94", "114.116")
 LOCK_EVERY = 12  # about 1 in 12 servers is locked by an order (reference: lockSource/lockScene metadata)
+FREEZE_EVERY = 50  # 1 in 50 is frozen (metadata EcmResStatus=freeze); never a locked one, nor a headline one
+FREEZE_AT = 33  # index 33, 83, 133, ...: odd remainders mod 12, so never a locked index (10 mod 12)
 SHUTOFF_SHARE = 0.2
 FLOATING_SHARE = 0.85
 
@@ -238,6 +240,8 @@ class ServerState:
     launch_index: int
     enterprise_project_id: str
     charging_mode: str
+    frozen: bool = False
+    """Frozen by the cloud (arrears, a legal hold): every action on it is refused."""
     lock_metadata: dict[str, str] = field(default_factory=dict)
     password_resets: int = 0
     """How many password resets were applied; the password itself is never kept."""
@@ -414,7 +418,7 @@ def server_metadata(server: ServerState) -> dict[str, str]:
         "image_name": server.image.name,
         "os_type": server.image.os_type,
         "os_bit": server.image.os_bit,
-        "EcmResStatus": "normal",
+        "EcmResStatus": "freeze" if server.frozen else "normal",
         "metering.image_id": server.image.id,
         "metering.imagetype": "gold",
         "metering.resourcespeccode": f"{server.flavor.id}.{resource_kind}",
@@ -602,6 +606,8 @@ def generate_fleet(
                 launch_index=launch_index,
                 enterprise_project_id=rng.choice(enterprise_projects),
                 charging_mode="1" if rng.random() < 0.85 else "0",
+                # By index, not by drawing: the fleet every seed gave before frozen servers stays the same.
+                frozen=index % FREEZE_EVERY == FREEZE_AT,
                 lock_metadata=lock_metadata,
             )
         )

@@ -13,12 +13,22 @@ from ...core.tools import Execution, Safety, ToolContext, ToolSpec
 from ..inputs import (
     ResetPasswordInput,
 )
-from ..targets import resolve_servers
+from ..targets import target_servers
+from ..undo import offering_undo
 
 if TYPE_CHECKING:
     pass
 
-from .shared import GATED_NOTE, nothing_to_do, overall_status, plan_item, server_outcomes, summary
+from .shared import (
+    FROZEN_NOTE,
+    GATED_NOTE,
+    SELECT_NOTE,
+    nothing_to_do,
+    overall_status,
+    plan_item,
+    server_outcomes,
+    summary,
+)
 
 # -- password reset ---------------------------------------------------------------------------
 
@@ -33,14 +43,27 @@ def _check_per_server(password: str, servers: list[ServerDetail]) -> None:
             raise InvalidInput("new_password", f"{problem} ({server.name or server.id} {runs})")
 
 
+async def _reset_in_chunks(ctx: ToolContext, ids: list[str], password: str | None, *, dry_run: bool) -> set[str]:
+    """The servers the cloud accepted, as many per request as it takes (a selection can match more)."""
+    size = rules.MAX_SERVERS_PER_REQUEST
+    accepted: set[str] = set()
+    for start in range(0, len(ids), size):
+        chunk = ids[start : start + size]
+        accepted.update((await ctx.client.batch_reset_password(chunk, password, dry_run=dry_run)).server_ids)
+    return accepted
+
+
 async def reset_password_plan(ctx: ToolContext, args: ResetPasswordInput) -> Plan:
-    servers = await resolve_servers(ctx.client, args.servers)
+    servers = await target_servers(ctx.client, args)
     if args.new_password is not None:
-        _check_per_server(args.new_password.get_secret_value(), [s for s in servers if not s.locked])
+        usable = [s for s in servers if not s.locked and not s.frozen]
+        _check_per_server(args.new_password.get_secret_value(), usable)
     items: list[PlanItem] = []
     for server in servers:
         if server.locked:
             items.append(plan_item(server, False, "locked: the cloud would refuse it; skipped"))
+        elif server.frozen:
+            items.append(plan_item(server, False, FROZEN_NOTE))
         else:
             when = "after its next reboot" if server.status == "ACTIVE" else "when it next starts"
             items.append(plan_item(server, True, f"password will be reset; takes effect {when}"))
@@ -48,17 +71,19 @@ async def reset_password_plan(ctx: ToolContext, args: ResetPasswordInput) -> Pla
     if acting:
         password = args.new_password.get_secret_value() if args.new_password else None
         # The API's own dry run checks the request (plug-in, permissions, password rules) for real.
-        checked = await ctx.client.batch_reset_password(acting, password, dry_run=True)
-        accepted = set(checked.server_ids)
+        accepted = await _reset_in_chunks(ctx, acting, password, dry_run=True)
         for item in items:
             if item.act and item.server_id not in accepted:
                 item.act = False
                 item.note = "the cloud's dry run did not accept this server; skipped"
     # A generated password is in args.new_password too (the gate made it at preview) and the gate says so.
     source = "given (hidden)" if args.new_password else "none: the dry run checked the request without one"
+    said = summary("reset the password of", items)
+    if args.select is not None:
+        said = f"{said} matching {args.select.describe()}" if items else f"nothing matched {args.select.describe()}"
     return Plan(
         tool="flexus_reset_servers_password",
-        summary=summary("reset the password of", items),
+        summary=said,
         items=items,
         changes={"new_password": source, "reason": args.reason},
     )
@@ -73,8 +98,7 @@ async def reset_password_execute(ctx: ToolContext, args: ResetPasswordInput, exe
         # Passwords are generated at preview (so the cloud's dry run checked this one); none here means a
         # preview made before that, which cannot be run as previewed.
         raise Refused("new_password: this preview carries no password; preview again to have one generated")
-    accepted = await ctx.client.batch_reset_password(acting, execution.secret)
-    done = set(accepted.server_ids)
+    done = await _reset_in_chunks(ctx, acting, execution.secret, dry_run=False)
     results = {
         sid: ServerResult(
             server_id=sid,
@@ -107,14 +131,14 @@ RESET_PASSWORD = ToolSpec(
         "Reset the OS login password of servers (effective after the next start or reboot). Needs a "
         "reason and, after confirmation, approval by a second authorised person. Omit new_password to "
         "have one generated at preview (the cloud's dry run checks it; it is never shown in the preview) and "
-        "revealed once to the requester outside this conversation." + GATED_NOTE
+        "revealed once to the requester outside this conversation." + SELECT_NOTE + GATED_NOTE
     ),
     input_model=ResetPasswordInput,
     output_model=ChangeOutput,
     safety=Safety.DESTRUCTIVE,
     idempotent=False,
     plan=reset_password_plan,
-    execute=reset_password_execute,
+    execute=offering_undo("flexus_reset_servers_password", reset_password_execute),
     observe=reset_password_observe,
     secret_fields=frozenset({"new_password"}),
     secret_generator=rules.generate_password,

@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
-from ...cloud import rules
 from ...cloud.models import ServerDetail
 from ...core.plans import ActionResult, ChangeOutput, Plan, PlanItem, ServerResult
 from ...core.tools import Execution, Safety, ToolContext, ToolSpec
@@ -15,22 +14,38 @@ from ..inputs import (
     StartServersInput,
     StopServersInput,
 )
-from ..targets import resolve_servers
+from ..targets import resolve_servers, servers_by_id, target_servers
+from ..undo import offering_undo, original, reached_servers
 
 if TYPE_CHECKING:
     from ...cloud.client import FlexusClient
 
-from .shared import GATED_NOTE, JobProgress, nothing_to_do, overall_status, plan_item, server_outcomes, summary
+from .shared import (
+    FROZEN_NOTE,
+    GATED_NOTE,
+    SELECT_NOTE,
+    JobProgress,
+    nothing_to_do,
+    overall_status,
+    plan_item,
+    server_outcomes,
+    summary,
+)
 
 # -- power actions ----------------------------------------------------------------------------
 
 PowerAction = Literal["start", "stop", "reboot"]
 
 
+PREPAID_STOP_NOTE = "; prepaid: still billed while stopped"
+
+
 def power_item(server: ServerDetail, action: PowerAction, kind: str) -> PlanItem:
     status = server.status
     if server.locked:
         return plan_item(server, False, "locked: the cloud would refuse it; skipped")
+    if server.frozen:
+        return plan_item(server, False, FROZEN_NOTE)
     if server.task_state:
         return plan_item(server, False, f"busy ({server.task_state}); skipped, try again when it finishes")
     if action == "start":
@@ -41,7 +56,8 @@ def power_item(server: ServerDetail, action: PowerAction, kind: str) -> PlanItem
         return plan_item(server, False, f"is {status}; only a SHUTOFF server can start")
     if action == "stop":
         if status == "ACTIVE":
-            return plan_item(server, True, f"will stop ({kind})")
+            billed = PREPAID_STOP_NOTE if server.billing == "prepaid" else ""
+            return plan_item(server, True, f"will stop ({kind}){billed}")
         if status == "SHUTOFF":
             return plan_item(server, False, "already SHUTOFF; nothing to do")
         return plan_item(server, False, f"is {status}; only an ACTIVE server can stop")
@@ -53,12 +69,25 @@ def power_item(server: ServerDetail, action: PowerAction, kind: str) -> PlanItem
 
 
 def _power_plan(action: PowerAction) -> Any:
+    tool = f"flexus_{action}_servers"
+
     async def plan(ctx: ToolContext, args: PowerInput) -> Plan:
         kind = getattr(args, "type", "SOFT")
-        servers = await resolve_servers(ctx.client, args.servers)
+        undo_of: str | None = getattr(args, "undo_of", None)
+        if undo_of is not None:
+            ids = reached_servers(await original(ctx, undo_of, tool))
+            servers = await resolve_servers(ctx.client, ids, field="undo_of")
+            scope = f" (the undo of {undo_of})"
+        else:
+            servers = await target_servers(ctx.client, args)
+            scope = f" matching {args.select.describe()}" if args.select is not None else ""
         items = [power_item(server, action, kind) for server in servers]
         changes = {"type": kind} if action != "start" else {}
-        return Plan(tool=f"flexus_{action}_servers", summary=summary(action, items), items=items, changes=changes)
+        if not items and args.select is not None:
+            said = f"nothing matched {args.select.describe()}"
+        else:
+            said = summary(action, items) + scope
+        return Plan(tool=tool, summary=said, items=items, changes=changes)
 
     return plan
 
@@ -128,9 +157,8 @@ def _power_observe(action: PowerAction) -> Any:
         acting = [item.server_id for item in plan.acting]
         if not acting:
             return {}
-        page = await ctx.client.list_servers(server_id=acting, limit=rules.MAX_PAGE_SIZE)
         seen: dict[str, str] = {}
-        for server in page.servers:
+        for server in await servers_by_id(ctx.client, acting):
             if action == "stop":
                 applied = server.status == "SHUTOFF" or server.task_state == "powering-off"
             elif action == "start":
@@ -150,13 +178,13 @@ def _power_tool(
     return ToolSpec(
         name=f"flexus_{action}_servers",
         title=f"{action.capitalize()} servers",
-        description=description + GATED_NOTE,
+        description=description + SELECT_NOTE + GATED_NOTE,
         input_model=input_model,
         output_model=ChangeOutput,
         safety=safety,
         idempotent=idempotent,
         plan=_power_plan(action),
-        execute=_power_execute(action),
+        execute=offering_undo(f"flexus_{action}_servers", _power_execute(action)),
         observe=_power_observe(action),
     )
 
@@ -166,7 +194,7 @@ START = _power_tool(
     StartServersInput,
     Safety.CHANGE,
     idempotent=True,
-    description="Start SHUTOFF servers (ids or exact names) and report each server.",
+    description="Start SHUTOFF servers and report each server.",
 )
 
 STOP = _power_tool(

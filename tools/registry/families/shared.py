@@ -18,6 +18,9 @@ GATED_NOTE = (
     "state) and nothing changes until a human confirms."
 )
 
+SELECT_NOTE = " Prefer select to listing servers."
+FROZEN_NOTE = "frozen by the cloud (EcmResStatus freeze): it would refuse it; skipped"
+
 
 def plan_item(server: ServerDetail, act: bool, note: str) -> PlanItem:
     return PlanItem(
