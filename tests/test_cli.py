@@ -72,10 +72,12 @@ def test_tools_show_prints_one_tools_schema(env: dict[str, str]) -> None:
     shown = run(env, "tools", "show", "flexus_stop_servers")
     assert shown.returncode == 0, shown.stderr
     tool = json.loads(shown.stdout)
-    assert tool["name"] == "flexus_stop_servers" and "servers" in tool["inputSchema"]["required"]
+    assert tool["name"] == "flexus_stop_servers" and {"servers", "select"} <= set(tool["inputSchema"]["properties"])
     assert tool["annotations"]["destructiveHint"] is True and tool["safety"] == "destructive"
     table = run(env, "tools", "show", "flexus_stop_servers", "--output", "table")
-    assert "servers: array of string (required)" in table.stdout
+    assert "servers: array of string\n" in table.stdout and "select: object" in table.stdout
+    required = run(env, "tools", "show", "flexus_show_server", "--output", "table")
+    assert "server: string (required)" in required.stdout
     assert 'type: SOFT|HARD (default "SOFT")' in table.stdout and "destructiveHint=true" in table.stdout
     for args, words in (
         (["tools", "show"], "NAME: `tools show` needs a tool name"),
