@@ -93,5 +93,3 @@ class DrainingServer(uvicorn.Server):
         if self.stopped_by is not None and (self.drain.in_flight == 0 or time.monotonic() >= self._deadline):
             self.should_exit = True
         return await super().on_tick(counter)
-
-

@@ -16,9 +16,10 @@ from pydantic import BaseModel, ValidationError
 
 from ..config import Settings
 from ..core.errors import ConfigurationError, FlexusError, Refused, input_error
-from ..core.plans import ActionResult, ActionView, ChangeOutput
+from ..core.plans import ActionReport, ActionResult, ActionView, ChangeOutput
+from ..core.states import DONE_STATES, ActionState
 from ..core.tools import Caller, Progress, Safety, ToolContext, ToolSpec, no_progress
-from ..gate.gate import Gate
+from ..gate.gate import Gate, recorded_result
 from ..gate.policy import Person, Policy, Role, load_policy
 from ..gate.private import report_if_readable
 from ..gate.secrets import Keys
@@ -181,7 +182,14 @@ class Registry:
 
     @cached_property
     def gate(self) -> Gate:
-        return Gate(self.records, self.policy, self.keys, lease_seconds=self.settings.lease_seconds, clock=self.clock)
+        return Gate(
+            self.records,
+            self.policy,
+            self.keys,
+            lease_seconds=self.settings.lease_seconds,
+            rollout_wait_seconds=self.settings.job_wait_seconds,
+            clock=self.clock,
+        )
 
     @property
     def is_sandbox(self) -> bool:
@@ -233,8 +241,15 @@ class Registry:
             raise Refused(f"{person.id} may not use {spec.name}: it needs the {needed.value} role")
 
     def context(self, person: Person, caller: Caller, progress: Progress | None) -> ToolContext:
+        async def show(action_id: str) -> ActionReport:
+            return await self._show_action(person, action_id)
+
         return ToolContext(
-            client=self.client, person=person.id, surface=caller.surface, progress=progress or no_progress
+            client=self.client,
+            person=person.id,
+            surface=caller.surface,
+            progress=progress or no_progress,
+            show_action=show,
         )
 
     def validate(self, spec: ToolSpec, arguments: dict[str, Any]) -> BaseModel:
@@ -288,11 +303,13 @@ class Registry:
         *,
         progress: Progress | None = None,
         answer_key: str | None = None,
+        wait: bool | None = None,
     ) -> ActionResult:
         """Confirm the preview a person was shown, by its id (a button, a terminal prompt, an elicitation).
 
         ``answer_key`` identifies the answer that confirmed it (an elicitation's sealed request state); the
-        gate consumes it with the action, so a replay of that answer gets the recorded outcome."""
+        gate consumes it with the action, so a replay of that answer gets the recorded outcome. ``wait``:
+        a rollout in waves answers at its end (bounded), not once its first wave is sent."""
         person = self.person(caller)
         action = await self.records.get_action(action_id)
         if action is None:
@@ -302,7 +319,7 @@ class Registry:
         args = self.gate.rebuild_arguments(spec, action)
         ctx = self.context(person, caller, progress)
         return await self.gate.confirm(
-            ctx, spec, args, token=None, via=caller.surface, action_id=action_id, answer_key=answer_key
+            ctx, spec, args, token=None, via=caller.surface, action_id=action_id, answer_key=answer_key, wait=wait
         )
 
     async def action_answered_by(self, answer_key: str) -> ActionView | None:
@@ -331,6 +348,19 @@ class Registry:
         """An action as surfaces may show it (never its encrypted secrets)."""
         row = await self.records.get_action(action_id)
         return ActionView.of(row) if row is not None else None
+
+    async def show_action(self, caller: Caller, action_id: str) -> ActionReport:
+        """A gated action's plan, state, waves reached and outcome, for the person who asked, approvers and
+        admins. Anyone else gets the answer an unknown id gets ("no such action"), so ids cannot be probed.
+        (``flexus_show_action`` and any other surface read actions through this.)"""
+        return await self._show_action(self.person(caller), action_id)
+
+    async def _show_action(self, person: Person, action_id: str) -> ActionReport:
+        row = await self.records.get_action(action_id) if action_id.isalnum() and len(action_id) <= 64 else None
+        if row is None or not (row["person"] == person.id or person.has(Role.APPROVER)):
+            raise Refused("no such action")
+        shows_result = row["state"] in DONE_STATES or row["state"] == ActionState.AWAITING_APPROVAL
+        return ActionReport(action=ActionView.of(row), result=recorded_result(row) if shows_result else None)
 
     # -- settling ---------------------------------------------------------------------------
 
@@ -389,14 +419,20 @@ class Registry:
         ]
 
     async def approve(
-        self, caller: Caller, action_id: str, note: str | None = None, progress: Progress | None = None
+        self,
+        caller: Caller,
+        action_id: str,
+        note: str | None = None,
+        progress: Progress | None = None,
+        *,
+        wait: bool | None = None,
     ) -> ActionResult:
         person = self.person(caller)
         action = await self.records.get_action(action_id)
         if action is None:
             raise Refused("no such approval request")
         spec = self.spec(action["tool"])
-        return await self.gate.approve(self.context(person, caller, progress), spec, action_id, note)
+        return await self.gate.approve(self.context(person, caller, progress), spec, action_id, note, wait=wait)
 
     async def reject(self, caller: Caller, action_id: str, note: str | None = None) -> None:
         person = self.person(caller)
@@ -407,6 +443,9 @@ class Registry:
         return await self.gate.reveal(person.id, caller.surface, action_id)
 
     async def aclose(self) -> None:
+        if "gate" in self.__dict__:
+            # Rollouts running here send no further wave and record where they stopped.
+            await self.gate.stop_rollouts()
         task, self._housekeeping = self._housekeeping, None
         if task is not None:
             if task.get_loop() is asyncio.get_running_loop():

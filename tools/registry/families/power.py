@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from ...cloud import rules
 from ...cloud.models import ServerDetail
+from ...core.errors import FlexusError, JobTimeout, TransportError, bounded
 from ...core.plans import ActionResult, ChangeOutput, Plan, PlanItem, ServerResult
 from ...core.tools import Execution, Safety, ToolContext, ToolSpec
 from ..inputs import (
@@ -58,9 +61,154 @@ def _power_plan(action: PowerAction) -> Any:
         servers = await resolve_servers(ctx.client, args.servers)
         items = [power_item(server, action, kind) for server in servers]
         changes = {"type": kind} if action != "start" else {}
-        return Plan(tool=f"flexus_{action}_servers", summary=summary(action, items), items=items, changes=changes)
+        plan = Plan(tool=f"flexus_{action}_servers", summary=summary(action, items), items=items, changes=changes)
+        return plan.in_waves(args.waves)
 
     return plan
+
+
+TARGET_STATUS: dict[str, str] = {"start": "ACTIVE", "stop": "SHUTOFF", "reboot": "ACTIVE"}
+"""Where a server must be before the next wave of a rollout is sent."""
+
+
+async def _submit(client: FlexusClient, action: PowerAction, ids: list[str], kind: str) -> Any:
+    if action == "start":
+        return await client.batch_start(ids)
+    if action == "stop":
+        return await client.batch_stop(ids, type=kind)  # type: ignore[arg-type]
+    return await client.batch_reboot(ids, type=kind)  # type: ignore[arg-type]
+
+
+async def _changed_since_plan(ctx: ToolContext, action: PowerAction, kind: str, planned: list[PlanItem]) -> list[str]:
+    """A wave's servers as the cloud shows them now, against the plan: what no longer matches."""
+    page = await ctx.client.list_servers(server_id=[item.server_id for item in planned], limit=rules.MAX_PAGE_SIZE)
+    now = {server.id: power_item(server, action, kind) for server in page.servers}
+    changed = []
+    for item in planned:
+        seen = now.get(item.server_id)
+        if seen is None:
+            changed.append(f"{item.name or item.server_id}: gone")
+        elif (seen.status, seen.task, seen.locked, seen.act) != (item.status, item.task, item.locked, item.act):
+            task = f" ({seen.task})" if seen.task else ""
+            changed.append(f"{item.name or item.server_id}: was {item.status}, now {seen.status}{task}")
+    return changed
+
+
+async def _await_status(ctx: ToolContext, ids: list[str], target: str, limit: float) -> set[str]:
+    """Poll until every server shows ``target`` with no task in progress; the ones that never did."""
+    interval = ctx.client.settings.job_poll_seconds
+    deadline = time.monotonic() + limit
+    waiting = set(ids)
+    while waiting:
+        page = await ctx.client.list_servers(server_id=sorted(waiting), limit=rules.MAX_PAGE_SIZE)
+        waiting -= {s.id for s in page.servers if s.status == target and not s.task_state}
+        if not waiting or time.monotonic() + interval > deadline:
+            return waiting
+        await asyncio.sleep(interval)
+        interval = min(interval * 1.5, ctx.client.settings.job_poll_max_seconds)
+    return waiting
+
+
+async def _roll_out(ctx: ToolContext, args: PowerInput, execution: Execution, action: PowerAction) -> ActionResult:
+    """Wave by wave: each wave's servers are re-read against the plan, sent, followed to the end of
+    their job and to the target status, before the pause and the next wave. Nothing after a failed
+    wave is sent (with stop_on_failure), nor after this process is told to stop."""
+    assert execution.rollout is not None and args.waves is not None
+    rollout, waves = execution.rollout, args.waves
+    kind = getattr(args, "type", "SOFT")
+    items = {item.server_id: item for item in execution.plan.items}
+    results: dict[str, ServerResult] = {}
+    total = sum(len(wave.servers) for wave in rollout.waves)
+    finished = 0
+    job_ids: list[str] = []
+
+    def outcome(sid: str, kind_: Any, detail: str | None = None) -> None:
+        results[sid] = ServerResult(server_id=sid, name=items[sid].name, outcome=kind_, detail=detail)
+
+    for wave in rollout.waves:
+        if wave.number > 1:
+            await execution.pause(waves.pause_seconds)
+        if execution.stopping:
+            rollout.stopped = f"stopped before wave {wave.number}: this process is shutting down"
+            break
+        changed = await _changed_since_plan(ctx, action, kind, [items[sid] for sid in wave.servers])
+        if changed:
+            rollout.stopped = f"stopped before wave {wave.number}: its servers changed since the preview: " + "; ".join(
+                changed
+            )
+            break
+        # Recorded before sending: a crash from here on is settled by observing this wave, never re-sent.
+        wave.state, rollout.reached = "running", wave.number
+        if not await execution.record_wave("wave_started", wave):
+            rollout.stopped = f"stopped before wave {wave.number}: this process lost the execution's lease"
+            break
+        try:
+            submission = await _submit(ctx.client, action, wave.servers, kind)
+        except FlexusError as exc:
+            maybe = isinstance(exc, JobTimeout) or (isinstance(exc, TransportError) and exc.may_have_applied)
+            for sid in wave.servers:
+                outcome(sid, "unknown" if maybe else "failed", bounded(str(exc), 200))
+            wave.state = "failed"
+            wave.note = f"{'outcome unknown' if maybe else 'refused'}: {bounded(str(exc), 200)}"
+            if wave.number < len(rollout.waves):
+                rollout.stopped = f"stopped after wave {wave.number}: {wave.note}"
+            await execution.record_wave("wave_finished", wave)
+            break
+        wave.job_ids = submission.job_ids
+        job_ids += submission.job_ids
+        await execution.record_wave("wave_submitted", wave)
+        for chunk in submission.failed:
+            for sid in chunk.server_ids:
+                outcome(sid, "unknown" if chunk.may_have_applied else "failed", f"{chunk.code}: {chunk.message}")
+        ok: list[str] = []
+        try:
+            for job_result in await ctx.client.wait_for_jobs(submission.job_ids):
+                for o in job_result.servers:
+                    if o.status == "SUCCESS":
+                        ok.append(o.server_id)
+                    else:
+                        detail = " ".join(part for part in (o.error_code, o.fail_reason) if part) or o.status
+                        outcome(o.server_id, "failed", detail)
+            target = TARGET_STATUS[action]
+            for sid in await _await_status(ctx, ok, target, ctx.client.settings.job_wait_seconds):
+                outcome(sid, "failed", f"its job succeeded but it did not reach {target}")
+        except (TransportError, JobTimeout) as exc:
+            for sid in wave.servers:
+                results.setdefault(sid, ServerResult(server_id=sid, name=items[sid].name, outcome="unknown"))
+            wave.note = f"outcome unknown: {bounded(str(exc), 200)}"
+        for sid in wave.servers:
+            results.setdefault(sid, ServerResult(server_id=sid, name=items[sid].name, outcome="done"))
+        bad = [sid for sid in wave.servers if results[sid].outcome != "done"]
+        wave.state = "failed" if bad else "done"
+        if bad and not wave.note:
+            wave.note = f"{len(bad)} of {len(wave.servers)} failed"
+        await execution.record_wave("wave_finished", wave)
+        finished += len(wave.servers)
+        await ctx.progress(finished, total, f"wave {wave.number} of {len(rollout.waves)} {wave.state}")
+        unknown = any(results[sid].outcome == "unknown" for sid in wave.servers)
+        if unknown or (bad and waves.stop_on_failure):
+            if wave.number < len(rollout.waves):
+                rollout.stopped = f"stopped after wave {wave.number}: {wave.note}"
+            break
+    for wave in rollout.waves:
+        if wave.state == "waiting":
+            wave.state = "not started"
+            for sid in wave.servers:
+                outcome(sid, "not started", rollout.stopped)
+    outcomes = server_outcomes(execution, results)
+    status = "stopped" if rollout.stopped else overall_status(outcomes)
+    counts = {k: sum(o.outcome == k for o in outcomes) for k in ("done", "failed", "unknown", "not started", "skipped")}
+    message = f"{action} in {len(rollout.waves)} waves: " + ", ".join(f"{n} {k}" for k, n in counts.items() if n)
+    if rollout.stopped:
+        message += f". {rollout.stopped}"
+    return ActionResult(
+        status=status,  # type: ignore[arg-type]
+        action_id=execution.action_id,
+        job_ids=job_ids,
+        servers=outcomes,
+        message=message,
+        rollout=rollout,
+    )
 
 
 def _power_execute(action: PowerAction) -> Any:
@@ -69,6 +217,8 @@ def _power_execute(action: PowerAction) -> Any:
         names = {item.server_id: item.name for item in execution.plan.items}
         if not acting:
             return nothing_to_do(execution, "nothing to do: no server is in a state this action applies to")
+        if execution.rollout is not None:
+            return await _roll_out(ctx, args, execution, action)
         ids = [item.server_id for item in acting]
         client: FlexusClient = ctx.client
         if action == "start":
@@ -84,7 +234,7 @@ def _power_execute(action: PowerAction) -> Any:
             outcome: Literal["failed", "unknown"] = "unknown" if chunk.may_have_applied else "failed"
             for sid in chunk.server_ids:
                 results[sid] = ServerResult(server_id=sid, name=names.get(sid), outcome=outcome, detail=detail)
-        if not args.wait:
+        if args.wait is False:
             for job in submission.jobs:
                 for sid in job.server_ids:
                     results[sid] = ServerResult(
