@@ -21,7 +21,7 @@ class Waves(Compact):
     pause and the next wave. Shared by every tool that rolls out (one definition in the catalog)."""
 
     size: int = Field(ge=1, le=1000, description="servers per wave")
-    pause_seconds: float = Field(0, ge=0, le=3600, description="pause between waves")
+    pause_seconds: float = Field(0.0, ge=0, le=3600, description="pause between waves")
     stop_on_failure: bool = Field(True, description="send no more waves after one fails")
 
 
@@ -94,6 +94,7 @@ class WaveReport(Compact):
     servers: list[str]
     state: WaveState = "waiting"
     job_ids: list[str] = Field(default_factory=list)
+    failed: list[str] = Field(default_factory=list, description="its servers that failed or are unknown")
     note: str | None = None
 
 

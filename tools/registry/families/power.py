@@ -148,7 +148,7 @@ async def _roll_out(ctx: ToolContext, args: PowerInput, execution: Execution, ac
             maybe = isinstance(exc, JobTimeout) or (isinstance(exc, TransportError) and exc.may_have_applied)
             for sid in wave.servers:
                 outcome(sid, "unknown" if maybe else "failed", bounded(str(exc), 200))
-            wave.state = "failed"
+            wave.state, wave.failed = "failed", list(wave.servers)
             wave.note = f"{'outcome unknown' if maybe else 'refused'}: {bounded(str(exc), 200)}"
             if wave.number < len(rollout.waves):
                 rollout.stopped = f"stopped after wave {wave.number}: {wave.note}"
@@ -179,7 +179,7 @@ async def _roll_out(ctx: ToolContext, args: PowerInput, execution: Execution, ac
         for sid in wave.servers:
             results.setdefault(sid, ServerResult(server_id=sid, name=items[sid].name, outcome="done"))
         bad = [sid for sid in wave.servers if results[sid].outcome != "done"]
-        wave.state = "failed" if bad else "done"
+        wave.state, wave.failed = ("failed" if bad else "done"), bad
         if bad and not wave.note:
             wave.note = f"{len(bad)} of {len(wave.servers)} failed"
         await execution.record_wave("wave_finished", wave)
