@@ -74,6 +74,14 @@ def on_completion(registry: Registry, server_id: str, hook: Callable[[Any], None
     book.schedule = schedule  # type: ignore[method-assign]
 
 
+async def until(condition: Callable[[], bool]) -> None:
+    for _ in range(3000):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the condition never held")
+
+
 async def settled_state(registry: Registry, action_id: str, states: tuple[str, ...]) -> dict[str, Any]:
     for _ in range(2000):
         row = registry.store.get_action(action_id)
@@ -168,11 +176,10 @@ async def test_the_next_wave_waits_for_the_target_status(tmp_path: Path) -> None
                 {"servers": ids, "waves": {"size": 2}, "confirmation_token": token, "wait": True},
             )
         )
-        while not held:
-            await asyncio.sleep(0.01)
+        await until(lambda: bool(held))
         seen = len(sandbox.request_log)
-        while sum(r.operation == "ListServersDetails" for r in sandbox.request_log[seen:]) < 3:
-            await asyncio.sleep(0.01)  # it polls the server, and sends nothing meanwhile
+        # It polls the server, and sends nothing meanwhile.
+        await until(lambda: sum(r.operation == "ListServersDetails" for r in sandbox.request_log[seen:]) >= 3)
         assert len(reboots(registry)) == 1
         released_at = len(sandbox.request_log)
         sandbox.backend.servers[ids[1]].task_state = None
