@@ -377,3 +377,47 @@ async def test_show_action_never_shows_a_secret(tmp_path: Path) -> None:
         assert shown.result is None and shown.action.state == "pending"
     finally:
         await registry.aclose()
+
+
+# -- surfaces -------------------------------------------------------------------------------------
+
+
+def test_slack_follows_a_rollout_wave_by_wave_to_its_outcome(tmp_path: Path) -> None:
+    from flexus_ops.bots.slack.blocks import CONFIRM
+    from flexus_ops.cloud.client import FlexusClient
+    from flexus_ops.gate.secrets import Keys
+    from flexus_ops.gate.store import Store
+    from tests.slackkit import ALICE as SLACK_ALICE
+    from tests.slackkit import rig, wait_until
+
+    with rig(tmp_path, watch_interval=0.1, progress_interval=0.0) as bot:
+        first = bot.registry
+        # The preview comes from another process on the same store (as from MCP); Slack confirms it.
+        other = Registry(
+            settings=first.settings,
+            client=FlexusClient(first.settings, sandbox=sandbox_of(first)),
+            store=Store(first.store.url, Keys.load(tmp_path).audit),
+            policy=first.policy,
+            keys=Keys.load(tmp_path),
+        )
+        ids = active_ids(first, 3)
+        caller = Caller(f"slack:{SLACK_ALICE}", "slack")
+
+        async def make_preview() -> str:
+            try:
+                out = await other.call(caller, "flexus_reboot_servers", {"servers": ids, "waves": {"size": 1}})
+                assert isinstance(out, ChangeOutput) and out.preview is not None
+                return out.preview.action_id
+            finally:
+                await other.aclose()
+
+        action_id = asyncio.run(make_preview())
+        response, url = bot.slack.click(SLACK_ALICE, CONFIRM, action_id)
+        assert response.status_code == 200
+        shown = bot.fake.wait_at(url, final=lambda call: "Confirmed by" in call.text and "3 done" in call.text)
+        assert len(shown) <= 5, "response_url allows five uses"
+        assert "rolling out in 3 waves" in shown[0].text, "the click is answered once the first wave is sent"
+        assert all("of 3 finished" in c.text for c in shown[1:-1]), "then each finished wave"
+        assert "Waves: 3 of 3 finished" in shown[-1].text
+        wait_until(lambda: first.store.get_action(action_id)["state"] == "succeeded", what="the rollout's end")
+        assert len(reboots(first)) == 3
