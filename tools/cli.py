@@ -13,6 +13,7 @@ import contextlib
 import getpass
 import json
 import logging
+import math
 import os
 import signal
 import sys
@@ -421,7 +422,10 @@ def cmd_call(args: argparse.Namespace) -> int:
             for field in sorted(spec.secret_fields):
                 arguments[field] = _ask_secret(field)
         caller = _caller()
-        output = await registry.call(caller, spec.name, arguments, progress=ProgressBar())
+        if arguments.get("waves"):
+            # This process owns the rollout it confirms: it waits to the end (exiting would stop the rollout).
+            arguments.setdefault("wait", True)
+        output = await registry.call(caller, spec.name, arguments, progress=ProgressBar(), wait_seconds=math.inf)
         if (
             isinstance(output, ChangeOutput)
             and output.preview is not None
@@ -438,7 +442,9 @@ def cmd_call(args: argparse.Namespace) -> int:
                 print("not confirmed; nothing was changed", file=sys.stderr)
                 return EXIT_REFUSED
             # The answer confirms the one preview just shown, by its id: it is consumed with that action.
-            result = await registry.confirm_action(caller, output.preview.action_id, progress=ProgressBar())
+            result = await registry.confirm_action(
+                caller, output.preview.action_id, progress=ProgressBar(), wait=True, wait_seconds=math.inf
+            )
             output = ChangeOutput(result=result)
         if sys.stderr.isatty():
             print(render(output), file=sys.stderr)
@@ -477,7 +483,10 @@ def cmd_approvals(args: argparse.Namespace) -> int:
                 print(f"    reason: {row['reason']}\n    arguments: {row['arguments']}")
             return EXIT_OK
         if args.action == "approve":
-            result = await registry.approve(caller, args.action_id, args.note, progress=ProgressBar())
+            # An approved rollout runs in this process: it waits to the end, showing each wave.
+            result = await registry.approve(
+                caller, args.action_id, args.note, progress=ProgressBar(), wait=True, wait_seconds=math.inf
+            )
             print(result_text(result))
             return EXIT_OK
         if args.action == "reject":

@@ -337,6 +337,7 @@ class Gate:
         action_id: str | None = None,
         answer_key: str | None = None,
         wait: bool | None = None,
+        wait_seconds: float | None = None,
     ) -> ActionResult:
         """Confirm by token, or by the id of the preview a person was shown and answered (a button, a
         terminal prompt, an elicitation). Every confirmation names one action and is used once: the
@@ -431,7 +432,7 @@ class Gate:
         ):
             raise await self._lost(action)
         secret = self.keys.decrypt(action["secret"], context=action["id"]) if action["secret"] else None
-        return await self._execute(ctx, spec, args, action, current, secret, wait=wait)
+        return await self._execute(ctx, spec, args, action, current, secret, wait=wait, wait_seconds=wait_seconds)
 
     async def _replay(self, action: dict[str, Any], person: str, surface: str, via: str) -> ActionResult:
         """A confirmation used again: the recorded outcome for its owner, a refusal for anyone else.
@@ -475,7 +476,14 @@ class Gate:
         return action
 
     async def approve(
-        self, ctx: ToolContext, spec: ToolSpec, action_id: str, note: str | None, *, wait: bool | None = None
+        self,
+        ctx: ToolContext,
+        spec: ToolSpec,
+        action_id: str,
+        note: str | None,
+        *,
+        wait: bool | None = None,
+        wait_seconds: float | None = None,
     ) -> ActionResult:
         await self.expire_due()
         action = await self._approver_check(ctx.person, await self.store.get_action(action_id), "approve")
@@ -515,7 +523,9 @@ class Gate:
         ):
             raise await self._lost(action)
         secret = self.keys.decrypt(action["secret"], context=action_id) if action["secret"] else None
-        return await self._execute(requester_ctx, spec, args, action, current, secret, wait=wait)
+        return await self._execute(
+            requester_ctx, spec, args, action, current, secret, wait=wait, wait_seconds=wait_seconds
+        )
 
     async def reject(self, person: str, surface: str, action_id: str, note: str | None) -> None:
         await self.expire_due()
@@ -581,12 +591,16 @@ class Gate:
         secret: str | None,
         *,
         wait: bool | None = None,
+        wait_seconds: float | None = None,
     ) -> ActionResult:
+        """``wait`` (else the arguments' ``wait``): a rollout in waves answers at its end, waiting at most
+        ``wait_seconds`` (default ``rollout_wait_seconds``; infinity: to the end), not after its first wave."""
         assert spec.execute is not None
         action_id = action["id"]
         if plan.waves:
             asked = wait if wait is not None else getattr(args, "wait", None)
-            return await self._start_rollout(ctx, spec, args, action, plan, waiting=asked is True)
+            bound = self.rollout_wait_seconds if wait_seconds is None else wait_seconds
+            return await self._start_rollout(ctx, spec, args, action, plan, waiting=bound if asked is True else None)
         sent: list[str] = []  # job ids, once the cloud has them
 
         async def on_jobs(job_ids: list[str]) -> None:
@@ -659,7 +673,14 @@ class Gate:
     # -- rollouts in waves ------------------------------------------------------------------
 
     async def _start_rollout(
-        self, ctx: ToolContext, spec: ToolSpec, args: BaseModel, action: dict[str, Any], plan: Plan, *, waiting: bool
+        self,
+        ctx: ToolContext,
+        spec: ToolSpec,
+        args: BaseModel,
+        action: dict[str, Any],
+        plan: Plan,
+        *,
+        waiting: float | None,
     ) -> ActionResult:
         """Run a rollout in the background, owned by this process (its lease renewed until the end), and
         answer once its first wave is submitted, or at its end when the caller waits (at most
@@ -723,8 +744,8 @@ class Gate:
         task = asyncio.get_running_loop().create_task(run(), name=f"rollout {action_id}")
         self.rollouts[action_id] = (task, execution)
         task.add_done_callback(lambda _t: self.rollouts.pop(action_id, None))
-        if waiting:
-            await asyncio.wait([task], timeout=self.rollout_wait_seconds)
+        if waiting is not None:
+            await asyncio.wait([task], timeout=None if waiting == float("inf") else waiting)
         else:
             await asyncio.wait([task, asyncio.ensure_future(first_sent.wait())], return_when=asyncio.FIRST_COMPLETED)
         if task.done():

@@ -267,9 +267,11 @@ class Registry:
         arguments: dict[str, Any],
         *,
         progress: Progress | None = None,
+        wait_seconds: float | None = None,
     ) -> BaseModel:
         """Run a tool. A change returns a preview unless it carries a valid confirmation token; a surface
-        that asks a person itself confirms the preview they saw by its id (``confirm_action``)."""
+        that asks a person itself confirms the preview they saw by its id (``confirm_action``).
+        ``wait_seconds``: how long a confirmed rollout with ``wait`` may be waited for (see confirm_action)."""
         spec = self.spec(name)
         person = self.person(caller)
         self._authorize(person, spec)
@@ -285,7 +287,7 @@ class Registry:
         if dry_run or token is None:
             await self.gate.expire_due()
             return ChangeOutput(preview=await self.gate.preview(ctx, spec, args, caller.principal))
-        result = await self.gate.confirm(ctx, spec, args, token=token, via="token")
+        result = await self.gate.confirm(ctx, spec, args, token=token, via="token", wait_seconds=wait_seconds)
         return ChangeOutput(result=result)
 
     async def preview(self, caller: Caller, name: str, arguments: dict[str, Any]) -> ChangeOutput:
@@ -304,12 +306,14 @@ class Registry:
         progress: Progress | None = None,
         answer_key: str | None = None,
         wait: bool | None = None,
+        wait_seconds: float | None = None,
     ) -> ActionResult:
         """Confirm the preview a person was shown, by its id (a button, a terminal prompt, an elicitation).
 
         ``answer_key`` identifies the answer that confirmed it (an elicitation's sealed request state); the
         gate consumes it with the action, so a replay of that answer gets the recorded outcome. ``wait``:
-        a rollout in waves answers at its end (bounded), not once its first wave is sent."""
+        a rollout in waves answers at its end, not once its first wave is sent; ``wait_seconds`` bounds that
+        (default FLEXUS_JOB_WAIT_SECONDS; infinity for a process that owns the rollout to its end, the CLI)."""
         person = self.person(caller)
         action = await self.records.get_action(action_id)
         if action is None:
@@ -319,7 +323,15 @@ class Registry:
         args = self.gate.rebuild_arguments(spec, action)
         ctx = self.context(person, caller, progress)
         return await self.gate.confirm(
-            ctx, spec, args, token=None, via=caller.surface, action_id=action_id, answer_key=answer_key, wait=wait
+            ctx,
+            spec,
+            args,
+            token=None,
+            via=caller.surface,
+            action_id=action_id,
+            answer_key=answer_key,
+            wait=wait,
+            wait_seconds=wait_seconds,
         )
 
     async def action_answered_by(self, answer_key: str) -> ActionView | None:
@@ -426,13 +438,15 @@ class Registry:
         progress: Progress | None = None,
         *,
         wait: bool | None = None,
+        wait_seconds: float | None = None,
     ) -> ActionResult:
         person = self.person(caller)
         action = await self.records.get_action(action_id)
         if action is None:
             raise Refused("no such approval request")
         spec = self.spec(action["tool"])
-        return await self.gate.approve(self.context(person, caller, progress), spec, action_id, note, wait=wait)
+        ctx = self.context(person, caller, progress)
+        return await self.gate.approve(ctx, spec, action_id, note, wait=wait, wait_seconds=wait_seconds)
 
     async def reject(self, caller: Caller, action_id: str, note: str | None = None) -> None:
         person = self.person(caller)
