@@ -421,3 +421,25 @@ def test_slack_follows_a_rollout_wave_by_wave_to_its_outcome(tmp_path: Path) -> 
         assert "Waves: 3 of 3 finished" in shown[-1].text
         wait_until(lambda: first.store.get_action(action_id)["state"] == "succeeded", what="the rollout's end")
         assert len(reboots(first)) == 3
+
+
+async def test_draining_sends_no_further_wave_and_records_where_it_stopped(tmp_path: Path) -> None:
+    from flexus_ops.serving import Drain
+
+    registry = make_registry(tmp_path)
+    try:
+        ids = active_ids(registry, 6)
+        drain = Drain(on_drain=[registry.start_draining])
+        out = await preview(registry, ids, {"size": 2, "pause_seconds": 600})
+        assert out.preview is not None
+        started = await registry.confirm_action(ALICE, out.preview.action_id)
+        assert started.status == "running"
+        drain.start()  # SIGTERM: the rollout is told at once, before the registry closes
+        row = await settled_state(registry, started.action_id, ("stopped",))
+        assert len(reboots(registry)) == 1 and row["wave"] == 1
+        assert not await registry.ready()
+        stopped = ActionResult.model_validate_json(row["result_json"])
+        assert stopped.rollout is not None and "shutting down" in (stopped.rollout.stopped or "")
+        assert stopped.resume is not None and stopped.resume.arguments["servers"] == ids[2:]
+    finally:
+        await registry.aclose()

@@ -240,7 +240,7 @@ def cmd_mcp(args: argparse.Namespace) -> int:
     from .serving import Drain, DrainingServer
 
     session_token = None if has_token_principals(registry) else new_session_token()
-    drain = Drain()
+    drain = Drain(on_drain=[registry.start_draining])
     try:
         app = http_app(
             registry, args.host, args.port, args.allowed_origin or None, session_token=session_token, drain=drain

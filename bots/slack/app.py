@@ -206,7 +206,7 @@ def main(
     if chosen == "socket":
         print(describe(bot, "Socket Mode", "connecting with SLACK_APP_TOKEN (no public URL needed)"), file=sys.stderr)
         return asyncio.run(bot.run_socket_mode())
-    drain = Drain()
+    drain = Drain(on_drain=[bot.registry.start_draining])
     app = bot.asgi(drain)
     print(describe(bot, "HTTP", f"http://{host}:{port}{EVENTS_PATH}"), file=sys.stderr)
     server = DrainingServer(uvicorn.Config(app, host=host, port=port, log_level="warning"), drain, grace_seconds)

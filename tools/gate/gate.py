@@ -46,7 +46,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("flexus_ops.gate")
 
 SWEEP_INTERVAL_SECONDS = 1.0
-ROLLOUT_STOP_SECONDS = 10.0
+ROLLOUT_STOP_SECONDS = 5.0
 """On shutdown, how long a rollout may take to finish its current wave before it is left for the settler."""
 # Who runs an execution: this process, named so that a person reading the store can find it.
 OWNER = f"{socket.gethostname()[:40]}:{os.getpid()}:{secrets.token_hex(4)}"
@@ -788,13 +788,18 @@ class Gate:
             result = result.model_copy(update={"message": result.message + note})
         return result
 
+    def stop_sending(self) -> None:
+        """From now on, every rollout of this process sends no further wave (it records where it stopped
+        once its current wave has ended)."""
+        for _task, execution in list(self.rollouts.values()):
+            execution.stop.set()
+
     async def stop_rollouts(self, seconds: float = ROLLOUT_STOP_SECONDS) -> None:
         """On shutdown: every rollout of this process sends no further wave, finishes the one in flight
         if it can within ``seconds`` and records where it stopped; one that cannot is left to the settler
         (its lease runs out, its current wave is settled by observation)."""
         running = list(self.rollouts.values())
-        for _task, execution in running:
-            execution.stop.set()
+        self.stop_sending()
         tasks = [task for task, _execution in running if task.get_loop() is asyncio.get_running_loop()]
         if not tasks:
             return

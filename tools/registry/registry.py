@@ -347,6 +347,12 @@ class Registry:
             message += "\nAfter you confirm, a second person must approve it."
         return f"{message}\n(preview {action.id})"
 
+    def start_draining(self) -> None:
+        """The process is stopping: readiness says no, and rollouts running here send no further wave."""
+        self.draining = True
+        if "gate" in self.__dict__:
+            self.gate.stop_sending()
+
     async def ready(self) -> bool:
         """For readiness probes: not shutting down, and the store answers at the current schema."""
         if self.draining:
