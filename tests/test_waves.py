@@ -443,3 +443,43 @@ async def test_draining_sends_no_further_wave_and_records_where_it_stopped(tmp_p
         assert stopped.resume is not None and stopped.resume.arguments["servers"] == ids[2:]
     finally:
         await registry.aclose()
+
+
+@pytest.mark.parametrize("mode", ["legacy", "auto"])
+async def test_mcp_reports_each_wave_as_progress_and_shows_the_action(tmp_path: Path, mode: str) -> None:
+    from mcp import Client
+
+    from flexus_ops.mcp_server import build_server
+    from tests.test_mcp import local_policy, structured, text_of
+
+    registry = make_registry(tmp_path, local_policy())
+    try:
+        ids = active_ids(registry, 6)
+        arguments = {"servers": ids, "waves": {"size": 2}}
+        progress: list[tuple[float, float | None, str | None]] = []
+
+        async def on_progress(done: float, total: float | None, message: str | None) -> None:
+            progress.append((done, total, message))
+
+        async with Client(build_server(registry), mode=mode) as client:
+            first = await client.call_tool("flexus_reboot_servers", arguments)
+            preview = structured(first)["preview"]
+            assert "wave 3: " in text_of(first)
+            token = preview["confirmation_token"]
+            done = await client.call_tool(
+                "flexus_reboot_servers",
+                {**arguments, "confirmation_token": token, "wait": True},
+                progress_callback=on_progress,
+            )
+            assert structured(done)["result"]["status"] == "succeeded"
+            shown = await client.call_tool("flexus_show_action", {"action_id": preview["action_id"]})
+        assert [p for p in progress if p[2] and p[2].startswith("wave ")] == [
+            (2, 6, "wave 1 of 3 done"),
+            (4, 6, "wave 2 of 3 done"),
+            (6, 6, "wave 3 of 3 done"),
+        ]
+        report = structured(shown)
+        assert report["action"]["state"] == "succeeded" and report["action"]["rollout"]["reached"] == 3
+        assert "wave 3: done" in text_of(shown)
+    finally:
+        await registry.aclose()
