@@ -36,10 +36,11 @@ PACKAGES = (
 
 def cases() -> list[Case]:
     # One module per case; imported here so `--list` and the smoke test see the same registry.
-    from . import call_overhead, cold_start, context_cost, fleet_power, list_all, slack_ack, store
+    from . import call_overhead, cold_start, context_cost, fleet_power, list_all, rolling_reboot, slack_ack, store
 
     return [
         fleet_power.CASE,
+        rolling_reboot.CASE,
         list_all.CASE,
         call_overhead.CASE,
         cold_start.CASE,

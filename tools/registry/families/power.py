@@ -79,34 +79,48 @@ async def _submit(client: FlexusClient, action: PowerAction, ids: list[str], kin
     return await client.batch_reboot(ids, type=kind)  # type: ignore[arg-type]
 
 
-async def _changed_since_plan(ctx: ToolContext, action: PowerAction, kind: str, planned: list[PlanItem]) -> list[str]:
-    """A wave's servers as the cloud shows them now, against the plan: what no longer matches."""
-    page = await ctx.client.list_servers(server_id=[item.server_id for item in planned], limit=rules.MAX_PAGE_SIZE)
-    now = {server.id: power_item(server, action, kind) for server in page.servers}
+async def _read(ctx: ToolContext, ids: list[str]) -> dict[str, ServerDetail]:
+    page = await ctx.client.list_servers(server_id=ids, limit=rules.MAX_PAGE_SIZE) if ids else None
+    return {server.id: server for server in page.servers} if page is not None else {}
+
+
+def _changed_since_plan(
+    action: PowerAction, kind: str, planned: list[PlanItem], now: dict[str, ServerDetail]
+) -> list[str]:
+    """A wave's servers as the cloud showed them just now, against the plan: what no longer matches."""
     changed = []
     for item in planned:
-        seen = now.get(item.server_id)
-        if seen is None:
+        server = now.get(item.server_id)
+        if server is None:
             changed.append(f"{item.name or item.server_id}: gone")
-        elif (seen.status, seen.task, seen.locked, seen.act) != (item.status, item.task, item.locked, item.act):
+            continue
+        seen = power_item(server, action, kind)
+        if (seen.status, seen.task, seen.locked, seen.act) != (item.status, item.task, item.locked, item.act):
             task = f" ({seen.task})" if seen.task else ""
             changed.append(f"{item.name or item.server_id}: was {item.status}, now {seen.status}{task}")
     return changed
 
 
-async def _await_status(ctx: ToolContext, ids: list[str], target: str, limit: float) -> set[str]:
-    """Poll until every server shows ``target`` with no task in progress; the ones that never did."""
+async def _await_status(
+    ctx: ToolContext, ids: list[str], target: str, limit: float, upcoming: list[str]
+) -> tuple[set[str], dict[str, ServerDetail] | None]:
+    """Poll until every server of ``ids`` shows ``target`` with no task in progress. Returns the ones that
+    never did, and the ``upcoming`` wave's servers as the last read showed them (one read for both,
+    when they fit in a page), so the next wave is checked against the plan without a read of its own."""
     interval = ctx.client.settings.job_poll_seconds
     deadline = time.monotonic() + limit
     waiting = set(ids)
-    while waiting:
-        page = await ctx.client.list_servers(server_id=sorted(waiting), limit=rules.MAX_PAGE_SIZE)
-        waiting -= {s.id for s in page.servers if s.status == target and not s.task_state}
+    together = len(ids) + len(upcoming) <= rules.MAX_PAGE_SIZE
+    seen_upcoming: dict[str, ServerDetail] | None = None
+    while True:
+        read = await _read(ctx, sorted(waiting) + (upcoming if together else []))
+        if together and upcoming:
+            seen_upcoming = {sid: read[sid] for sid in upcoming if sid in read}
+        waiting -= {sid for sid in waiting if (s := read.get(sid)) and s.status == target and not s.task_state}
         if not waiting or time.monotonic() + interval > deadline:
-            return waiting
+            return waiting, seen_upcoming
         await asyncio.sleep(interval)
         interval = min(interval * 1.5, ctx.client.settings.job_poll_max_seconds)
-    return waiting
 
 
 async def _roll_out(ctx: ToolContext, args: PowerInput, execution: Execution, action: PowerAction) -> ActionResult:
@@ -121,6 +135,7 @@ async def _roll_out(ctx: ToolContext, args: PowerInput, execution: Execution, ac
     total = sum(len(wave.servers) for wave in rollout.waves)
     finished = 0
     job_ids: list[str] = []
+    upcoming: dict[str, ServerDetail] | None = None  # the next wave's servers, as last read
 
     def outcome(sid: str, kind_: Any, detail: str | None = None) -> None:
         results[sid] = ServerResult(server_id=sid, name=items[sid].name, outcome=kind_, detail=detail)
@@ -131,7 +146,13 @@ async def _roll_out(ctx: ToolContext, args: PowerInput, execution: Execution, ac
         if execution.stopping:
             rollout.stopped = f"stopped before wave {wave.number}: this process is shutting down"
             break
-        changed = await _changed_since_plan(ctx, action, kind, [items[sid] for sid in wave.servers])
+        # The first wave was checked by the gate just now (the plan re-read at confirmation or approval);
+        # each later one against the servers as read when the previous wave ended (again after a pause).
+        if wave.number > 1 and (upcoming is None or waves.pause_seconds > 0):
+            upcoming = await _read(ctx, wave.servers)
+        planned = [items[sid] for sid in wave.servers]
+        changed = _changed_since_plan(action, kind, planned, upcoming) if upcoming is not None else []
+        upcoming = None
         if changed:
             rollout.stopped = f"stopped before wave {wave.number}: its servers changed since the preview: " + "; ".join(
                 changed
@@ -156,7 +177,8 @@ async def _roll_out(ctx: ToolContext, args: PowerInput, execution: Execution, ac
             break
         wave.job_ids = submission.job_ids
         job_ids += submission.job_ids
-        await execution.record_wave("wave_submitted", wave)
+        # Recorded while the job is polled: the record and the first poll need not wait for each other.
+        submitted = asyncio.ensure_future(execution.record_wave("wave_submitted", wave))
         for chunk in submission.failed:
             for sid in chunk.server_ids:
                 outcome(sid, "unknown" if chunk.may_have_applied else "failed", f"{chunk.code}: {chunk.message}")
@@ -170,12 +192,16 @@ async def _roll_out(ctx: ToolContext, args: PowerInput, execution: Execution, ac
                         detail = " ".join(part for part in (o.error_code, o.fail_reason) if part) or o.status
                         outcome(o.server_id, "failed", detail)
             target = TARGET_STATUS[action]
-            for sid in await _await_status(ctx, ok, target, ctx.client.settings.job_wait_seconds):
+            following = rollout.waves[wave.number].servers if wave.number < len(rollout.waves) else []
+            late, upcoming = await _await_status(ctx, ok, target, ctx.client.settings.job_wait_seconds, following)
+            for sid in late:
                 outcome(sid, "failed", f"its job succeeded but it did not reach {target}")
         except (TransportError, JobTimeout) as exc:
             for sid in wave.servers:
                 results.setdefault(sid, ServerResult(server_id=sid, name=items[sid].name, outcome="unknown"))
             wave.note = f"outcome unknown: {bounded(str(exc), 200)}"
+        finally:
+            await submitted  # the store holds "submitted" before it is told "finished"
         for sid in wave.servers:
             results.setdefault(sid, ServerResult(server_id=sid, name=items[sid].name, outcome="done"))
         bad = [sid for sid in wave.servers if results[sid].outcome != "done"]
