@@ -483,3 +483,23 @@ async def test_mcp_reports_each_wave_as_progress_and_shows_the_action(tmp_path: 
         assert "wave 3: done" in text_of(shown)
     finally:
         await registry.aclose()
+
+
+async def test_a_confirmation_used_again_during_a_rollout_says_where_it_is_and_sends_nothing(tmp_path: Path) -> None:
+    registry = make_registry(tmp_path)
+    try:
+        ids = active_ids(registry, 4)
+        waves = {"size": 2, "pause_seconds": 600}
+        out = await preview(registry, ids, waves)
+        assert out.preview is not None
+        token = out.preview.confirmation_token
+        arguments = {"servers": ids, "waves": waves, "confirmation_token": token}
+        first = await registry.call(ALICE, "flexus_reboot_servers", arguments)
+        again = await registry.call(ALICE, "flexus_reboot_servers", arguments)
+        assert isinstance(first, ChangeOutput) and first.result is not None and first.result.status == "running"
+        assert isinstance(again, ChangeOutput) and again.result is not None
+        assert again.result.replay is True and again.result.status == "running"
+        assert again.result.rollout is not None and again.result.rollout.reached == 1
+        assert len(reboots(registry)) == 1
+    finally:
+        await registry.aclose()

@@ -443,9 +443,11 @@ class Gate:
             ActionState.SUBMITTED,
             ActionState.SUCCEEDED,
             ActionState.FAILED,
+            ActionState.STOPPED,
             ActionState.UNKNOWN,
         )
-        if action["person"] != person or state not in settled:
+        running = state == ActionState.EXECUTING and action.get("rollout_json") is not None  # a rollout: where it is
+        if action["person"] != person or (state not in settled and not running):
             await self.audit("replay_refused", action, person=person, surface=surface, via=via, state=state)
             raise Refused(self._explain_closed(action) + "; this request was not run again")
         await self.audit("replayed", action, person=person, surface=surface, via=via, state=state)
