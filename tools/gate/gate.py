@@ -745,7 +745,7 @@ class Gate:
 
         task = asyncio.get_running_loop().create_task(run(), name=f"rollout {action_id}")
         self.rollouts[action_id] = (task, execution)
-        task.add_done_callback(lambda _t: self.rollouts.pop(action_id, None))
+        task.add_done_callback(lambda done: self._rollout_ended(action_id, done))
         if waiting is not None:
             await asyncio.wait([task], timeout=None if waiting == float("inf") else waiting)
         else:
@@ -762,6 +762,12 @@ class Gate:
             f"on in the background: flexus_show_action {action_id} shows where it stands",
             rollout=rollout.model_copy(deep=True),
         )
+
+    def _rollout_ended(self, action_id: str, task: asyncio.Task[ActionResult]) -> None:
+        self.rollouts.pop(action_id, None)
+        if not task.cancelled() and (error := task.exception()) is not None:
+            # Nothing more is sent; the lease runs out and the settler records where it stopped.
+            log.warning("rollout %s ended early (%s): %s", action_id, type(error).__name__, bounded(str(error), 200))
 
     async def _finish_rollout(self, ctx: ToolContext, action: dict[str, Any], result: ActionResult) -> ActionResult:
         """A rollout's last transition: its outcome, the waves reached and, if it stopped early, the call
