@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -313,7 +314,8 @@ async def test_wait_true_returns_at_the_end_with_progress_per_wave(tmp_path: Pat
         assert out.preview is not None
         result = await registry.confirm_action(ALICE, out.preview.action_id, progress=record, wait=True)
         assert result.status == "succeeded" and len(reboots(registry)) == 3
-        assert [p for p in progress if "wave" in p[2]] == [
+        assert [p[0] for p in progress] == sorted(p[0] for p in progress), "progress only moves forward"
+        assert [p for p in progress if re.fullmatch(r"wave \d of 3 done", p[2])] == [
             (2, 6, "wave 1 of 3 done"),
             (4, 6, "wave 2 of 3 done"),
             (6, 6, "wave 3 of 3 done"),
@@ -473,7 +475,7 @@ async def test_mcp_reports_each_wave_as_progress_and_shows_the_action(tmp_path: 
             )
             assert structured(done)["result"]["status"] == "succeeded"
             shown = await client.call_tool("flexus_show_action", {"action_id": preview["action_id"]})
-        assert [p for p in progress if p[2] and p[2].startswith("wave ")] == [
+        assert [p for p in progress if p[2] and re.fullmatch(r"wave \d of 3 done", p[2])] == [
             (2, 6, "wave 1 of 3 done"),
             (4, 6, "wave 2 of 3 done"),
             (6, 6, "wave 3 of 3 done"),
@@ -501,5 +503,37 @@ async def test_a_confirmation_used_again_during_a_rollout_says_where_it_is_and_s
         assert again.result.replay is True and again.result.status == "running"
         assert again.result.rollout is not None and again.result.rollout.reached == 1
         assert len(reboots(registry)) == 1
+    finally:
+        await registry.aclose()
+
+
+async def test_a_wave_whose_outcome_is_unknown_stops_the_rollout_and_is_settled_from_its_job(tmp_path: Path) -> None:
+    # The job outlives the wait: the wave may or may not be done, so nothing more is sent.
+    registry = make_registry(tmp_path, job_wait_seconds=0.05)
+    try:
+        ids = active_ids(registry, 4)
+        started = await confirm(registry, ids, {"size": 2})
+        assert started.result is not None
+        action_id = started.result.action_id
+        row = await settled_state(registry, action_id, ("unknown",))
+        unknown = ActionResult.model_validate_json(row["result_json"])
+        assert unknown.status == "unknown" and unknown.resume is None
+        assert unknown.rollout is not None and [w.state for w in unknown.rollout.waves] == ["running", "not started"]
+        assert [o.outcome for o in unknown.servers] == ["unknown", "unknown", "not started", "not started"]
+        settled: list[str] = []
+        for _ in range(500):
+            settled = await registry.settle()
+            if settled:
+                break
+            await asyncio.sleep(0.02)  # until the job has ended in the cloud
+        assert settled == [action_id]
+        row = registry.store.get_action(action_id)
+        assert row["state"] == "stopped"
+        result = ActionResult.model_validate_json(row["result_json"])
+        assert [o.outcome for o in result.servers] == ["done", "done", "not started", "not started"]
+        assert result.resume is not None and result.resume.arguments["servers"] == ids[2:]
+        assert len(reboots(registry)) == 1
+        events = [r.event for r in registry.store.audit_records() if r.action_id == action_id]
+        assert events[-3:] == ["wave_unknown", "executed", "reconciled"]
     finally:
         await registry.aclose()

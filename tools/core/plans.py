@@ -42,7 +42,7 @@ class Plan(Compact):
     summary: str
     items: list[PlanItem]
     changes: dict[str, Any] = Field(default_factory=dict, description="fields to change (update)")
-    waves: list[list[str]] = Field(default_factory=list, description="server ids per wave, in order (a rollout)")
+    waves: list[list[str]] | None = Field(None, description="server ids per wave, in order (a rollout)")
 
     @property
     def acting(self) -> list[PlanItem]:
@@ -61,7 +61,7 @@ class Plan(Compact):
             summary += ", stopping at the first failed wave" if waves.stop_on_failure else ", not stopping on failure"
         else:
             summary = self.summary
-        return self.model_copy(update={"waves": batches, "summary": summary})
+        return self.model_copy(update={"waves": batches or None, "summary": summary})
 
 
 class Preview(Compact):
@@ -107,7 +107,7 @@ class Rollout(Compact):
 
     @classmethod
     def of(cls, plan: Plan) -> Rollout:
-        return cls(waves=[WaveReport(number=n, servers=ids) for n, ids in enumerate(plan.waves, 1)])
+        return cls(waves=[WaveReport(number=n, servers=ids) for n, ids in enumerate(plan.waves or [], 1)])
 
     @property
     def not_started(self) -> list[str]:

@@ -33,7 +33,7 @@ from pydantic import BaseModel, SecretStr
 
 from ..core.entries import AuditEntry
 from ..core.errors import FlexusError, JobTimeout, OutcomeUnknown, Refused, StoreError, TransportError, bounded
-from ..core.plans import ActionResult, NextCall, Plan, Preview, Rollout, WaveReport
+from ..core.plans import ActionResult, NextCall, Plan, Preview, Rollout, ServerResult, WaveReport
 from ..core.states import DONE_STATES, OPEN_STATES, ActionState
 from ..core.tools import GATE_FIELDS, Execution, ToolContext, ToolSpec
 from .canonical import canonical_json
@@ -749,15 +749,26 @@ class Gate:
         if waiting is not None:
             await asyncio.wait([task], timeout=None if waiting == float("inf") else waiting)
         else:
-            await asyncio.wait([task, asyncio.ensure_future(first_sent.wait())], return_when=asyncio.FIRST_COMPLETED)
+            sent_one = asyncio.ensure_future(first_sent.wait())
+            try:
+                await asyncio.wait([task, sent_one], return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                sent_one.cancel()
         if task.done():
             return task.result()
         attached = False
         sent = sum(wave.state != "waiting" for wave in rollout.waves)
+        names = {item.server_id: item.name for item in plan.items}
         return ActionResult(
             status="running",
             action_id=action_id,
             job_ids=all_jobs(),
+            servers=[
+                ServerResult(server_id=sid, name=names.get(sid), outcome="submitted", detail=f"wave {wave.number}")
+                for wave in rollout.waves
+                if wave.state != "waiting"
+                for sid in wave.servers
+            ],
             message=f"rolling out in {len(rollout.waves)} waves ({rollout.progress_note()}, {sent} sent); it goes "
             f"on in the background: flexus_show_action {action_id} shows where it stands",
             rollout=rollout.model_copy(deep=True),

@@ -38,7 +38,7 @@ class Settler:
             spec = specs.get(action["tool"])
             if spec is None or (action["state"] == ActionState.UNKNOWN and action["tool"] not in observable):
                 continue
-            if action.get("rollout_json") and action["state"] == ActionState.EXECUTING:
+            if action.get("rollout_json") and action["state"] in (ActionState.EXECUTING, ActionState.UNKNOWN):
                 if await self._settle_rollout(ctx, spec, action):
                     settled.append(action["id"])
                 continue

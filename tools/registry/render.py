@@ -38,7 +38,7 @@ def plan_text(plan: Plan) -> str:
         elif field != "reason":
             lines.append(f"  {field}: {change}")
     names = {item.server_id: item.name or item.server_id for item in plan.items}
-    if len(plan.waves) > 1:
+    if plan.waves and len(plan.waves) > 1:
         lines += _capped(
             [f"  wave {n}: {', '.join(names.get(sid, sid) for sid in ids)}" for n, ids in enumerate(plan.waves, 1)]
         )

@@ -8,9 +8,9 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from ...cloud import rules
-from ...cloud.models import ServerDetail
+from ...cloud.models import JobResult, ServerDetail
 from ...core.errors import FlexusError, JobTimeout, TransportError, bounded
-from ...core.plans import ActionResult, ChangeOutput, Plan, PlanItem, ServerResult
+from ...core.plans import ActionResult, ChangeOutput, Plan, PlanItem, ServerResult, WaveReport
 from ...core.tools import Execution, Safety, ToolContext, ToolSpec
 from ..inputs import (
     PowerInput,
@@ -123,6 +123,21 @@ async def _await_status(
         interval = min(interval * 1.5, ctx.client.settings.job_poll_max_seconds)
 
 
+class WaveProgress:
+    """A wave's job polls as progress over the whole rollout: "wave 2 of 10: 40 of 100 servers done"."""
+
+    def __init__(self, ctx: ToolContext, wave: WaveReport, waves: int, before: int, total: int) -> None:
+        self.ctx, self.wave, self.waves, self.before, self.total = ctx, wave, waves, before, total
+        self.done: dict[str, int] = {}
+
+    async def update(self, job: JobResult) -> None:
+        self.done[job.job_id] = sum(o.status in ("SUCCESS", "FAIL") for o in job.servers)
+        done, size = sum(self.done.values()), len(self.wave.servers)
+        if 0 < done < size:  # the wave's end is reported once its servers are at the target status
+            note = f"wave {self.wave.number} of {self.waves}: {done} of {size} servers done"
+            await self.ctx.progress(self.before + done, self.total, note)
+
+
 async def _roll_out(ctx: ToolContext, args: PowerInput, execution: Execution, action: PowerAction) -> ActionResult:
     """Wave by wave: each wave's servers are re-read against the plan, sent, followed to the end of
     their job and to the target status, before the pause and the next wave. Nothing after a failed
@@ -169,11 +184,11 @@ async def _roll_out(ctx: ToolContext, args: PowerInput, execution: Execution, ac
             maybe = isinstance(exc, JobTimeout) or (isinstance(exc, TransportError) and exc.may_have_applied)
             for sid in wave.servers:
                 outcome(sid, "unknown" if maybe else "failed", bounded(str(exc), 200))
-            wave.state, wave.failed = "failed", list(wave.servers)
-            wave.note = f"{'outcome unknown' if maybe else 'refused'}: {bounded(str(exc), 200)}"
-            if wave.number < len(rollout.waves):
-                rollout.stopped = f"stopped after wave {wave.number}: {wave.note}"
-            await execution.record_wave("wave_finished", wave)
+            if maybe:  # it may have been applied: the wave stays in flight, settled from the cloud
+                wave.note = f"outcome unknown: {bounded(str(exc), 200)}"
+            else:
+                wave.state, wave.failed, wave.note = "failed", list(wave.servers), f"refused: {bounded(str(exc), 200)}"
+            await execution.record_wave("wave_unknown" if maybe else "wave_finished", wave)
             break
         wave.job_ids = submission.job_ids
         job_ids += submission.job_ids
@@ -183,8 +198,9 @@ async def _roll_out(ctx: ToolContext, args: PowerInput, execution: Execution, ac
             for sid in chunk.server_ids:
                 outcome(sid, "unknown" if chunk.may_have_applied else "failed", f"{chunk.code}: {chunk.message}")
         ok: list[str] = []
+        tracker = WaveProgress(ctx, wave, len(rollout.waves), finished, total)
         try:
-            for job_result in await ctx.client.wait_for_jobs(submission.job_ids):
+            for job_result in await ctx.client.wait_for_jobs(submission.job_ids, on_progress=tracker.update):
                 for o in job_result.servers:
                     if o.status == "SUCCESS":
                         ok.append(o.server_id)
@@ -205,24 +221,34 @@ async def _roll_out(ctx: ToolContext, args: PowerInput, execution: Execution, ac
         for sid in wave.servers:
             results.setdefault(sid, ServerResult(server_id=sid, name=items[sid].name, outcome="done"))
         bad = [sid for sid in wave.servers if results[sid].outcome != "done"]
+        if any(results[sid].outcome == "unknown" for sid in wave.servers):
+            # Not known to have ended: the wave stays in flight for the settler, and nothing more is sent.
+            wave.failed = bad
+            await execution.record_wave("wave_unknown", wave)
+            break
         wave.state, wave.failed = ("failed" if bad else "done"), bad
-        if bad and not wave.note:
+        if bad:
             wave.note = f"{len(bad)} of {len(wave.servers)} failed"
         await execution.record_wave("wave_finished", wave)
         finished += len(wave.servers)
         await ctx.progress(finished, total, f"wave {wave.number} of {len(rollout.waves)} {wave.state}")
-        unknown = any(results[sid].outcome == "unknown" for sid in wave.servers)
-        if unknown or (bad and waves.stop_on_failure):
+        if bad and waves.stop_on_failure:
             if wave.number < len(rollout.waves):
                 rollout.stopped = f"stopped after wave {wave.number}: {wave.note}"
             break
+    in_flight = next((wave for wave in rollout.waves if wave.state == "running"), None)
+    if in_flight is not None:
+        rollout.stopped = (
+            f"stopped at wave {in_flight.number}: {in_flight.note}; flexus-ops settles it from the cloud, "
+            "and sends nothing more"
+        )
     for wave in rollout.waves:
         if wave.state == "waiting":
             wave.state = "not started"
             for sid in wave.servers:
                 outcome(sid, "not started", rollout.stopped)
     outcomes = server_outcomes(execution, results)
-    status = "stopped" if rollout.stopped else overall_status(outcomes)
+    status = "unknown" if in_flight is not None else "stopped" if rollout.stopped else overall_status(outcomes)
     counts = {k: sum(o.outcome == k for o in outcomes) for k in ("done", "failed", "unknown", "not started", "skipped")}
     message = f"{action} in {len(rollout.waves)} waves: " + ", ".join(f"{n} {k}" for k, n in counts.items() if n)
     if rollout.stopped:
