@@ -707,6 +707,7 @@ class Gate:
                 action,
                 person=ctx.person,
                 surface=ctx.surface,
+                arguments=None,  # in the action's preview and confirmation records; a wave names its servers
                 wave=wave.number,
                 waves=len(rollout.waves),
                 servers=wave.servers,
