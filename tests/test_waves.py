@@ -537,3 +537,37 @@ async def test_a_wave_whose_outcome_is_unknown_stops_the_rollout_and_is_settled_
         assert events[-3:] == ["wave_unknown", "executed", "reconciled"]
     finally:
         await registry.aclose()
+
+
+async def test_a_rollout_outliving_its_call_tells_that_call_nothing_more(tmp_path: Path) -> None:
+    from flexus_ops.cloud.retries import retry_listener
+
+    registry = make_registry(tmp_path)
+    try:
+        ids = active_ids(registry, 4)
+        heard: list[str] = []
+        progress: list[str] = []
+
+        async def closed_call(notice: str) -> None:  # a finished MCP request: telling it fails
+            heard.append(notice)
+            raise RuntimeError("this request has ended")
+
+        async def record(_done: float, _total: float | None, message: str) -> None:
+            progress.append(message)
+
+        out = await preview(registry, ids, {"size": 2})
+        assert out.preview is not None
+        listening = retry_listener.set(closed_call)
+        try:
+            started = await registry.confirm_action(ALICE, out.preview.action_id, progress=record)
+        finally:
+            retry_listener.reset(listening)
+        assert started.status == "running"
+        told = len(progress)
+        sandbox_of(registry).knobs.fail_next_5xx = 2  # the background's next reads are retried
+        row = await settled_state(registry, started.action_id, ("succeeded", "failed", "stopped", "unknown"))
+        assert row["state"] == "succeeded"
+        assert heard == [] and len(progress) == told, "the ended call was told about the background's work"
+        assert len(reboots(registry)) == 2
+    finally:
+        await registry.aclose()

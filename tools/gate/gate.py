@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import hashlib
 import json
 import logging
@@ -31,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, SecretStr
 
+from ..cloud.retries import retry_listener
 from ..core.entries import AuditEntry
 from ..core.errors import FlexusError, JobTimeout, OutcomeUnknown, Refused, StoreError, TransportError, bounded
 from ..core.plans import ActionResult, NextCall, Plan, Preview, Rollout, ServerResult, WaveReport
@@ -744,7 +746,17 @@ class Gate:
                     await asyncio.wait([heartbeat], timeout=1)
             return await self._finish_rollout(background, action, result)
 
-        task = asyncio.get_running_loop().create_task(run(), name=f"rollout {action_id}")
+        # The rollout outlives the call: whatever the call's surface listens with (cloud retries) is heard
+        # only while the call lasts, like its progress.
+        caller_listener = retry_listener.get()
+
+        async def relay_retry(notice: str) -> None:
+            if attached and caller_listener is not None:
+                await caller_listener(notice)
+
+        context = contextvars.copy_context()
+        context.run(retry_listener.set, relay_retry)
+        task = asyncio.get_running_loop().create_task(run(), name=f"rollout {action_id}", context=context)
         self.rollouts[action_id] = (task, execution)
         task.add_done_callback(lambda done: self._rollout_ended(action_id, done))
         if waiting is not None:
