@@ -571,3 +571,19 @@ async def test_a_rollout_outliving_its_call_tells_that_call_nothing_more(tmp_pat
         assert len(reboots(registry)) == 2
     finally:
         await registry.aclose()
+
+
+async def test_a_caller_whose_progress_fails_does_not_stop_the_rollout(tmp_path: Path) -> None:
+    registry = make_registry(tmp_path)
+    try:
+        ids = active_ids(registry, 4)
+
+        async def gone(_done: float, _total: float | None, _message: str) -> None:
+            raise ConnectionResetError("the client went away")
+
+        out = await preview(registry, ids, {"size": 2})
+        assert out.preview is not None
+        result = await registry.confirm_action(ALICE, out.preview.action_id, progress=gone, wait=True)
+        assert result.status == "succeeded" and len(reboots(registry)) == 2
+    finally:
+        await registry.aclose()

@@ -697,8 +697,14 @@ class Gate:
         caller_progress = ctx.progress
 
         async def relay(done: float, total: float | None, message: str) -> None:
-            if attached:  # the call that reported to its client has returned: nobody to tell any more
+            nonlocal attached
+            if not attached:  # the call that reported to its client has returned: nobody to tell any more
+                return
+            try:
                 await caller_progress(done, total, message)
+            except Exception as exc:  # a caller gone mid-call must not stop the rollout it started
+                log.info("rollout %s: progress not delivered (%s); the caller is no longer told", action_id, exc)
+                attached = False
 
         def all_jobs() -> list[str]:
             return [job for wave in rollout.waves for job in wave.job_ids]
@@ -751,8 +757,13 @@ class Gate:
         caller_listener = retry_listener.get()
 
         async def relay_retry(notice: str) -> None:
+            nonlocal attached
             if attached and caller_listener is not None:
-                await caller_listener(notice)
+                try:
+                    await caller_listener(notice)
+                except Exception as exc:
+                    log.info("rollout %s: retry notice not delivered (%s)", action_id, exc)
+                    attached = False
 
         context = contextvars.copy_context()
         context.run(retry_listener.set, relay_retry)
