@@ -130,13 +130,16 @@ class Settler:
         except FlexusError as exc:  # the cloud cannot be read now: try again next round
             log.warning("settling %s: %s", action["id"], bounded(str(exc), 200))
             return False
-        why = "the process running this rollout stopped (a crash, a kill or a lost lease)"
         for wave in rollout.waves:
             if wave.state == "waiting":
                 wave.state = "not started"
         left = rollout.not_started
-        if left:
-            rollout.stopped = f"{why}; nothing further was sent"
+        if action["state"] == ActionState.UNKNOWN:  # its process stopped it, and said why
+            why = rollout.stopped or "a wave's outcome was unknown"
+        else:
+            why = "the process running this rollout stopped (a crash, a kill or a lost lease)"
+            if left:
+                rollout.stopped = f"{why}; nothing further was sent"
         servers: list[ServerResult] = []
         for item in plan.items:
             if not item.act:
@@ -154,11 +157,14 @@ class Settler:
             servers.append(
                 ServerResult(server_id=item.server_id, name=item.name, outcome=outcome, detail=detail)  # type: ignore[arg-type]
             )
-        failed = any(s.outcome in ("failed", "unknown") for s in servers)
+        acted = [s for s in servers if s.outcome != "skipped"]
+        failed = sum(s.outcome in ("failed", "unknown") for s in acted)
         if left:
             final, status = ActionState.STOPPED, "stopped"
+        elif failed:
+            final, status = ActionState.FAILED, "failed" if failed == len(acted) else "partial"
         else:
-            final, status = (ActionState.FAILED, "partial") if failed else (ActionState.SUCCEEDED, "succeeded")
+            final, status = ActionState.SUCCEEDED, "succeeded"
         tally = {k: sum(s.outcome == k for s in servers) for k in ("done", "failed", "unknown", "not started")}
         message = f"{why}; settled from the cloud: " + ", ".join(f"{n} {k}" for k, n in tally.items() if n)
         result = ActionResult(
