@@ -36,10 +36,21 @@ PACKAGES = (
 
 def cases() -> list[Case]:
     # One module per case; imported here so `--list` and the smoke test see the same registry.
-    from . import call_overhead, cold_start, context_cost, fleet_power, list_all, select_resolve, slack_ack, store
+    from . import (
+        call_overhead,
+        cold_start,
+        context_cost,
+        fleet_power,
+        list_all,
+        rolling_reboot,
+        select_resolve,
+        slack_ack,
+        store,
+    )
 
     return [
         fleet_power.CASE,
+        rolling_reboot.CASE,
         list_all.CASE,
         select_resolve.CASE,
         call_overhead.CASE,

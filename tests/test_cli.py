@@ -53,7 +53,7 @@ def test_tools_lists_the_catalog_and_export_matches_the_manifest(env: dict[str, 
     piped = run(env, "tools")  # stdout is a pipe: JSON
     assert piped.returncode == 0, piped.stderr
     names = [tool["name"] for tool in json.loads(piped.stdout)]
-    assert len(names) == 8 and all(name.startswith("flexus_") for name in names)
+    assert len(names) == 9 and all(name.startswith("flexus_") for name in names)
     assert piped.stderr.startswith(SANDBOX_MARKER)
     table = run(env, "tools", "--output", "table")
     assert table.stdout.splitlines()[0].split() == ["tool", "safety", "approval", "title"]
@@ -104,6 +104,21 @@ def test_call_previews_then_confirms_with_the_token(env: dict[str, str]) -> None
     assert json.loads(second.stdout)["result"]["status"] == "succeeded"
     again = run(env, "call", "flexus_stop_servers", "--args", args, "--confirm", preview["confirmation_token"])
     assert again.returncode == 0 and json.loads(again.stdout)["result"]["replay"] is True
+
+
+def test_a_confirmed_rollout_runs_to_its_end_in_the_cli(env: dict[str, str]) -> None:
+    # The CLI process owns the rollout it confirms: it waits through every wave instead of exiting after
+    # the first (which would stop the rollout).
+    args = json.dumps({"servers": ["web-01", "web-02", "db-prod-01"], "waves": {"size": 1}})
+    first = run(env, "call", "flexus_reboot_servers", "--args", args)
+    assert first.returncode == 0, first.stderr
+    preview = json.loads(first.stdout)["preview"]
+    assert [len(wave) for wave in preview["plan"]["waves"]] == [1, 1, 1]
+    second = run(env, "call", "flexus_reboot_servers", "--args", args, "--confirm", preview["confirmation_token"])
+    assert second.returncode == 0, second.stderr
+    result = json.loads(second.stdout)["result"]
+    assert result["status"] == "succeeded"
+    assert [wave["state"] for wave in result["rollout"]["waves"]] == ["done", "done", "done"]
 
 
 @pytest.mark.parametrize(

@@ -202,7 +202,12 @@ async def test_read_only_server_lists_only_read_tools(tmp_path: Path) -> None:
     try:
         async with Client(build_server(reg)) as client:
             tools = await client.list_tools()
-        assert {t.name for t in tools.tools} == {"flexus_list_servers", "flexus_show_server", "flexus_show_job"}
+        assert {t.name for t in tools.tools} == {
+            "flexus_list_servers",
+            "flexus_show_server",
+            "flexus_show_job",
+            "flexus_show_action",
+        }
         assert all(t.annotations and t.annotations.read_only_hint for t in tools.tools)
     finally:
         await reg.aclose()
@@ -243,7 +248,7 @@ def http_client(url: str, token: str | None, **options: Any) -> Client:
 async def test_http_with_a_token_lists_and_calls(registry: Registry, http_server: str, mode: str) -> None:
     async with http_client(http_server, TOKEN, mode=mode) as client:
         tools = await client.list_tools()
-        assert len(tools.tools) == 8
+        assert len(tools.tools) == 9
         result = await client.call_tool("flexus_list_servers", {"limit": 2})
     assert structured(result)["count"] == 30
 
@@ -291,6 +296,6 @@ async def test_stdio_server_as_clients_run_it(tmp_path: Path) -> None:
         tools = await client.list_tools()
         listing = await client.call_tool("flexus_list_servers", {"limit": 1})
         preview = await client.call_tool("flexus_start_servers", {"servers": ["web-01"], "dry_run": True})
-    assert len(tools.tools) == 8
+    assert len(tools.tools) == 9
     assert structured(listing)["count"] == 30
     assert "preview" in structured(preview)

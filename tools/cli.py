@@ -13,6 +13,7 @@ import contextlib
 import getpass
 import json
 import logging
+import math
 import os
 import signal
 import sys
@@ -323,7 +324,7 @@ def cmd_mcp(args: argparse.Namespace) -> int:
     from .serving import Drain, DrainingServer
 
     session_token = new_session_token() if needs_session_token(registry) else None
-    drain = Drain()
+    drain = Drain(on_drain=[registry.start_draining])
     try:
         app = http_app(
             registry,
@@ -608,7 +609,10 @@ def cmd_call(args: argparse.Namespace) -> int:
             for field in sorted(spec.secret_fields):
                 arguments[field] = _ask_secret(field)
         caller = _caller()
-        output = await registry.call(caller, spec.name, arguments, progress=ProgressBar())
+        if arguments.get("waves"):
+            # This process owns the rollout it confirms: it waits to the end (exiting would stop the rollout).
+            arguments.setdefault("wait", True)
+        output = await registry.call(caller, spec.name, arguments, progress=ProgressBar(), wait_seconds=math.inf)
         if (
             isinstance(output, ChangeOutput)
             and output.preview is not None
@@ -625,7 +629,9 @@ def cmd_call(args: argparse.Namespace) -> int:
                 print("not confirmed; nothing was changed", file=sys.stderr)
                 return EXIT_REFUSED
             # The answer confirms the one preview just shown, by its id: it is consumed with that action.
-            result = await registry.confirm_action(caller, output.preview.action_id, progress=ProgressBar())
+            result = await registry.confirm_action(
+                caller, output.preview.action_id, progress=ProgressBar(), wait=True, wait_seconds=math.inf
+            )
             output = ChangeOutput(result=result)
         if _output_format(args) == "table":
             print(render(output))
@@ -670,7 +676,10 @@ def cmd_approvals(args: argparse.Namespace) -> int:
             _emit(args, pending, table)
             return EXIT_OK
         if args.action == "approve":
-            result = await registry.approve(caller, args.action_id, args.note, progress=ProgressBar())
+            # An approved rollout runs in this process: it waits to the end, showing each wave.
+            result = await registry.approve(
+                caller, args.action_id, args.note, progress=ProgressBar(), wait=True, wait_seconds=math.inf
+            )
             _emit(args, result.model_dump(mode="json", exclude_none=True), lambda: result_text(result))
             return EXIT_OK
         if args.action == "reject":

@@ -1,14 +1,17 @@
 """Serving HTTP surfaces (MCP over HTTP, the Slack bot's HTTP mode) the way an orchestrator expects: health
 and readiness probes that need no credentials, and a graceful stop. On SIGTERM readiness turns false at
 once, new requests are turned away, the ones in flight may finish for a grace period, then the process
-exits 128 + the signal; anything still in flight is left in the store for settling."""
+exits 128 + the signal; anything still in flight is left in the store for settling. A rollout in waves that
+this process runs in the background sends no further wave from the first signal on (``on_drain``), and
+records where it stopped when the registry closes."""
 
 from __future__ import annotations
 
 import os
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
 
@@ -25,6 +28,15 @@ class Drain:
 
     draining: bool = False
     in_flight: int = 0
+    on_drain: list[Callable[[], None]] = field(default_factory=list)
+    """Called once when draining starts (``Registry.start_draining``: rollouts send no further wave)."""
+
+    def start(self) -> None:
+        if self.draining:
+            return
+        self.draining = True
+        for callback in self.on_drain:
+            callback()
 
 
 class Draining:
@@ -82,7 +94,7 @@ class DrainingServer(uvicorn.Server):
             self.should_exit = self.force_exit = True
             return
         self.stopped_by = sig
-        self.drain.draining = True
+        self.drain.start()
         self._deadline = time.monotonic() + self.grace_seconds
         # A bound on the whole stop, in case a shutdown step hangs: the store keeps what was in flight.
         watchdog = threading.Timer(self.grace_seconds + 10, os._exit, (self.exit_code,))

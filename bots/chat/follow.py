@@ -74,3 +74,27 @@ async def until_decided(
             continue
         return row
     return None
+
+
+async def until_finished(
+    registry: Registry, action_id: str, *, interval: float, progress: Show, watching: Callable[[], bool] = lambda: True
+) -> ActionView | None:
+    """A rollout running in the background (here or on another replica), followed from the store: each
+    wave that finishes is shown through ``progress``; the action once it is finished. None when it is
+    gone or ``watching()`` turns false."""
+    shown = 0  # the message already says the first wave is on its way
+    interval = max(interval, 0.1)  # a store read per poll: never a busy loop
+    while watching():
+        view = await registry.action(action_id)
+        if view is None:
+            return None
+        if view.state not in RUNNING_STATES:
+            return view
+        if view.rollout is not None:
+            waves = view.rollout.waves
+            done = sum(wave.state in ("done", "failed") for wave in waves)
+            if done != shown:
+                shown = done
+                await progress(done, len(waves), f"wave {done} of {len(waves)} finished")
+        await asyncio.sleep(interval)
+    return None

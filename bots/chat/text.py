@@ -15,7 +15,7 @@ from flexus_ops.core.plans import ActionResult, Plan, ServerResult
 from flexus_ops.registry.outputs import JobOutput
 from flexus_ops.registry.render import plan_text, result_text
 
-OUTCOMES = ("done", "failed", "skipped", "submitted", "unknown")  # in the order a tally lists them
+OUTCOMES = ("done", "failed", "skipped", "submitted", "unknown", "not started")  # in the order a tally lists them
 
 
 def ips(server: dict[str, Any]) -> str:

@@ -98,6 +98,7 @@ SELECT_FILTERS = Filters(LIST_FILTERS, examples=("tag=env=staging", "name=web"),
 SERVER = Arg("server", "server", "a server", "web-01")
 SERVERS = Arg("servers", "server", "servers", "web-01", many=True, hint="a name or an id")
 JOB_ID = Arg("job_id", "job-id", "a job-id", "8a2f11e0")
+ACTION_ID = Arg("action_id", "action-id", "an action-id", "9dccc7d6")
 NEW_NAME = Arg("name", "new-name", "its new name", "web-legacy-01")
 DESCRIPTION = Arg("description", "text", "the text", '"main shop node"', rest=True)
 HARD = Flag("--hard", "type", on="HARD", off="SOFT")
@@ -113,6 +114,7 @@ VERBS: tuple[Verb, ...] = (
     ),
     Verb("show", "flexus_show_server", (SERVER,)),
     Verb("job", "flexus_show_job", (JOB_ID,)),
+    Verb("action", "flexus_show_action", (ACTION_ID,)),
     Verb(APPROVALS_VERB, about="Approval requests waiting (all of them, for an approver)"),
     Verb("start", "flexus_start_servers", (SERVERS,), select=SELECT_FILTERS),
     Verb("stop", "flexus_stop_servers", (SERVERS,), (HARD,), select=SELECT_FILTERS),

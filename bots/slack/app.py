@@ -228,7 +228,7 @@ def main(
                 describe(bot, "Socket Mode", "connecting with SLACK_APP_TOKEN (no public URL needed)"), file=sys.stderr
             )
         return asyncio.run(bot.run_socket_mode(probes))
-    drain = Drain()
+    drain = Drain(on_drain=[bot.registry.start_draining])
     app = bot.asgi(drain)
     started(registry, "http", f"http://{host}:{port}{EVENTS_PATH}")
     if log_format() == "text":

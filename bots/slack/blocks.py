@@ -39,7 +39,7 @@ SECTION_CHARS = 3000
 MAX_LINES = 20
 MAX_BLOCKS = 50
 
-OUTCOME_ICON = {"done": "✅", "failed": "❌", "skipped": "➖", "submitted": "⏳", "unknown": "❓"}
+OUTCOME_ICON = {"done": "✅", "failed": "❌", "skipped": "➖", "submitted": "⏳", "unknown": "❓", "not started": "⏸️"}
 STATUS_ICON = {
     "succeeded": "✅",
     "partial": "⚠️",
@@ -47,6 +47,8 @@ STATUS_ICON = {
     "submitted": "⏳",
     "nothing_to_do": "➖",
     "awaiting_approval": "🕒",
+    "running": "🔄",
+    "stopped": "⏹️",
 }
 
 
@@ -356,8 +358,18 @@ def outcome_lines(servers: Sequence[ServerResult]) -> list[str]:
 def result_message(title: str, result: ActionResult, by: str, note: str | None = None) -> Message:
     icon = STATUS_ICON.get(result.status, "•")
     blocks = [section(f"{icon} *{esc(title)}*: {chat_text.counts(result.servers)}")]
+    if result.rollout is not None:
+        waves = result.rollout.waves
+        done = sum(w.state in ("done", "failed") for w in waves)
+        line = f"Waves: {done} of {len(waves)} finished"
+        if result.rollout.stopped:
+            line += f". {esc(result.rollout.stopped)}"
+        blocks.append(section(line))
     if result.servers:
         blocks.append(lines_section(outcome_lines(result.servers)))
+    if result.resume is not None:
+        left = len(result.resume.arguments.get("servers", []))
+        blocks.append(context(f"{left} server(s) not started: run the command again naming them for a new preview"))
     footer = [f"Confirmed by {by}"]
     if result.job_ids:
         footer.append("jobs: " + ", ".join(f"`{esc(j)}`" for j in result.job_ids[:10]))

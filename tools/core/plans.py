@@ -16,6 +16,15 @@ class Compact(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class Waves(Compact):
+    """A rollout in waves: each wave's job finishes and its servers reach the target status before the
+    pause and the next wave. Shared by every tool that rolls out (one definition in the catalog)."""
+
+    size: int = Field(ge=1, le=1000, description="servers per wave")
+    pause_seconds: float = Field(0.0, ge=0, le=3600, description="pause between waves")
+    stop_on_failure: bool = Field(True, description="send no more waves after one fails")
+
+
 class PlanItem(Compact):
     """What will happen to one server, in its current state."""
 
@@ -33,10 +42,26 @@ class Plan(Compact):
     summary: str
     items: list[PlanItem]
     changes: dict[str, Any] = Field(default_factory=dict, description="fields to change (update)")
+    waves: list[list[str]] | None = Field(None, description="server ids per wave, in order (a rollout)")
 
     @property
     def acting(self) -> list[PlanItem]:
         return [item for item in self.items if item.act]
+
+    def in_waves(self, waves: Waves | None) -> Plan:
+        """This plan as a rollout: only the servers that act are put in waves, in the plan's order."""
+        if waves is None:
+            return self
+        ids = [item.server_id for item in self.acting]
+        batches = [ids[start : start + waves.size] for start in range(0, len(ids), waves.size)]
+        if len(batches) > 1:
+            summary = f"{self.summary}; in {len(batches)} waves of up to {waves.size}"
+            if waves.pause_seconds:
+                summary += f", {waves.pause_seconds:g} s apart"
+            summary += ", stopping at the first failed wave" if waves.stop_on_failure else ", not stopping on failure"
+        else:
+            summary = self.summary
+        return self.model_copy(update={"waves": batches or None, "summary": summary})
 
 
 class Preview(Compact):
@@ -64,20 +89,73 @@ class Undo(Compact):
 class ServerResult(Compact):
     server_id: str
     name: str | None = None
-    outcome: Literal["done", "failed", "skipped", "submitted", "unknown"]
+    outcome: Literal["done", "failed", "skipped", "submitted", "unknown", "not started"]
     detail: str | None = None
+
+
+WaveState = Literal["waiting", "running", "done", "failed", "not started"]
+
+
+class WaveReport(Compact):
+    """One wave of a rollout as it stands."""
+
+    number: int = Field(description="1 for the first wave")
+    servers: list[str]
+    state: WaveState = "waiting"
+    job_ids: list[str] = Field(default_factory=list)
+    failed: list[str] = Field(default_factory=list, description="its servers that failed or are unknown")
+    note: str | None = None
+
+
+class Rollout(Compact):
+    """Where a rollout in waves stands: stored with the action at every wave start and end."""
+
+    waves: list[WaveReport]
+    reached: int = Field(0, description="how many waves were sent")
+    stopped: str | None = Field(None, description="why the rollout stopped before its last wave")
+
+    @classmethod
+    def of(cls, plan: Plan) -> Rollout:
+        return cls(waves=[WaveReport(number=n, servers=ids) for n, ids in enumerate(plan.waves or [], 1)])
+
+    @property
+    def not_started(self) -> list[str]:
+        return [sid for wave in self.waves if wave.state in ("waiting", "not started") for sid in wave.servers]
+
+    def progress_note(self) -> str:
+        done = sum(wave.state in ("done", "failed") for wave in self.waves)
+        return f"wave {done} of {len(self.waves)} finished" if done else f"wave 1 of {len(self.waves)} running"
+
+
+class NextCall(Compact):
+    """A ready call: preview it to carry on (e.g. the servers a stopped rollout did not reach)."""
+
+    tool: str
+    arguments: dict[str, Any]
 
 
 class ActionResult(Compact):
     """What a confirmed change did, per server."""
 
-    status: Literal["succeeded", "failed", "partial", "submitted", "unknown", "awaiting_approval", "nothing_to_do"]
+    status: Literal[
+        "succeeded",
+        "failed",
+        "partial",
+        "submitted",
+        "unknown",
+        "awaiting_approval",
+        "nothing_to_do",
+        "running",
+        "stopped",
+    ]
     action_id: str
     job_ids: list[str] = Field(default_factory=list)
     servers: list[ServerResult] = Field(default_factory=list)
     message: str
     undo: Undo | None = Field(None, description="the call that previews the inverse, or why there is none")
     replay: bool | None = Field(None, description="true: a confirmation used again; nothing was run again")
+    rollout: Rollout | None = Field(None, description="a rollout in waves: each wave's state")
+    resume: NextCall | None = Field(None, description="preview this call for the servers a stopped rollout left")
 
 
 class ChangeOutput(Compact):
@@ -109,6 +187,7 @@ class ActionView(Compact):
     decision_note: str | None = None
     executed_by: str | None = None
     job_ids: list[str] = Field(default_factory=list)
+    rollout: Rollout | None = Field(None, description="a rollout in waves: the wave reached, each wave's state")
 
     @classmethod
     def of(cls, row: dict[str, Any]) -> ActionView:
@@ -131,4 +210,13 @@ class ActionView(Compact):
             decision_note=row["decision_note"],
             executed_by=row["executed_by"],
             job_ids=json.loads(row["job_ids"]) if row["job_ids"] else [],
+            rollout=Rollout.model_validate_json(row["rollout_json"]) if row.get("rollout_json") else None,
         )
+
+
+class ActionReport(Compact):
+    """What ``flexus_show_action`` (and ``Registry.show_action``) says about a gated action: who asked,
+    the plan, its state, the waves reached and the outcome. Never a secret."""
+
+    action: ActionView
+    result: ActionResult | None = Field(None, description="the outcome, once there is one")

@@ -14,6 +14,7 @@ class ActionState(StrEnum):
     UNKNOWN = "unknown"  # sent, outcome not known yet: settled by observation
     SUCCEEDED = "succeeded"
     FAILED = "failed"
+    STOPPED = "stopped"  # a rollout in waves that stopped before its last wave: the rest was never sent
     REJECTED = "rejected"
     EXPIRED = "expired"
     CANCELLED = "cancelled"
@@ -25,7 +26,7 @@ UNSETTLED_STATES = (ActionState.EXECUTING, ActionState.SUBMITTED, ActionState.UN
 """Sent or being sent, outcome not recorded yet: settled from the cloud once nobody owns them."""
 RUNNING_STATES = (ActionState.APPROVED, ActionState.EXECUTING, ActionState.SUBMITTED)
 """Decided, not finished."""
-FINISHED_STATES = (ActionState.SUCCEEDED, ActionState.FAILED, ActionState.UNKNOWN)
+FINISHED_STATES = (ActionState.SUCCEEDED, ActionState.FAILED, ActionState.STOPPED, ActionState.UNKNOWN)
 """Executed, with an outcome on record (unknown ones are settled later)."""
 DONE_STATES = (*RUNNING_STATES[1:], *FINISHED_STATES)
 """Confirmation used: executing or after."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -9,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict
 
-from .plans import ActionResult, Plan
+from .plans import ActionReport, ActionResult, Plan, Rollout, WaveReport
 
 if TYPE_CHECKING:
     from ..cloud.client import FlexusClient  # a type only: the ground floor imports no layer above it
@@ -53,6 +55,8 @@ class ToolContext:
     surface: str
     progress: Progress = no_progress
     extras: dict[str, Any] = field(default_factory=dict)
+    show_action: Callable[[str], Awaitable[ActionReport]] | None = None
+    """A gated action as this person may see it (``Registry.show_action``), for the tool that shows one."""
 
 
 @dataclass
@@ -66,10 +70,31 @@ class Execution:
     """The gate generated ``secret`` at preview: the requester may reveal it once after execution."""
     on_jobs: Callable[[list[str]], Awaitable[None]] | None = None
 
+    rollout: Rollout | None = None
+    """A rollout in waves (the plan has waves): the executor runs it wave by wave and records each step."""
+    on_wave: Callable[[str, WaveReport], Awaitable[bool]] | None = None
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set when this process shuts down: a rollout sends no further wave."""
+
     async def record_jobs(self, job_ids: list[str]) -> None:
         """Called as soon as jobs exist, so a crash after submission can be reconciled, not re-sent."""
         if self.on_jobs is not None:
             await self.on_jobs(job_ids)
+
+    async def record_wave(self, event: str, wave: WaveReport) -> bool:
+        """Store the rollout as it stands, with an audit record of ``event`` about ``wave``, in one
+        transaction. False: this process no longer owns the execution, so it must send nothing more."""
+        return True if self.on_wave is None else await self.on_wave(event, wave)
+
+    @property
+    def stopping(self) -> bool:
+        return self.stop.is_set()
+
+    async def pause(self, seconds: float) -> None:
+        """The pause between waves, cut short when this process shuts down."""
+        if seconds > 0 and not self.stopping:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop.wait(), timeout=seconds)
 
 
 ReadHandler = Callable[[ToolContext, Any], Awaitable[BaseModel]]

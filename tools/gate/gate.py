@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import hashlib
 import json
 import logging
@@ -31,9 +32,10 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, SecretStr
 
+from ..cloud.retries import retry_listener
 from ..core.entries import AuditEntry
 from ..core.errors import FlexusError, JobTimeout, OutcomeUnknown, Refused, StoreError, TransportError, bounded
-from ..core.plans import ActionResult, Plan, Preview
+from ..core.plans import ActionResult, NextCall, Plan, Preview, Rollout, ServerResult, WaveReport
 from ..core.states import DONE_STATES, OPEN_STATES, ActionState
 from ..core.tools import GATE_FIELDS, Execution, ToolContext, ToolSpec
 from .canonical import canonical_json
@@ -46,6 +48,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("flexus_ops.gate")
 
 SWEEP_INTERVAL_SECONDS = 1.0
+ROLLOUT_STOP_SECONDS = 5.0
+"""On shutdown, how long a rollout may take to finish its current wave before it is left for the settler."""
 # Who runs an execution: this process, named so that a person reading the store can find it.
 OWNER = f"{socket.gethostname()[:40]}:{os.getpid()}:{secrets.token_hex(4)}"
 
@@ -95,10 +99,21 @@ def recorded_result(action: dict[str, Any]) -> ActionResult:
     if action["state"] == ActionState.AWAITING_APPROVAL:
         message = f"confirmed; waiting for approval until {_when(action['expires_at'])}"
         return ActionResult(status="awaiting_approval", action_id=action["id"], message=message)
+    rollout = Rollout.model_validate_json(action["rollout_json"]) if action.get("rollout_json") else None
+    if action["state"] in (ActionState.APPROVED, ActionState.EXECUTING):
+        job_ids = json.loads(action["job_ids"]) if action["job_ids"] else []
+        message = f"rolling out: {rollout.progress_note()}" if rollout is not None else "being executed"
+        return ActionResult(status="running", action_id=action["id"], job_ids=job_ids, message=message, rollout=rollout)
     detail = stored.get("error") or stored.get("reconciled") or f"state {action['state']}"
     status = action["state"] if action["state"] in ("succeeded", "submitted", "unknown") else "failed"
     job_ids = json.loads(action["job_ids"]) if action["job_ids"] else []
     return ActionResult(status=status, action_id=action["id"], job_ids=job_ids, message=bounded(str(detail)))
+
+
+def resume_call(action: dict[str, Any], servers: list[str]) -> NextCall:
+    """The call that previews the rest of a stopped rollout: the same arguments, for these servers only."""
+    arguments = {k: v for k, v in json.loads(action["args_json"]).items() if k not in ("select", "undo_of")}
+    return NextCall(tool=action["tool"], arguments={**arguments, "servers": servers})
 
 
 class Gate:
@@ -109,9 +124,13 @@ class Gate:
         keys: Keys,
         *,
         lease_seconds: float = 10.0,
+        rollout_wait_seconds: float = 900.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
+        self.rollout_wait_seconds = rollout_wait_seconds  # the longest a caller who asked to wait waits
+        # Rollouts this process runs in the background, by action id: stopped (and waited for) on close.
+        self.rollouts: dict[str, tuple[asyncio.Task[ActionResult], Execution]] = {}
         self.clock = clock
         self.policy = policy
         self.keys = keys
@@ -374,6 +393,8 @@ class Gate:
         via: str,
         action_id: str | None = None,
         answer_key: str | None = None,
+        wait: bool | None = None,
+        wait_seconds: float | None = None,
     ) -> ActionResult:
         """Confirm by token, or by the id of the preview a person was shown and answered (a button, a
         terminal prompt, an elicitation). Every confirmation names one action and is used once: the
@@ -473,7 +494,7 @@ class Gate:
         ):
             raise await self._lost(action)
         secret = self.keys.decrypt(action["secret"], context=action["id"]) if action["secret"] else None
-        return await self._execute(ctx, spec, args, action, current, secret)
+        return await self._execute(ctx, spec, args, action, current, secret, wait=wait, wait_seconds=wait_seconds)
 
     async def _replay(self, action: dict[str, Any], person: str, surface: str, via: str) -> ActionResult:
         """A confirmation used again: the recorded outcome for its owner, a refusal for anyone else.
@@ -484,9 +505,11 @@ class Gate:
             ActionState.SUBMITTED,
             ActionState.SUCCEEDED,
             ActionState.FAILED,
+            ActionState.STOPPED,
             ActionState.UNKNOWN,
         )
-        if action["person"] != person or state not in settled:
+        running = state == ActionState.EXECUTING and action.get("rollout_json") is not None  # a rollout: where it is
+        if action["person"] != person or (state not in settled and not running):
             await self.audit("replay_refused", action, person=person, surface=surface, via=via, state=state)
             raise Refused(self._explain_closed(action) + "; this request was not run again")
         await self.audit("replayed", action, person=person, surface=surface, via=via, state=state)
@@ -516,7 +539,16 @@ class Gate:
             raise Refused(f"the request expired at {_when(action['expires_at'])} before anyone approved it")
         return action
 
-    async def approve(self, ctx: ToolContext, spec: ToolSpec, action_id: str, note: str | None) -> ActionResult:
+    async def approve(
+        self,
+        ctx: ToolContext,
+        spec: ToolSpec,
+        action_id: str,
+        note: str | None,
+        *,
+        wait: bool | None = None,
+        wait_seconds: float | None = None,
+    ) -> ActionResult:
         await self.expire_due()
         action = await self._approver_check(ctx.person, await self.store.get_action(action_id), "approve")
         entry = self.entry(
@@ -559,7 +591,9 @@ class Gate:
         ):
             raise await self._lost(action)
         secret = self.keys.decrypt(action["secret"], context=action_id) if action["secret"] else None
-        return await self._execute(requester_ctx, spec, args, action, current, secret)
+        return await self._execute(
+            requester_ctx, spec, args, action, current, secret, wait=wait, wait_seconds=wait_seconds
+        )
 
     async def reject(self, person: str, surface: str, action_id: str, note: str | None) -> None:
         await self.expire_due()
@@ -616,10 +650,25 @@ class Gate:
                 log.warning("execution %s: lease not renewed: %s", action_id, exc)
 
     async def _execute(
-        self, ctx: ToolContext, spec: ToolSpec, args: BaseModel, action: dict[str, Any], plan: Plan, secret: str | None
+        self,
+        ctx: ToolContext,
+        spec: ToolSpec,
+        args: BaseModel,
+        action: dict[str, Any],
+        plan: Plan,
+        secret: str | None,
+        *,
+        wait: bool | None = None,
+        wait_seconds: float | None = None,
     ) -> ActionResult:
+        """``wait`` (else the arguments' ``wait``): a rollout in waves answers at its end, waiting at most
+        ``wait_seconds`` (default ``rollout_wait_seconds``; infinity: to the end), not after its first wave."""
         assert spec.execute is not None
         action_id = action["id"]
+        if plan.waves:
+            asked = wait if wait is not None else getattr(args, "wait", None)
+            bound = self.rollout_wait_seconds if wait_seconds is None else wait_seconds
+            return await self._start_rollout(ctx, spec, args, action, plan, waiting=bound if asked is True else None)
         sent: list[str] = []  # job ids, once the cloud has them
 
         async def on_jobs(job_ids: list[str]) -> None:
@@ -689,6 +738,185 @@ class Gate:
                 }
             )
         return result
+
+    # -- rollouts in waves ------------------------------------------------------------------
+
+    async def _start_rollout(
+        self,
+        ctx: ToolContext,
+        spec: ToolSpec,
+        args: BaseModel,
+        action: dict[str, Any],
+        plan: Plan,
+        *,
+        waiting: float | None,
+    ) -> ActionResult:
+        """Run a rollout in the background, owned by this process (its lease renewed until the end), and
+        answer once its first wave is submitted, or at its end when the caller waits (at most
+        ``rollout_wait_seconds``). Progress goes to the caller while the call lasts, per wave."""
+        assert spec.execute is not None
+        action_id = action["id"]
+        rollout = Rollout.of(plan)
+        first_sent = asyncio.Event()
+        attached = True
+        caller_progress = ctx.progress
+
+        async def relay(done: float, total: float | None, message: str) -> None:
+            nonlocal attached
+            if not attached:  # the call that reported to its client has returned: nobody to tell any more
+                return
+            try:
+                await caller_progress(done, total, message)
+            except Exception as exc:  # a caller gone mid-call must not stop the rollout it started
+                log.info("rollout %s: progress not delivered (%s); the caller is no longer told", action_id, exc)
+                attached = False
+
+        def all_jobs() -> list[str]:
+            return [job for wave in rollout.waves for job in wave.job_ids]
+
+        async def on_wave(event: str, wave: WaveReport) -> bool:
+            entry = self.entry(
+                event,
+                action,
+                person=ctx.person,
+                surface=ctx.surface,
+                arguments=None,  # in the action's preview and confirmation records; a wave names its servers
+                wave=wave.number,
+                waves=len(rollout.waves),
+                servers=wave.servers,
+                job_ids=wave.job_ids or None,
+                state=wave.state,
+                note=wave.note,
+            )
+            moved = await self.store.transition(
+                action_id,
+                [ActionState.EXECUTING],
+                ActionState.EXECUTING,
+                owned_by=OWNER,
+                wave=rollout.reached,
+                rollout_json=rollout.model_dump_json(),
+                job_ids=json.dumps(all_jobs()),
+                audit_entry=entry,
+            )
+            if event != "wave_started":
+                first_sent.set()
+            return moved
+
+        background = ToolContext(client=ctx.client, person=ctx.person, surface=ctx.surface, progress=relay)
+        execution = Execution(action_id=action_id, plan=plan, rollout=rollout, on_wave=on_wave)
+
+        async def run() -> ActionResult:
+            heartbeat = asyncio.create_task(self._keep_lease(action_id))
+            try:
+                assert spec.execute is not None
+                result = await spec.execute(background, args, execution)
+            finally:
+                first_sent.set()
+                while not heartbeat.done():
+                    heartbeat.cancel()
+                    await asyncio.wait([heartbeat], timeout=1)
+            return await self._finish_rollout(background, action, result)
+
+        # The rollout outlives the call: whatever the call's surface listens with (cloud retries) is heard
+        # only while the call lasts, like its progress.
+        caller_listener = retry_listener.get()
+
+        async def relay_retry(notice: str) -> None:
+            nonlocal attached
+            if attached and caller_listener is not None:
+                try:
+                    await caller_listener(notice)
+                except Exception as exc:
+                    log.info("rollout %s: retry notice not delivered (%s)", action_id, exc)
+                    attached = False
+
+        context = contextvars.copy_context()
+        context.run(retry_listener.set, relay_retry)
+        task = asyncio.get_running_loop().create_task(run(), name=f"rollout {action_id}", context=context)
+        self.rollouts[action_id] = (task, execution)
+        task.add_done_callback(lambda done: self._rollout_ended(action_id, done))
+        if waiting is not None:
+            await asyncio.wait([task], timeout=None if waiting == float("inf") else waiting)
+        else:
+            sent_one = asyncio.ensure_future(first_sent.wait())
+            try:
+                await asyncio.wait([task, sent_one], return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                sent_one.cancel()
+        if task.done():
+            return task.result()
+        attached = False
+        sent = sum(wave.state != "waiting" for wave in rollout.waves)
+        names = {item.server_id: item.name for item in plan.items}
+        return ActionResult(
+            status="running",
+            action_id=action_id,
+            job_ids=all_jobs(),
+            servers=[
+                ServerResult(server_id=sid, name=names.get(sid), outcome="submitted", detail=f"wave {wave.number}")
+                for wave in rollout.waves
+                if wave.state != "waiting"
+                for sid in wave.servers
+            ],
+            message=f"rolling out in {len(rollout.waves)} waves ({rollout.progress_note()}, {sent} sent); it goes "
+            f"on in the background: flexus_show_action {action_id} shows where it stands",
+            rollout=rollout.model_copy(deep=True),
+        )
+
+    def _rollout_ended(self, action_id: str, task: asyncio.Task[ActionResult]) -> None:
+        self.rollouts.pop(action_id, None)
+        if not task.cancelled() and (error := task.exception()) is not None:
+            # Nothing more is sent; the lease runs out and the settler records where it stopped.
+            log.warning("rollout %s ended early (%s): %s", action_id, type(error).__name__, bounded(str(error), 200))
+
+    async def _finish_rollout(self, ctx: ToolContext, action: dict[str, Any], result: ActionResult) -> ActionResult:
+        """A rollout's last transition: its outcome, the waves reached and, if it stopped early, the call
+        that previews the servers it did not reach."""
+        rollout = result.rollout
+        if rollout is not None and result.status == "stopped" and rollout.not_started:
+            result = result.model_copy(update={"resume": resume_call(action, rollout.not_started)})
+        final = {
+            "succeeded": ActionState.SUCCEEDED,
+            "nothing_to_do": ActionState.SUCCEEDED,
+            "stopped": ActionState.STOPPED,
+            "unknown": ActionState.UNKNOWN,
+        }.get(result.status, ActionState.FAILED)
+        values: dict[str, Any] = {
+            "secret": None,
+            "result_json": result.model_dump_json(),
+            "lease_until": None,
+            "job_ids": json.dumps(result.job_ids),
+        }
+        if rollout is not None:
+            values |= {"rollout_json": rollout.model_dump_json(), "wave": rollout.reached}
+        stopped = rollout.stopped if rollout is not None else None
+        if not await self._record_final(ctx, action, final, values, outcome=result.status, stopped=stopped):
+            settled = await self.store.get_action(action["id"]) or {}
+            note = f" (meanwhile settled as {settled.get('state', 'unknown')} from the cloud)"
+            result = result.model_copy(update={"message": result.message + note})
+        return result
+
+    def stop_sending(self) -> None:
+        """From now on, every rollout of this process sends no further wave (it records where it stopped
+        once its current wave has ended)."""
+        for _task, execution in list(self.rollouts.values()):
+            execution.stop.set()
+
+    async def stop_rollouts(self, seconds: float = ROLLOUT_STOP_SECONDS) -> None:
+        """On shutdown: every rollout of this process sends no further wave, finishes the one in flight
+        if it can within ``seconds`` and records where it stopped; one that cannot is left to the settler
+        (its lease runs out, its current wave is settled by observation)."""
+        running = list(self.rollouts.values())
+        self.stop_sending()
+        tasks = [task for task, _execution in running if task.get_loop() is asyncio.get_running_loop()]
+        if not tasks:
+            return
+        _done, late = await asyncio.wait(tasks, timeout=seconds)
+        for task in late:
+            log.warning("%s: still in its wave at shutdown; left for the settler", task.get_name())
+            task.cancel()
+        if late:
+            await asyncio.wait(late, timeout=1)
 
     async def _record_final(
         self, ctx: ToolContext, action: dict[str, Any], final: str, values: dict[str, Any], **detail: Any

@@ -110,6 +110,10 @@ actions = Table(
     # flight): nobody else settles it before then. Added by _v5_execution_lease.
     Column("owner", String(80)),
     Column("lease_until", Float),
+    # A rollout in waves: how many waves were sent, and each wave's state (a ``Rollout``), written with
+    # the audit record of every wave start and end. Added by _v6_rollout_progress.
+    Column("wave", Integer),
+    Column("rollout_json", Text),
 )
 
 audit = Table(
@@ -177,12 +181,22 @@ def _v5_execution_lease(db: Connection) -> None:
         db.execute(text("ALTER TABLE flexus_actions ADD COLUMN lease_until FLOAT"))
 
 
+def _v6_rollout_progress(db: Connection) -> None:
+    # Step 1 creates the table from today's definition, which already has the columns.
+    have = {column["name"] for column in inspect(db).get_columns("flexus_actions")}
+    if "wave" not in have:
+        db.execute(text("ALTER TABLE flexus_actions ADD COLUMN wave INTEGER"))
+    if "rollout_json" not in have:
+        db.execute(text("ALTER TABLE flexus_actions ADD COLUMN rollout_json TEXT"))
+
+
 MIGRATIONS: list[Callable[[Connection], None]] = [
     _v1_tables,
     _v2_open_action_index,
     _v3_answer_key,
     _v4_keyed_audit,
     _v5_execution_lease,
+    _v6_rollout_progress,
 ]
 """Append-only: a released step is never edited, a change is a new step."""
 

@@ -8,7 +8,7 @@ every turn of a conversation.
 from __future__ import annotations
 
 from ..core.tools import ToolSpec
-from .families import password, power, reads, update
+from .families import actions, password, power, reads, update
 
 TOOLS: tuple[ToolSpec, ...] = (
     reads.LIST_SERVERS,
@@ -19,5 +19,6 @@ TOOLS: tuple[ToolSpec, ...] = (
     password.RESET_PASSWORD,
     update.UPDATE_SERVER,
     reads.SHOW_JOB,
+    actions.SHOW_ACTION,
 )
 """In the order clients list them."""

@@ -12,6 +12,7 @@ from pydantic import AfterValidator, Field, SecretStr, WithJsonSchema, field_val
 
 from ..cloud import rules
 from ..cloud.models import PowerType
+from ..core.plans import Waves
 from ..core.tools import ToolInput
 
 MAX_TARGET_CHARS = rules.MAX_NAME_UNITS  # a UUID is 36, a name at most 128 characters
@@ -158,7 +159,8 @@ class TargetedInput(GatedInput):
 
 
 class PowerInput(TargetedInput):
-    wait: bool = Field(True, description="wait for the job and report each server")
+    wait: bool | None = Field(None, description="wait for the end (default: yes; with waves: no)")
+    waves: Waves | None = Field(None, description="roll out in waves")
 
 
 class StartServersInput(PowerInput):
@@ -227,3 +229,9 @@ class UpdateServerInput(GatedInput):
 class ShowJobInput(ToolInput):
     job_id: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9-]+$")]
     wait: bool = Field(False, description="wait until the job ends")
+
+
+class ShowActionInput(ToolInput):
+    action_id: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9]+$")] = Field(
+        description="the action_id of a preview or result"
+    )

@@ -17,9 +17,10 @@ from pydantic import BaseModel, ValidationError
 
 from ..config import Settings
 from ..core.errors import ConfigurationError, FlexusError, Refused, input_error
-from ..core.plans import ActionResult, ActionView, ChangeOutput
+from ..core.plans import ActionReport, ActionResult, ActionView, ChangeOutput
+from ..core.states import DONE_STATES, ActionState
 from ..core.tools import Caller, Progress, Safety, ToolContext, ToolSpec, no_progress
-from ..gate.gate import Gate
+from ..gate.gate import Gate, recorded_result
 from ..gate.policy import Person, Policy, Role, load_policy
 from ..gate.private import report_if_readable
 from ..gate.secrets import Keys
@@ -195,7 +196,14 @@ class Registry:
 
     @cached_property
     def gate(self) -> Gate:
-        return Gate(self.records, self.policy, self.keys, lease_seconds=self.settings.lease_seconds, clock=self.clock)
+        return Gate(
+            self.records,
+            self.policy,
+            self.keys,
+            lease_seconds=self.settings.lease_seconds,
+            rollout_wait_seconds=self.settings.job_wait_seconds,
+            clock=self.clock,
+        )
 
     @property
     def is_sandbox(self) -> bool:
@@ -258,12 +266,16 @@ class Registry:
             raise Refused(f"{person.id} may not use {spec.name}: it needs the {needed.value} role")
 
     def context(self, person: Person, caller: Caller, progress: Progress | None) -> ToolContext:
+        async def show(action_id: str) -> ActionReport:
+            return await self._show_action(person, action_id)
+
         return ToolContext(
             client=self.client,
             person=person.id,
             surface=caller.surface,
             progress=progress or no_progress,
             extras={READ_ACTION: self._past_action},
+            show_action=show,
         )
 
     async def _past_action(self, action_id: str) -> PastAction | None:
@@ -291,9 +303,11 @@ class Registry:
         arguments: dict[str, Any],
         *,
         progress: Progress | None = None,
+        wait_seconds: float | None = None,
     ) -> BaseModel:
         """Run a tool. A change returns a preview unless it carries a valid confirmation token; a surface
-        that asks a person itself confirms the preview they saw by its id (``confirm_action``)."""
+        that asks a person itself confirms the preview they saw by its id (``confirm_action``).
+        ``wait_seconds``: how long a confirmed rollout with ``wait`` may be waited for (see confirm_action)."""
         spec = self.spec(name)
         person = self.person(caller)
         self._authorize(person, spec)
@@ -309,7 +323,7 @@ class Registry:
         if dry_run or token is None:
             await self.gate.expire_due()
             return ChangeOutput(preview=await self.gate.preview(ctx, spec, args, caller.principal))
-        result = await self.gate.confirm(ctx, spec, args, token=token, via="token")
+        result = await self.gate.confirm(ctx, spec, args, token=token, via="token", wait_seconds=wait_seconds)
         return ChangeOutput(result=result)
 
     async def preview(self, caller: Caller, name: str, arguments: dict[str, Any]) -> ChangeOutput:
@@ -327,11 +341,15 @@ class Registry:
         *,
         progress: Progress | None = None,
         answer_key: str | None = None,
+        wait: bool | None = None,
+        wait_seconds: float | None = None,
     ) -> ActionResult:
         """Confirm the preview a person was shown, by its id (a button, a terminal prompt, an elicitation).
 
         ``answer_key`` identifies the answer that confirmed it (an elicitation's sealed request state); the
-        gate consumes it with the action, so a replay of that answer gets the recorded outcome."""
+        gate consumes it with the action, so a replay of that answer gets the recorded outcome. ``wait``:
+        a rollout in waves answers at its end, not once its first wave is sent; ``wait_seconds`` bounds that
+        (default FLEXUS_JOB_WAIT_SECONDS; infinity for a process that owns the rollout to its end, the CLI)."""
         person = self.person(caller)
         action = await self.records.get_action(action_id)
         if action is None:
@@ -341,7 +359,15 @@ class Registry:
         args = self.gate.rebuild_arguments(spec, action)
         ctx = self.context(person, caller, progress)
         return await self.gate.confirm(
-            ctx, spec, args, token=None, via=caller.surface, action_id=action_id, answer_key=answer_key
+            ctx,
+            spec,
+            args,
+            token=None,
+            via=caller.surface,
+            action_id=action_id,
+            answer_key=answer_key,
+            wait=wait,
+            wait_seconds=wait_seconds,
         )
 
     async def action_answered_by(self, answer_key: str) -> ActionView | None:
@@ -356,6 +382,12 @@ class Registry:
         if action.needs_approval:
             message += "\nAfter you confirm, a second person must approve it."
         return f"{message}\n(preview {action.id})"
+
+    def start_draining(self) -> None:
+        """The process is stopping: readiness says no, and rollouts running here send no further wave."""
+        self.draining = True
+        if "gate" in self.__dict__:
+            self.gate.stop_sending()
 
     async def not_ready_because(self) -> str | None:
         """For readiness probes: None when ready, else one word: ``draining`` (shutting down), ``policy``
@@ -378,6 +410,19 @@ class Registry:
         """An action as surfaces may show it (never its encrypted secrets)."""
         row = await self.records.get_action(action_id)
         return ActionView.of(row) if row is not None else None
+
+    async def show_action(self, caller: Caller, action_id: str) -> ActionReport:
+        """A gated action's plan, state, waves reached and outcome, for the person who asked, approvers and
+        admins. Anyone else gets the answer an unknown id gets ("no such action"), so ids cannot be probed.
+        (``flexus_show_action`` and any other surface read actions through this.)"""
+        return await self._show_action(self.person(caller), action_id)
+
+    async def _show_action(self, person: Person, action_id: str) -> ActionReport:
+        row = await self.records.get_action(action_id) if action_id.isalnum() and len(action_id) <= 64 else None
+        if row is None or not (row["person"] == person.id or person.has(Role.APPROVER)):
+            raise Refused("no such action")
+        shows_result = row["state"] in DONE_STATES or row["state"] == ActionState.AWAITING_APPROVAL
+        return ActionReport(action=ActionView.of(row), result=recorded_result(row) if shows_result else None)
 
     # -- settling ---------------------------------------------------------------------------
 
@@ -436,14 +481,22 @@ class Registry:
         ]
 
     async def approve(
-        self, caller: Caller, action_id: str, note: str | None = None, progress: Progress | None = None
+        self,
+        caller: Caller,
+        action_id: str,
+        note: str | None = None,
+        progress: Progress | None = None,
+        *,
+        wait: bool | None = None,
+        wait_seconds: float | None = None,
     ) -> ActionResult:
         person = self.person(caller)
         action = await self.records.get_action(action_id)
         if action is None:
             raise Refused("no such approval request")
         spec = self.spec(action["tool"])
-        return await self.gate.approve(self.context(person, caller, progress), spec, action_id, note)
+        ctx = self.context(person, caller, progress)
+        return await self.gate.approve(ctx, spec, action_id, note, wait=wait, wait_seconds=wait_seconds)
 
     async def reject(self, caller: Caller, action_id: str, note: str | None = None) -> None:
         person = self.person(caller)
@@ -454,6 +507,9 @@ class Registry:
         return await self.gate.reveal(person.id, caller.surface, action_id)
 
     async def aclose(self) -> None:
+        if "gate" in self.__dict__:
+            # Rollouts running here send no further wave and record where they stopped.
+            await self.gate.stop_rollouts()
         task, self._housekeeping = self._housekeeping, None
         if task is not None:
             if task.get_loop() is asyncio.get_running_loop():

@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from ..core.plans import ActionResult, ChangeOutput, Plan, Preview
+from ..core.plans import ActionReport, ActionResult, ChangeOutput, Plan, Preview
 from .outputs import JobOutput, ListServersOutput, ShowServerOutput
 
 MAX_LINES = 40
@@ -39,6 +39,11 @@ def plan_text(plan: Plan) -> str:
             lines.append(f"  {field}: {change.get('from')!s} -> {change.get('to')!s}")
         elif field != "reason":
             lines.append(f"  {field}: {change}")
+    names = {item.server_id: item.name or item.server_id for item in plan.items}
+    if plan.waves and len(plan.waves) > 1:
+        lines += _capped(
+            [f"  wave {n}: {', '.join(names.get(sid, sid) for sid in ids)}" for n, ids in enumerate(plan.waves, 1)]
+        )
     return "\n".join(lines)
 
 
@@ -55,8 +60,21 @@ def result_text(result: ActionResult) -> str:
     lines += _capped(
         [f"- {o.name or o.server_id}: {o.outcome}{f' ({o.detail})' if o.detail else ''}" for o in result.servers]
     )
+    if result.rollout is not None:
+        lines += _capped(
+            [
+                f"wave {w.number}: {w.state}{f' ({w.note})' if w.note else ''}"
+                for w in result.rollout.waves
+                if w.state != "waiting"
+            ]
+        )
     if result.job_ids:
         lines.append("jobs: " + ", ".join(result.job_ids))
+    if result.resume is not None:
+        lines.append(
+            f"to go on with the {len(result.resume.arguments.get('servers', []))} server(s) not started, preview "
+            f"{result.resume.tool} with: {json.dumps(result.resume.arguments, separators=(',', ':'))}"
+        )
     if result.undo is not None:
         call = f": {result.undo.tool} {json.dumps(result.undo.arguments)}" if result.undo.tool else ""
         lines.append(f"undo{call} ({result.undo.note})" if call else f"undo: none ({result.undo.note})")
@@ -69,6 +87,14 @@ def render(output: BaseModel) -> str:
             return preview_text(output.preview)
         assert output.result is not None
         return result_text(output.result)
+    if isinstance(output, ActionReport):
+        view = output.action
+        lines = [f"action {view.id}: {view.tool} by {view.person}, {view.state}", plan_text(view.plan)]
+        if output.result is not None:
+            lines.append(result_text(output.result))
+        elif view.rollout is not None:
+            lines.append(f"rolling out: {view.rollout.progress_note()}")
+        return "\n".join(lines)
     if isinstance(output, ListServersOutput):
         head = f"{output.count} server(s), page {output.page}:"
         lines = [head, *_capped([_server_line(s) for s in output.servers], len(output.servers))]

@@ -22,7 +22,7 @@ from flexus_ops.core.errors import FlexusError, Refused
 from flexus_ops.core.plans import ActionResult, ActionView
 from flexus_ops.core.states import ActionState
 
-from ...chat.follow import Follower, until_decided
+from ...chat.follow import Follower, until_decided, until_finished
 from ...chat.text import counts
 from ..blocks import (
     APPROVE,
@@ -131,7 +131,26 @@ async def on_confirm(ctx: BotContext, body: dict[str, Any]) -> None:
     if result.status == "awaiting_approval":
         await request_approval(ctx, action_id, here)
         return
+    if result.status == "running":
+        await here.show(result_message(title, result, who.mention))
+        ctx.spawn(follow_rollout(ctx, who, action_id, title, here, follow))
+        return
     await here.show(result_message(title, result, who.mention), final=True)
+
+
+async def follow_rollout(ctx: BotContext, who: Who, action_id: str, title: str, here: Target, follow: Follower) -> None:
+    """A rollout in waves goes on after the click is answered: its message shows each finished wave,
+    then the outcome (read from the store, so it works whichever replica runs the rollout)."""
+    finished = await until_finished(ctx.registry, action_id, interval=ctx.progress_interval, progress=follow)
+    if finished is None:
+        return
+    try:
+        report = await ctx.registry.show_action(who.caller, action_id)
+    except FlexusError as exc:
+        log.warning("following rollout %s: %s", action_id, exc)
+        return
+    if report.result is not None:
+        await here.show(result_message(title, report.result, who.mention), final=True)
 
 
 async def _confirm_refused(
@@ -339,6 +358,8 @@ async def _approve(
         return
     outcome = f"✅ *Approved* by {who.mention} {when(time.time())}: {counts(result.servers)}"
     await settle(ctx, action_id, here, approval_decided_message(view, outcome, result))
+    if result.status == "running":  # a rollout in waves: its message follows it to the end
+        ctx.spawn(follow_rollout(ctx, who, action_id, view.title, here, follow))
     notice = requester_notice(view, f"approved by {who.mention} and run ({counts(result.servers)})", result)
     if _generated_secret(ctx, row) and result.status in ("succeeded", "partial"):
         notice = message(notice.text, [*notice.blocks, *reveal_offer(view)], formatted=True)
