@@ -336,7 +336,7 @@ def test_completion_scripts_name_the_commands_and_the_tools(env: dict[str, str],
     ("line", "expected"),
     [
         ("flexus-ops call flexus_st", {"flexus_start_servers", "flexus_stop_servers"}),
-        ("flexus-ops tools show flexus_sh", {"flexus_show_job", "flexus_show_server"}),
+        ("flexus-ops tools show flexus_sh", {"flexus_show_action", "flexus_show_job", "flexus_show_server"}),
         ("flexus-ops appr", {"approvals"}),
         ("flexus-ops call flexus_list_servers --out", {"--output"}),
         ("flexus-ops sim --se", {"--seed", "--servers", "--security-token"}),

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from flexus_ops.registry.catalog import TOOLS
 from tests.procs import FLEXUS_OPS, free_port, sim_process, wait_http
 
 INSPECTOR_VERSION = "2.12.0"
@@ -98,7 +99,7 @@ class Inspector:
 
 def exercise_every_tool(client: Inspector, sim: str) -> None:
     tools = {tool["name"]: tool for tool in client.tools()}
-    assert len(tools) == 8
+    assert len(tools) == len(TOOLS)
     for tool in tools.values():
         assert set(tool["annotations"]) >= {"readOnlyHint", "destructiveHint", "idempotentHint", "openWorldHint"}
         assert tool["inputSchema"]["type"] == "object" and tool["outputSchema"]["type"] == "object"

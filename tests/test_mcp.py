@@ -101,6 +101,23 @@ def test_annotations_come_from_the_safety_class(registry: Registry) -> None:
         assert tool["outputSchema"]["type"] == "object"
 
 
+def test_every_reference_in_the_catalog_resolves(registry: Registry) -> None:
+    """A $ref whose $defs entry was compacted away leaves a client unable to read the schema."""
+
+    def refs(node: object) -> list[str]:
+        if isinstance(node, dict):
+            found = [node["$ref"]] if isinstance(node.get("$ref"), str) else []
+            return found + [ref for value in node.values() for ref in refs(value)]
+        return [ref for value in node for ref in refs(value)] if isinstance(node, list) else []
+
+    for tool in tool_catalog(registry):
+        for kind in ("inputSchema", "outputSchema"):
+            schema = tool[kind] or {}
+            for ref in refs(schema):
+                name = ref.removeprefix("#/$defs/")
+                assert name in schema.get("$defs", {}), f"{tool['name']} {kind}: {ref} points nowhere"
+
+
 def test_catalog_is_small(registry: Registry) -> None:
     size = len(json.dumps(tool_catalog(registry), separators=(",", ":")))
     assert size <= 11_000, f"the tool catalog grew to {size} bytes; every client pays for it on every turn"

@@ -58,7 +58,10 @@ class Cluster:
             servers = await registry.client.list_all_servers(status="ACTIVE")
         finally:
             await registry.aclose()
-        return [s.id for s in servers if not s.locked][:ACTIONS]
+        # Only servers every change applies to: the status filter also finds ACTIVE's intermediate states,
+        # and a locked or frozen server is skipped by the preview (it would have no token to race for).
+        usable = [s for s in servers if s.status == "ACTIVE" and not (s.task_state or s.locked or s.frozen)]
+        return [s.id for s in usable][:ACTIONS]
 
 
 @contextmanager

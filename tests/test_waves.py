@@ -439,7 +439,7 @@ async def test_draining_sends_no_further_wave_and_records_where_it_stopped(tmp_p
         drain.start()  # SIGTERM: the rollout is told at once, before the registry closes
         row = await settled_state(registry, started.action_id, ("stopped",))
         assert len(reboots(registry)) == 1 and row["wave"] == 1
-        assert not await registry.ready()
+        assert await registry.not_ready_because() == "draining"
         stopped = ActionResult.model_validate_json(row["result_json"])
         assert stopped.rollout is not None and "shutting down" in (stopped.rollout.stopped or "")
         assert stopped.resume is not None and stopped.resume.arguments["servers"] == ids[2:]

@@ -43,7 +43,7 @@ def compact_schema(schema: dict[str, Any], *, output: bool = False) -> dict[str,
                 continue
             if output and name in ("description", "additionalProperties", "$defs"):
                 continue
-            if name == "properties":
+            if name in ("properties", "$defs"):  # maps of names to schemas, not schemas themselves
                 out[name] = {prop: walk(sub, depth + 1) for prop, sub in value.items()}
             else:
                 out[name] = walk(value, depth)

@@ -49,9 +49,9 @@ ShortText = Annotated[str, Field(max_length=128)]
 class GatedInput(ToolInput):
     """Fields of the gate; they are never part of the arguments a confirmation is bound to."""
 
-    dry_run: bool = Field(False, description="only preview; never changes anything")
+    dry_run: bool = Field(False, description="preview only")
     confirmation_token: Annotated[str, Field(max_length=256)] | None = Field(
-        None, description="token from the preview, to confirm it"
+        None, description="from the preview, to confirm it"
     )
 
 
@@ -67,8 +67,8 @@ class ListServersInput(ToolInput):
     status: Status | None = Field(
         None,
         description=(
-            "ACTIVE also finds REBOOT, HARD_REBOOT, REBUILD, MIGRATING, RESIZE; SHUTOFF finds RESIZE, REBUILD; "
-            "ERROR finds REBUILD; VERIFY_RESIZE finds REVERT_RESIZE; others only themselves"
+            "ACTIVE also finds REBOOT, HARD_REBOOT, REBUILD, MIGRATING, RESIZE; SHUTOFF: RESIZE, REBUILD; "
+            "ERROR: REBUILD; VERIFY_RESIZE: REVERT_RESIZE"
         ),
     )
     ip: ShortText | None = Field(None, description="substring of an IPv4 address")
@@ -136,6 +136,18 @@ SELECT_SCHEMA: dict[str, Any] = {
     "description": "flexus_list_servers' filters; name: a prefix",
 }
 Select = Annotated[Selection | None, WithJsonSchema(SELECT_SCHEMA)]
+# The fields a model fills in, inline (a $ref would cost its $defs on every tool that rolls out); the
+# ranges and defaults are the model's (core.plans.Waves), checked with the field and the rule.
+WAVES_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "in waves; defaults: pause_seconds 0, stop_on_failure true",
+    "properties": {
+        "size": {"type": "integer"},
+        "pause_seconds": {"type": "number"},
+        "stop_on_failure": {"type": "boolean"},
+    },
+    "required": ["size"],
+}
 ActionId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9]+$")]
 
 
@@ -160,7 +172,7 @@ class TargetedInput(GatedInput):
 
 class PowerInput(TargetedInput):
     wait: bool | None = Field(None, description="wait for the end (default: yes; with waves: no)")
-    waves: Waves | None = Field(None, description="roll out in waves")
+    waves: Annotated[Waves | None, WithJsonSchema(WAVES_SCHEMA)] = None
 
 
 class StartServersInput(PowerInput):
@@ -207,7 +219,7 @@ class UpdateServerInput(GatedInput):
     )
     description: rules.Description | None = None
     hostname: rules.Hostname | None = Field(
-        None, description="deprecated by the API (newer docs: no longer used); takes effect after a reboot"
+        None, description="deprecated by the API; takes effect after a reboot"
     )
     user_data: rules.UserData | None = Field(None, description="base64, at most 32 KB decoded")
     undo_of: ActionId | None = Field(None, description="a finished update's action_id")

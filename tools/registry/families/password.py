@@ -130,8 +130,8 @@ RESET_PASSWORD = ToolSpec(
     description=(
         "Reset the OS login password of servers (effective after the next start or reboot). Needs a "
         "reason and, after confirmation, approval by a second authorised person. Omit new_password to "
-        "have one generated at preview (the cloud's dry run checks it; it is never shown in the preview) and "
-        "revealed once to the requester outside this conversation." + SELECT_NOTE + GATED_NOTE
+        "have one generated, checked by the cloud's dry run and revealed once to the requester outside this "
+        "conversation." + SELECT_NOTE + GATED_NOTE
     ),
     input_model=ResetPasswordInput,
     output_model=ChangeOutput,

@@ -76,9 +76,8 @@ LIST_SERVERS = ToolSpec(
     name="flexus_list_servers",
     title="List servers",
     description=(
-        "List Flexus L servers with filters (name fuzzy match, status with its intermediate states, IP, tag). "
-        "Returns a compact summary per server (id, name, status, task, flavor, IPs, AZ, locked) and "
-        "next_page when there are more."
+        "List Flexus L servers by any filter. Returns a compact summary per server (id, name, status, task, "
+        "flavor, IPs, AZ, locked, billing, frozen) and next_page when there are more."
     ),
     input_model=ListServersInput,
     output_model=ListServersOutput,
@@ -102,9 +101,8 @@ SHOW_JOB = ToolSpec(
     name="flexus_show_job",
     title="Show job",
     description=(
-        "A job a start/stop/reboot returned: status and its meaning, type, begin/end times, total parts and "
-        "each server's outcome by name and id. wait=true waits until it ends (INIT counts as running); "
-        "PENDING_PAYMENT is reported at once: the order must be paid."
+        "A job a start/stop/reboot returned: status and meaning, type, times, totals, each server by name and "
+        "id. wait=true waits until it ends (INIT counts as running; PENDING_PAYMENT is reported at once)."
     ),
     input_model=ShowJobInput,
     output_model=JobOutput,

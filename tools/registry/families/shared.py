@@ -13,10 +13,7 @@ if TYPE_CHECKING:
     pass
 
 
-GATED_NOTE = (
-    " Changes are gated: the first call returns a preview (what happens to each server, in its current "
-    "state) and nothing changes until a human confirms."
-)
+GATED_NOTE = " Gated: the first call returns a preview per server; nothing changes until a human confirms."
 
 SELECT_NOTE = " Prefer select to listing servers."
 FROZEN_NOTE = "frozen by the cloud (EcmResStatus freeze): it would refuse it; skipped"
