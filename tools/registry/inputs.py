@@ -218,9 +218,7 @@ class UpdateServerInput(GatedInput):
         None, description="1-128 of letters, digits, Chinese, _ - . (a Chinese character counts as two)"
     )
     description: rules.Description | None = None
-    hostname: rules.Hostname | None = Field(
-        None, description="deprecated by the API; takes effect after a reboot"
-    )
+    hostname: rules.Hostname | None = Field(None, description="deprecated by the API; takes effect after a reboot")
     user_data: rules.UserData | None = Field(None, description="base64, at most 32 KB decoded")
     undo_of: ActionId | None = Field(None, description="a finished update's action_id")
 
