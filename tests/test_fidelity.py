@@ -55,6 +55,25 @@ async def test_show_job_says_what_init_and_pending_payment_mean(registry: Regist
     assert len(polls) == 1, "reported at once, never polled"
 
 
+@pytest.mark.parametrize("waves", [None, {"size": 1}])
+async def test_a_power_job_waiting_for_payment_is_reported_as_such_not_as_failed(
+    registry: Registry, waves: dict[str, int] | None
+) -> None:
+    backend = sandbox_of(registry).backend
+    target = next(s for s in servers_with(registry, "ACTIVE") if not s.get("frozen"))
+    arguments = {"servers": [target["id"]], "wait": True} | ({"waves": waves} if waves else {})
+    preview = await registry.call(ALICE, "flexus_stop_servers", arguments)
+    assert isinstance(preview, ChangeOutput) and preview.preview is not None
+    backend.knobs.pending_payment_next_jobs = 1
+    confirmed = await registry.call(
+        ALICE, "flexus_stop_servers", arguments | {"confirmation_token": preview.preview.confirmation_token}
+    )
+    assert isinstance(confirmed, ChangeOutput) and confirmed.result is not None
+    (server,) = confirmed.result.servers
+    assert server.outcome == "submitted", server
+    assert server.detail is not None and "PENDING_PAYMENT" in server.detail and "pa" in server.detail
+
+
 async def test_list_status_filter_covers_intermediate_states(registry: Registry) -> None:
     backend = sandbox_of(registry).backend
     target = servers_with(registry, "ACTIVE")[0]

@@ -29,6 +29,7 @@ from .shared import (
     GATED_NOTE,
     SELECT_NOTE,
     JobProgress,
+    job_outcome,
     nothing_to_do,
     overall_status,
     plan_item,
@@ -231,11 +232,11 @@ async def _roll_out(ctx: ToolContext, args: PowerInput, execution: Execution, ac
         try:
             for job_result in await ctx.client.wait_for_jobs(submission.job_ids, on_progress=tracker.update):
                 for o in job_result.servers:
-                    if o.status == "SUCCESS":
+                    said, detail = job_outcome(o, job_result)
+                    if said == "done":
                         ok.append(o.server_id)
-                    else:
-                        detail = " ".join(part for part in (o.error_code, o.fail_reason) if part) or o.status
-                        outcome(o.server_id, "failed", detail)
+                    else:  # failed, or waiting for payment: either way this wave did not finish
+                        outcome(o.server_id, said, detail)
             target = TARGET_STATUS[action]
             following = rollout.waves[wave.number].servers if wave.number < len(rollout.waves) else []
             late, upcoming = await _await_status(ctx, ok, target, ctx.client.settings.job_wait_seconds, following)
@@ -325,14 +326,9 @@ def _power_execute(action: PowerAction) -> Any:
             tracker = JobProgress(ctx, total=len(ids))
             for job_result in await client.wait_for_jobs(submission.job_ids, on_progress=tracker.update):
                 for o in job_result.servers:
-                    detail = None
-                    if o.status != "SUCCESS":
-                        detail = " ".join(part for part in (o.error_code, o.fail_reason) if part) or o.status
+                    said, detail = job_outcome(o, job_result)
                     results[o.server_id] = ServerResult(
-                        server_id=o.server_id,
-                        name=names.get(o.server_id),
-                        outcome="done" if o.status == "SUCCESS" else "failed",
-                        detail=detail,
+                        server_id=o.server_id, name=names.get(o.server_id), outcome=said, detail=detail
                     )
         outcomes = server_outcomes(execution, results)
         status = overall_status(outcomes)

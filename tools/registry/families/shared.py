@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Literal
 
-from ...cloud.models import JobResult, ServerDetail
+from ...cloud.models import JobResult, ServerDetail, ServerOutcome
 from ...core.plans import ActionResult, PlanItem, ServerResult
 from ...core.tools import Execution, ToolContext
 
@@ -17,6 +17,16 @@ GATED_NOTE = " Gated: the first call returns a preview per server; nothing chang
 
 SELECT_NOTE = " Prefer select to listing servers."
 FROZEN_NOTE = "frozen by the cloud (EcmResStatus freeze): it would refuse it; skipped"
+
+
+def job_outcome(server: ServerOutcome, job: JobResult) -> tuple[Literal["done", "failed", "submitted"], str | None]:
+    """What a finished job says of one server: done, failed (with the cloud's reason), or, for a job that
+    stopped waiting without ending (PENDING_PAYMENT), still submitted, with what the job's status means."""
+    if server.status == "SUCCESS":
+        return "done", None
+    if server.status == "FAIL":
+        return "failed", " ".join(part for part in (server.error_code, server.fail_reason) if part) or "FAIL"
+    return "submitted", f"{job.status}: {job.meaning}" if job.meaning else job.status
 
 
 def plan_item(server: ServerDetail, act: bool, note: str) -> PlanItem:
