@@ -12,11 +12,12 @@ from mcp import Client
 from mcp.shared.exceptions import MCPError
 from mcp.types import PromptReference, ResourceTemplateReference
 
+from flexus_ops.core.plans import ChangeOutput
 from flexus_ops.gate.policy import GateSettings, Person, Policy, Role, os_principal
 from flexus_ops.mcp_server import build_server
 from flexus_ops.registry.completions import Completer
 from flexus_ops.registry.registry import Registry
-from tests.gatekit import make_registry, servers_with
+from tests.gatekit import ALICE, DAVE, make_registry, servers_with, team_policy
 
 MODES = ["legacy", "auto"]
 
@@ -194,3 +195,40 @@ async def test_the_index_is_refreshed_once_it_is_old(registry: Registry) -> None
     now[0] += 31
     await completer.suggest("name", "a")
     assert completer.listings == 2
+
+
+async def test_an_action_resource_answers_its_requester_and_no_one_else(tmp_path: Path) -> None:
+    """The action template goes through flexus_show_action: another operator cannot tell it exists."""
+    from flexus_ops.core.tools import Caller
+
+    reg = make_registry(tmp_path, team_policy())
+    try:
+        server = a_server(reg)
+        preview = await reg.call(ALICE, "flexus_stop_servers", {"servers": [server["id"]]})
+        assert isinstance(preview, ChangeOutput) and preview.preview is not None
+        action_id = preview.preview.action_id
+        uri = f"flexus://actions/{action_id}"
+
+        def as_caller(caller: Caller) -> Any:
+            return build_server(reg, caller_for=lambda _ctx: caller)
+
+        async with Client(as_caller(ALICE)) as client:
+            document = json.loads((await client.read_resource(uri)).contents[0].text)
+        assert document["action"]["id"] == action_id and document["action"]["state"] == "pending"
+        async with Client(as_caller(DAVE)) as client:
+            with pytest.raises(MCPError) as refused:
+                await client.read_resource(uri)
+            with pytest.raises(MCPError) as unknown:
+                await client.read_resource("flexus://actions/0123456789abcdef0123456789abcdef")
+        assert str(refused.value) == str(unknown.value).replace("0123456789abcdef0123456789abcdef", action_id)
+    finally:
+        await reg.aclose()
+
+
+async def test_the_rolling_reboot_runbook_is_offered_with_its_tools(registry: Registry) -> None:
+    async with Client(build_server(registry)) as client:
+        names = {prompt.name for prompt in (await client.list_prompts()).prompts}
+        assert {"rolling_reboot", "rotate_root_passwords", "diagnose_start_failure"} <= names
+        result = await client.get_prompt("rolling_reboot", {"tag": "role=web", "wave_size": "5"})
+    text = result.messages[0].content.text
+    assert '"select": {"tag": "role=web"}' in text and '"size": 5' in text and "flexus_show_action" in text

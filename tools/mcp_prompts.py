@@ -47,7 +47,7 @@ def rotate_root_passwords(reason: str, tag: str = "", name_prefix: str = "") -> 
     select = _selection(tag, name_prefix)
     return (
         f"Rotate the root passwords of the servers matching {select}. Reason: {reason}\n"
-        f'1. Call flexus_reset_password with "select": {select} and "reason": "{reason}", without '
+        f'1. Call flexus_reset_servers_password with "select": {select} and "reason": "{reason}", without '
         "new_password: flexus-ops generates one per the cloud's rules and has the cloud check it first.\n"
         "2. Show me the preview (which servers, any skipped and why) and who may approve it.\n"
         "3. After I confirm, tell me that an approver must approve it (flexus-ops approvals approve <id>, or "
@@ -87,7 +87,7 @@ RUNBOOKS = (
     Runbook(
         rotate_root_passwords,
         "Rotate root passwords (with approval)",
-        frozenset({"flexus_reset_password", "flexus_show_action"}),
+        frozenset({"flexus_reset_servers_password", "flexus_show_action"}),
     ),
     Runbook(
         diagnose_start_failure,
@@ -98,6 +98,9 @@ RUNBOOKS = (
 
 
 def add_prompts(server: MCPServer, registry: Registry) -> None:
+    known = set(registry.specs)
+    for runbook in RUNBOOKS:  # a runbook naming a tool that does not exist is a bug, not a policy choice
+        assert runbook.tools <= known, f"{runbook.function.__name__} names unknown tools {runbook.tools - known}"
     offered = {spec.name for spec in registry.tools()}
     for runbook in RUNBOOKS:
         if runbook.tools <= offered:
