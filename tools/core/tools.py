@@ -54,9 +54,11 @@ class ToolContext:
     person: str
     surface: str
     progress: Progress = no_progress
-    extras: dict[str, Any] = field(default_factory=dict)
     show_action: Callable[[str], Awaitable[ActionReport]] | None = None
     """A gated action as this person may see it (``Registry.show_action``), for the tool that shows one."""
+    read_action: Callable[[str], Awaitable[Any]] | None = None
+    """An earlier action and its recorded result (``registry.undo.PastAction``), for an undo's plan: any
+    operator may preview an undo, and the plan shows only servers and fields, never a secret."""
 
 
 @dataclass

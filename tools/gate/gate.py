@@ -567,7 +567,11 @@ class Gate:
             raise await self._lost(action)
         args = self.with_generated_secret(spec, action, self.rebuild_arguments(spec, action))
         requester_ctx = ToolContext(
-            client=ctx.client, person=ctx.person, surface=ctx.surface, progress=ctx.progress, extras=ctx.extras
+            client=ctx.client,
+            person=ctx.person,
+            surface=ctx.surface,
+            progress=ctx.progress,
+            read_action=ctx.read_action,
         )
         assert spec.plan is not None
         current = await spec.plan(requester_ctx, args)

@@ -28,7 +28,7 @@ from ..gate.settle import SETTLE_BATCH, Settler
 from .catalog import TOOLS
 from .completions import Completer, Kind, Suggestions
 from .render import plan_text
-from .undo import READ_ACTION, PastAction
+from .undo import PastAction
 
 if TYPE_CHECKING:
     from ..cloud.client import FlexusClient
@@ -274,7 +274,7 @@ class Registry:
             person=person.id,
             surface=caller.surface,
             progress=progress or no_progress,
-            extras={READ_ACTION: self._past_action},
+            read_action=self._past_action,
             show_action=show,
         )
 

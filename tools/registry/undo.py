@@ -1,7 +1,7 @@
 """The undo of a finished change: offered with its result as a ready call, and resolved (``undo_of``) into
 the exact inverse, previewed and confirmed like any change.
 
-A tool's plan reads the original action through ``ToolContext.extras[READ_ACTION]``, which the registry
+A tool's plan reads the original action through ``ToolContext.read_action``, which the registry
 provides: the families never import the store (imports only go down)."""
 
 from __future__ import annotations
@@ -13,9 +13,6 @@ from ..core.errors import InvalidInput
 from ..core.plans import ActionResult, ActionView, Plan, Undo
 from ..core.states import FINISHED_STATES, ActionState
 from ..core.tools import ExecuteHandler, Execution, ToolContext
-
-READ_ACTION = "read_action"
-"""The key of ``ToolContext.extras`` that holds the registry's ``ActionReader``."""
 
 
 @dataclass(frozen=True)
@@ -49,7 +46,7 @@ REACHED = ("done", "submitted")
 
 async def original(ctx: ToolContext, action_id: str, tool: str) -> PastAction:
     """The finished action ``undo_of`` names, of the tool ``tool`` undoes; otherwise an error naming undo_of."""
-    read: ActionReader | None = ctx.extras.get(READ_ACTION)
+    read: ActionReader | None = ctx.read_action
     if read is None:
         raise InvalidInput("undo_of", "earlier actions cannot be read here")
     past = await read(action_id)
