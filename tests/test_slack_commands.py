@@ -89,6 +89,18 @@ HELP = help_text(SPECS)
             "describe web-01 A &amp; B",
             ChangeRequest("flexus_update_server", {"server": "web-01", "description": "A & B"}, "describe"),
         ),
+        (
+            "reboot tag=role=web waves=10 pause=30",
+            ChangeRequest(
+                "flexus_reboot_servers",
+                {"select": {"tag": "role=web"}, "waves": {"size": 10, "pause_seconds": 30}, "type": "SOFT"},
+                "reboot",
+            ),
+        ),
+        (
+            "start web-01 web-02 waves=1",
+            ChangeRequest("flexus_start_servers", {"servers": ["web-01", "web-02"], "waves": {"size": 1}}, "start"),
+        ),
         ("reset-password web-01 db-prod-01", FormRequest(RESET, {"servers": ["web-01", "db-prod-01"]})),
         (f"reset-password {UUID}", FormRequest(RESET, {"servers": [UUID]})),
         ("", Help()),
@@ -118,6 +130,9 @@ def test_verbs_parse_to_the_registry_call(text: str, expected: Any) -> None:
         ("approvals now", "takes no arguments"),
         ('describe web-01 "unbalanced', "unbalanced quote"),
         ("job", "exactly one job-id"),
+        ("reboot tag=role=web pause=30", "`pause` goes with `waves`"),
+        ("stop web-01 waves=ten", "must be a whole number"),
+        ("reboot web-01 waves=2 waves=3", "given twice"),
         ("x" * 5000, "too long"),
     ],
 )
@@ -207,7 +222,7 @@ def test_the_help_is_made_from_the_table_and_the_specs() -> None:
         assert spec.title in text, spec.name
     reads, changes = text.split("Changes (")
     assert "`/flexus show <server>`: Show server" in reads and "Stop servers" not in reads
-    assert "`/flexus stop [--hard] <server...>`: Stop servers\n" in changes
+    assert "`/flexus stop [--hard] [waves=10 [pause=30]] <server...>`: Stop servers\n" in changes
     assert "Reset servers' password (opens a private window; an approver must approve it)" in changes
     assert "must approve" not in help_text(SPECS)  # the policy says which changes need an approver
 

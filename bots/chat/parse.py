@@ -189,6 +189,32 @@ def _selection(verb: Verb, filters: Filters, words: list[str]) -> dict[str, Any]
     return found if isinstance(found, Problem) else {"select": found}
 
 
+ROLLOUT_WORDS = {"waves": "size", "pause": "pause_seconds"}
+
+
+def _rollout(verb: Verb, words: list[str]) -> tuple[list[str], dict[str, Any]] | Problem:
+    """``reboot tag=role=web waves=10 pause=30``: the wave size and pause, taken out of the other words.
+    The ranges are the tool's (it names the field and the rule); here only whole numbers are checked."""
+    if not verb.rolls_out:
+        return words, {}
+    rest: list[str] = []
+    waves: dict[str, int] = {}
+    for word in words:
+        key, sep, value = word.partition("=")
+        field = ROLLOUT_WORDS.get(key.lower()) if sep else None
+        if field is None:
+            rest.append(word)
+            continue
+        if field in waves:
+            return Problem(f"`{key.lower()}` is given twice.")
+        if not value.isdigit():
+            return Problem(f"`{key.lower()}` must be a whole number (`waves=10` servers per wave, `pause=30` s).")
+        waves[field] = int(value)
+    if waves and "size" not in waves:
+        return Problem("`pause` goes with `waves`: e.g. `waves=10 pause=30`.")
+    return rest, ({"waves": waves} if waves else {})
+
+
 def _usage_problem(verb: Verb, command: str) -> Problem:
     if len(verb.args) == 1:
         (arg,) = verb.args
@@ -251,6 +277,10 @@ def _tool_request(verb: Verb, spec: ToolSpec, typed: str, rest: list[str], comma
         return Problem(f"`{verb.name}` takes server names or ids, not filters.")  # never echoes the word
     if spec.secret_fields and (refused := _secret_words(verb, words, command)) is not None:
         return refused
+    rollout = _rollout(verb, words)
+    if isinstance(rollout, Problem):
+        return rollout
+    words, waves = rollout
     if verb.select is not None and any("=" in word for word in words):
         found = _selection(verb, verb.select, words)
     elif verb.filters is not None:
@@ -259,7 +289,7 @@ def _tool_request(verb: Verb, spec: ToolSpec, typed: str, rest: list[str], comma
         found = _positional(verb, words, command)
     if isinstance(found, Problem):
         return found
-    arguments = {**verb.fixed, **found}
+    arguments = {**verb.fixed, **found, **waves}
     for flag in verb.flags:
         arguments[flag.field] = flag.on if flag.name in flags else flag.off
     if not spec.gated:

@@ -73,6 +73,7 @@ class Verb:
     flags: tuple[Flag, ...] = ()
     filters: Filters | None = None
     select: Filters | None = None  # a change's servers by the listing's filters instead of by name
+    rolls_out: bool = False  # takes waves=N [pause=S]: a rolling change
     fixed: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))  # on every call
     aliases: tuple[str, ...] = ()
     about: str = ""  # what the help adds to the tool's title (for the chat's own verbs: all it says)
@@ -86,6 +87,8 @@ class Verb:
         if self.filters is not None:
             parts += [f"[{example}]" for example in self.filters.examples]
         parts += [f"[{flag.name}]" for flag in self.flags]
+        if self.rolls_out:
+            parts += ["[waves=10 [pause=30]]"]
         parts += [f"<{arg.word}...>" if arg.many else f"<{arg.word}>" for arg in self.args]
         return " ".join(parts)
 
@@ -116,9 +119,9 @@ VERBS: tuple[Verb, ...] = (
     Verb("job", "flexus_show_job", (JOB_ID,)),
     Verb("action", "flexus_show_action", (ACTION_ID,)),
     Verb(APPROVALS_VERB, about="Approval requests waiting (all of them, for an approver)"),
-    Verb("start", "flexus_start_servers", (SERVERS,), select=SELECT_FILTERS),
-    Verb("stop", "flexus_stop_servers", (SERVERS,), (HARD,), select=SELECT_FILTERS),
-    Verb("reboot", "flexus_reboot_servers", (SERVERS,), (HARD,), select=SELECT_FILTERS),
+    Verb("start", "flexus_start_servers", (SERVERS,), select=SELECT_FILTERS, rolls_out=True),
+    Verb("stop", "flexus_stop_servers", (SERVERS,), (HARD,), select=SELECT_FILTERS, rolls_out=True),
+    Verb("reboot", "flexus_reboot_servers", (SERVERS,), (HARD,), select=SELECT_FILTERS, rolls_out=True),
     Verb("rename", "flexus_update_server", (SERVER, NEW_NAME), about="its name"),
     Verb("describe", "flexus_update_server", (SERVER, DESCRIPTION), about="its description"),
     Verb(
