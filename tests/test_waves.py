@@ -18,7 +18,7 @@ from flexus_ops.core.plans import ActionReport, ActionResult, ChangeOutput
 from flexus_ops.core.tools import Caller
 from flexus_ops.gate.policy import GateSettings, Person, Policy, Role
 from flexus_ops.registry.registry import Registry
-from tests.gatekit import ALICE, BOB, CAROL, DAVE, make_registry, sandbox_of, servers_with, team_policy
+from tests.gatekit import ALICE, BOB, CAROL, DAVE, Clock, make_registry, sandbox_of, servers_with, team_policy
 
 ERIN = Caller("os:erin", "cli")  # an admin
 
@@ -585,5 +585,37 @@ async def test_a_caller_whose_progress_fails_does_not_stop_the_rollout(tmp_path:
         assert out.preview is not None
         result = await registry.confirm_action(ALICE, out.preview.action_id, progress=gone, wait=True)
         assert result.status == "succeeded" and len(reboots(registry)) == 2
+    finally:
+        await registry.aclose()
+
+
+async def test_a_rollout_that_lost_its_lease_reports_the_stores_record_not_its_own(tmp_path: Path) -> None:
+    """A process paused past its lease (SIGSTOP, a stalled VM): the settler records where the rollout
+    stopped; when the process wakes, it sends nothing more and reports that record, not "wave 2 running"."""
+    clock = Clock()
+    registry = make_registry(tmp_path, clock=clock)
+    try:
+        ids = active_ids(registry, 4)
+        out = await preview(registry, ids, {"size": 2, "pause_seconds": 3})
+        assert out.preview is not None
+        action_id = out.preview.action_id
+        started = await registry.confirm_action(ALICE, action_id)
+        assert started.status == "running"
+        task, _execution = registry.gate.rollouts[action_id]
+
+        def first_wave_done() -> bool:
+            row = registry.store.get_action(action_id)
+            waves = json.loads(row["rollout_json"])["waves"] if row and row["rollout_json"] else []
+            return bool(waves) and waves[0]["state"] == "done"
+
+        await until(first_wave_done)  # now in the pause before wave 2
+        while registry.store.get_action(action_id)["state"] != "stopped":
+            clock.advance(registry.settings.lease_seconds + 1)  # the lease runs out while the process sleeps
+            await registry.settle()
+        result = await task
+        assert len(reboots(registry)) == 1, "no wave is sent after the lease was lost"
+        assert result.status == "stopped" and "lost the rollout" in result.message
+        assert result.resume is not None and result.resume.arguments["servers"] == ids[2:]
+        assert all(o.outcome != "unknown" for o in result.servers), result.servers
     finally:
         await registry.aclose()

@@ -36,7 +36,7 @@ from ..cloud.retries import retry_listener
 from ..core.entries import AuditEntry
 from ..core.errors import FlexusError, JobTimeout, OutcomeUnknown, Refused, StoreError, TransportError, bounded
 from ..core.plans import ActionResult, NextCall, Plan, Preview, Rollout, ServerResult, WaveReport
-from ..core.states import DONE_STATES, OPEN_STATES, ActionState
+from ..core.states import DONE_STATES, FINISHED_STATES, OPEN_STATES, ActionState
 from ..core.tools import GATE_FIELDS, Execution, ToolContext, ToolSpec
 from .canonical import canonical_json
 from .policy import Policy, Role
@@ -895,9 +895,19 @@ class Gate:
             values |= {"rollout_json": rollout.model_dump_json(), "wave": rollout.reached}
         stopped = rollout.stopped if rollout is not None else None
         if not await self._record_final(ctx, action, final, values, outcome=result.status, stopped=stopped):
-            settled = await self.store.get_action(action["id"]) or {}
-            note = f" (meanwhile settled as {settled.get('state', 'unknown')} from the cloud)"
-            result = result.model_copy(update={"message": result.message + note})
+            # This process lost the rollout (its lease ran out, e.g. while it was paused) and the settler
+            # recorded where it stopped, from the cloud: that record is the truth, not what this process saw.
+            settled = await self.store.get_action(action["id"])
+            if settled is None or settled["state"] not in FINISHED_STATES:
+                note = f" (meanwhile the store moved it to {settled['state'] if settled else 'nowhere'})"
+                return result.model_copy(update={"message": result.message + note})
+            recorded = recorded_result(settled)
+            return recorded.model_copy(
+                update={
+                    "message": "this process lost the rollout (its lease ran out) and it was settled from the "
+                    f"cloud: {recorded.message}"
+                }
+            )
         return result
 
     def stop_sending(self) -> None:
