@@ -8,6 +8,7 @@ import os
 import pty
 import select
 import shlex
+import signal
 import sqlite3
 import stat
 import subprocess
@@ -119,6 +120,42 @@ def test_a_confirmed_rollout_runs_to_its_end_in_the_cli(env: dict[str, str]) -> 
     result = json.loads(second.stdout)["result"]
     assert result["status"] == "succeeded"
     assert [wave["state"] for wave in result["rollout"]["waves"]] == ["done", "done", "done"]
+
+
+def test_sigterm_mid_rollout_stops_it_here_records_where_and_prints_the_result(env: dict[str, str]) -> None:
+    """SIGTERM (systemd, docker stop, kill) during a rollout: this process owns it, so it sends no further
+    wave, records it stopped itself (not left for the settler) and prints the result with its resume call."""
+    args = json.dumps({"servers": ["web-01", "web-02", "db-prod-01"], "waves": {"size": 1, "pause_seconds": 600}})
+    first = run(env, "call", "flexus_reboot_servers", "--args", args)
+    preview = json.loads(first.stdout)["preview"]
+    confirming = subprocess.Popen(
+        [COMMAND, "call", "flexus_reboot_servers", "--args", args, "--confirm", preview["confirmation_token"]],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        for _ in range(600):  # until wave 1 is recorded done: the process is in its 600 s pause
+            shown = run(env, "call", "flexus_show_action", "--args", json.dumps({"action_id": preview["action_id"]}))
+            waves = json.loads(shown.stdout)["action"].get("rollout", {}).get("waves", [])
+            if waves and waves[0]["state"] == "done":
+                break
+            time.sleep(0.1)
+        confirming.send_signal(signal.SIGTERM)
+        out, err = confirming.communicate(timeout=60)
+    finally:
+        confirming.kill()
+    assert confirming.returncode == 143, err
+    result = json.loads(out)["result"]
+    assert result["status"] == "stopped" and len(result["resume"]["arguments"]["servers"]) == 2
+    assert [wave["state"] for wave in result["rollout"]["waves"]] == ["done", "not started", "not started"]
+    shown = run(env, "call", "flexus_show_action", "--args", json.dumps({"action_id": preview["action_id"]}))
+    action = json.loads(shown.stdout)["action"]
+    assert action["state"] == "stopped"
+    events = json.loads(run(env, "audit", "--output", "json").stdout)
+    mine = [e["event"] for e in events if e.get("action_id") == preview["action_id"]]
+    assert "reconciled" not in mine, mine  # recorded by its owner, not by a settler after the lease ran out
 
 
 @pytest.mark.parametrize(

@@ -214,17 +214,53 @@ def _run(
     async def main() -> int:
         registry = registry_for() if registry_for is not None else _registry(read_only, keep_sandbox=True)
         _mark_sandbox(registry, kept=registry_for is None)
+        terminated = _stop_on_sigterm(registry, asyncio.current_task())
         try:
             code = await body(registry)
-        except BaseException:
+        except BaseException as exc:
             # Best effort: a store that just failed may fail to close too, and must not hide the first error.
             with contextlib.suppress(Exception):
                 await registry.aclose()
+            if terminated.is_set() and isinstance(exc, asyncio.CancelledError):
+                raise Terminated from None
             raise
+        finally:
+            _restore_sigterm()
         await registry.aclose()
+        if terminated.is_set():
+            raise Terminated  # the result is printed; the process still ends as a terminated one (143)
         return code
 
     return asyncio.run(main())
+
+
+def _stop_on_sigterm(registry: Registry, task: asyncio.Task[Any] | None) -> asyncio.Event:
+    """SIGTERM during a command. A rollout this process owns is told to send no further wave: it records
+    where it stopped, and the command prints that result before exiting 143 (a second SIGTERM cuts it
+    short, leaving the rollout to the settler). Anything else is cancelled at once, unwinding every
+    ``finally``, as before."""
+    terminated = asyncio.Event()
+
+    def on_sigterm() -> None:
+        rolling = "gate" in registry.__dict__ and bool(registry.gate.rollouts)
+        if rolling and not terminated.is_set():
+            _say("terminated: no further wave is sent; recording where the rollout stopped")
+            registry.start_draining()
+        elif task is not None:
+            task.cancel()
+        terminated.set()
+
+    with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):  # not the main thread: as before
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, on_sigterm)
+    return terminated
+
+
+def _restore_sigterm() -> None:
+    """Back to raising ``Terminated`` (the loop's handler would otherwise leave the default: die at once)."""
+    with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):
+        asyncio.get_running_loop().remove_signal_handler(signal.SIGTERM)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _on_sigterm)
 
 
 def _print_json(value: Any) -> None:
