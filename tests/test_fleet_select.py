@@ -362,11 +362,16 @@ async def test_a_stop_offers_its_undo_which_previews_the_exact_inverse(registry:
 
 
 async def test_undo_of_is_refused_when_missing_unfinished_or_of_another_tool(registry: Registry) -> None:
-    with pytest.raises(InvalidInput, match="undo_of: there is no action"):
+    with pytest.raises(InvalidInput) as missing:
         await registry.call(ALICE, "flexus_start_servers", {"undo_of": "0" * 32})
+    assert str(missing.value) == f"undo_of: there is no finished flexus_stop_servers action {'0' * 32} to undo"
     pending = await preview(registry, ALICE, "flexus_stop_servers", {"select": {"name": "web-0"}})
     with pytest.raises(InvalidInput, match="is pending, not finished"):
         await registry.call(ALICE, "flexus_start_servers", {"undo_of": pending.action_id})
+    # Another operator may undo finished changes, but cannot learn through undo_of that this one exists.
+    with pytest.raises(InvalidInput) as probed:
+        await registry.call(DAVE, "flexus_start_servers", {"undo_of": pending.action_id})
+    assert str(probed.value) == str(missing.value).replace("0" * 32, pending.action_id)
     force(registry, "db-prod-01", "SHUTOFF")
     started = await confirm(registry, ALICE, "flexus_start_servers", {"servers": ["db-prod-01"]})
     with pytest.raises(InvalidInput, match="undoes only flexus_stop_servers"):

@@ -788,9 +788,9 @@ def _audit_report_text(report: Any) -> str:
 def cmd_audit(args: argparse.Namespace) -> int:
     async def body(registry: Registry) -> int:
         if args.action == "verify":
+            registry.person(_caller())  # only someone the policy names checks the chain
             return await _verify_audit(args, registry)
-        await registry.settle_briefly()
-        records = (await registry.records.audit_records())[-args.limit :]
+        records = await registry.audit(_caller(), args.limit)
 
         def table() -> str:
             lines = []

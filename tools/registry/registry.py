@@ -32,6 +32,7 @@ from .undo import PastAction
 
 if TYPE_CHECKING:
     from ..cloud.client import FlexusClient
+    from ..gate.audit import AuditRecord
     from ..gate.store import AsyncStore, Store
 
 
@@ -424,6 +425,31 @@ class Registry:
         shows_result = row["state"] in DONE_STATES or row["state"] == ActionState.AWAITING_APPROVAL
         return ActionReport(action=ActionView.of(row), result=recorded_result(row) if shows_result else None)
 
+    async def audit(self, caller: Caller, limit: int) -> list[AuditRecord]:
+        """The last ``limit`` audit records this person may read. Approvers and admins (the security lead)
+        read every record; anyone else, as with ``show_action``, only those about their own actions or
+        their own doing. Someone the policy does not name reads nothing."""
+        person = self.person(caller)
+        await self.settle_briefly()
+        records = await self.records.audit_records()
+        if person.has(Role.APPROVER):
+            return records[-limit:] if limit > 0 else []
+        requesters: dict[str, str | None] = {}
+        visible: list[AuditRecord] = []
+        for record in reversed(records):
+            if len(visible) >= limit:
+                break
+            if record.person != person.id and record.action_id is not None:
+                if record.action_id not in requesters:
+                    row = await self.records.get_action(record.action_id)
+                    requesters[record.action_id] = row["person"] if row is not None else None
+                if requesters[record.action_id] != person.id:
+                    continue
+            elif record.person != person.id:
+                continue
+            visible.append(record)
+        return visible[::-1]
+
     # -- settling ---------------------------------------------------------------------------
 
     async def settle(self, *, limit: int = SETTLE_BATCH) -> list[str]:
@@ -491,6 +517,8 @@ class Registry:
         wait_seconds: float | None = None,
     ) -> ActionResult:
         person = self.person(caller)
+        if not person.has(Role.APPROVER):  # before looking the id up: the answer must not tell ids apart
+            raise Refused(f"{person.id} is not an approver; only approvers named in the policy can approve")
         action = await self.records.get_action(action_id)
         if action is None:
             raise Refused("no such approval request")

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from ..core.errors import InvalidInput
+from ..core.errors import FlexusError, InvalidInput
 from ..core.plans import ActionResult, ActionView, Plan, Undo
 from ..core.states import FINISHED_STATES, ActionState
 from ..core.tools import ExecuteHandler, Execution, ToolContext
@@ -49,17 +49,32 @@ async def original(ctx: ToolContext, action_id: str, tool: str) -> PastAction:
     read: ActionReader | None = ctx.read_action
     if read is None:
         raise InvalidInput("undo_of", "earlier actions cannot be read here")
+    undoes = INVERSE[tool]
+    # Any operator may undo a finished change; but why an id cannot be undone (it is pending, of another
+    # tool) is told only to those who may see the action, so an id cannot be probed through undo_of.
+    uniform = f"there is no finished {undoes} action {action_id} to undo"
     past = await read(action_id)
     if past is None:
-        raise InvalidInput("undo_of", f"there is no action {action_id}")
-    undoes = INVERSE[tool]
+        raise InvalidInput("undo_of", uniform)
+    problem = None
     if past.view.tool != undoes:
-        raise InvalidInput("undo_of", f"action {action_id} is {past.view.tool}; {tool} undoes only {undoes}")
-    if past.view.state not in UNDOABLE_STATES:
-        raise InvalidInput(
-            "undo_of", f"action {action_id} is {past.view.state}, not finished; only a finished change has an undo"
-        )
+        problem = f"action {action_id} is {past.view.tool}; {tool} undoes only {undoes}"
+    elif past.view.state not in UNDOABLE_STATES:
+        problem = f"action {action_id} is {past.view.state}, not finished; only a finished change has an undo"
+    if problem is not None:
+        raise InvalidInput("undo_of", problem if await _may_see(ctx, action_id) else uniform)
     return past
+
+
+async def _may_see(ctx: ToolContext, action_id: str) -> bool:
+    """Whether this person may see the action (the one rule: ``Registry.show_action``)."""
+    if ctx.show_action is None:
+        return False
+    try:
+        await ctx.show_action(action_id)
+    except FlexusError:
+        return False
+    return True
 
 
 def reached_servers(past: PastAction) -> list[str]:
