@@ -118,7 +118,11 @@ async def test_the_preview_lists_the_waves_of_acting_servers_only(tmp_path: Path
         ({"size": 2, "pause_seconds": -1}, "waves.pause_seconds"),
         ({"size": 2, "pause_seconds": 3601}, "waves.pause_seconds"),
         ({"size": 2, "stop_on_failure": "sometimes"}, "waves.stop_on_failure"),
-        ({"size": 2, "parallel": True}, "waves.parallel"),
+        ({"size": 2, "parallel": True}, "waves.parallel: is not a field of waves"),
+        ({"size": "2"}, "waves.size: Input should be a valid integer"),
+        ({"size": True}, "waves.size: Input should be a valid integer"),
+        ({"size": 2, "pause_seconds": "NaN"}, "waves.pause_seconds"),
+        ({"size": 2, "pause_seconds": float("inf")}, "waves.pause_seconds"),
     ],
 )
 async def test_bad_waves_are_refused_naming_the_field(tmp_path: Path, waves: dict[str, Any], field: str) -> None:

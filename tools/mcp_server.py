@@ -209,7 +209,8 @@ def _tool_function(registry: Registry, spec: ToolSpec, caller_for: CallerFor) ->
                 output: BaseModel = ChangeOutput(result=result)
             elif spec.gated and not isinstance(confirmation, AcceptedElicitation):
                 await _withdraw(caller, asked)
-                return _error(Refused(f"the user {confirmation.action}d the change: nothing was changed"), sandbox)
+                said = {"decline": "declined", "cancel": "cancelled"}.get(confirmation.action, "did not accept")
+                return _error(Refused(f"the user {said} the change: nothing was changed"), sandbox)
             else:
                 output = await registry.call(caller, spec.name, arguments, progress=progress)
         except FlexusError as exc:

@@ -20,7 +20,7 @@ Every message is one line a person can act on: the component, the cause, the nex
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, get_args
 
 if TYPE_CHECKING:
     from pydantic import BaseModel, ValidationError
@@ -159,6 +159,29 @@ def input_error(exc: ValidationError, model: type[BaseModel], *, arguments_of: s
     field = ".".join(str(part) for part in first["loc"]) or model.__name__
     message = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
-        allowed = ", ".join(model.model_fields)
-        message = f"is not an argument of {arguments_of} (arguments: {allowed})"
+        *parents, _unknown = first["loc"]
+        owner = _model_at(model, [str(part) for part in parents])
+        allowed = ", ".join(owner.model_fields)
+        if parents:  # a nested object (select, waves): its own fields, not the tool's
+            message = f"is not a field of {'.'.join(str(part) for part in parents)} (fields: {allowed})"
+        else:
+            message = f"is not an argument of {arguments_of} (arguments: {allowed})"
     return InvalidInput(field, message)
+
+
+def _model_at(model: type[BaseModel], path: list[str]) -> type[BaseModel]:
+    """The model a nested location belongs to (``select`` -> Selection), through Optional and Annotated."""
+    from pydantic import BaseModel  # here only: the ground floor loads pydantic when it must explain an error
+
+    for name in path:
+        field = model.model_fields.get(name)
+        candidates = [field.annotation] if field is not None else []
+        while candidates:
+            kind = candidates.pop()
+            if isinstance(kind, type) and issubclass(kind, BaseModel):
+                model = kind
+                break
+            candidates.extend(get_args(kind))
+        else:
+            return model
+    return model

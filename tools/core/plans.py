@@ -20,9 +20,12 @@ class Waves(Compact):
     """A rollout in waves: each wave's job finishes and its servers reach the target status before the
     pause and the next wave. Shared by every tool that rolls out (one definition in the catalog)."""
 
-    size: int = Field(ge=1, le=1000, description="servers per wave")
-    pause_seconds: float = Field(0.0, ge=0, le=3600, description="pause between waves")
-    stop_on_failure: bool = Field(True, description="send no more waves after one fails")
+    # Strict: "1" or true is not a wave size (JSON numbers and booleans only), and a pause is finite.
+    size: int = Field(ge=1, le=1000, strict=True, description="servers per wave")
+    pause_seconds: float = Field(
+        0.0, ge=0, le=3600, strict=True, allow_inf_nan=False, description="pause between waves"
+    )
+    stop_on_failure: bool = Field(True, strict=True, description="send no more waves after one fails")
 
 
 class PlanItem(Compact):

@@ -118,7 +118,7 @@ class Selection(ToolInput):
     @model_validator(mode="after")
     def _some_filter(self) -> Selection:
         if not self.filters():
-            raise ValueError(f"name at least one filter: {', '.join(SELECTION_FILTERS)}")
+            raise ValueError(f"needs at least one filter of: {', '.join(SELECTION_FILTERS)}")
         return self
 
     def filters(self) -> dict[str, str]:
