@@ -165,7 +165,7 @@ def test_sigterm_mid_rollout_stops_it_here_records_where_and_prints_the_result(e
         (["call", "flexus_stop_servers", "--args", "[]"], "--args: must be a JSON object", 2),
         (["call", "flexus_stop_servers", "--args", '{"servers": []}'], "servers:", 2),
         (["call", "flexus_stop_servers", "--args", '{"servers": ["no-such-server"]}'], "no server named", 2),
-        (["call", "flexus_nope"], "unknown tool", 1),  # the registry refuses what it does not offer
+        (["call", "flexus_nope"], "no tool named", 2),  # a name the registry does not know: bad input
     ],
 )
 def test_bad_input_exits_with_a_specific_message(env: dict[str, str], args: list[str], words: str, code: int) -> None:
@@ -434,7 +434,7 @@ STOP_WEB_01 = json.dumps({"servers": ["web-01"]})
     ("args", "cloud", "code", "words"),
     [
         (["call", "flexus_stop_servers", "--args", STOP_WEB_01, "--confirm", "fxc1.forged.token"], "", 1, "refused:"),
-        (["call", "flexus_nope"], "", 1, "refused: unknown tool"),
+        (["call", "flexus_nope"], "", 2, "bad input: tool: no tool named"),
         (["call", "flexus_stop_servers", "--args", "{not json"], "", 2, "bad input: --args"),
         (["tools", "show", "flexus_nope"], "", 2, "bad input: NAME"),
         (["call", "flexus_list_servers", "--region", "NOT-A-REGION"], "none", 2, "argument --region"),

@@ -55,6 +55,7 @@ FILE_SUFFIX = "_FILE"
 
 # Marks a plain setting that may hold a secret all the same (a database URL with its password).
 SECRET_BEARING: dict[str, Any] = {"secret_bearing": True}
+ASCII_CREDENTIALS = frozenset({"HUAWEICLOUD_SDK_AK", "HUAWEICLOUD_SDK_SK", "HUAWEICLOUD_SDK_SECURITY_TOKEN"})
 
 
 def secret_variables(settings_cls: type[BaseSettings]) -> dict[str, str]:
@@ -128,6 +129,25 @@ class EnvSettings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return init_settings, SecretFileSource(settings_cls), env_settings, dotenv_settings, file_secret_settings
+
+    @model_validator(mode="after")
+    def _secrets_are_one_clean_line(self) -> EnvSettings:
+        """A secret with a line break or another control character (a second line in its file, a paste)
+        would reach an HTTP header the library refuses, and its error quotes the header: refused here,
+        naming the variable, never the value. Header credentials must be printable ASCII too."""
+        for field_name, variable in secret_variables(type(self)).items():
+            value = getattr(self, field_name)
+            text = value.get_secret_value() if isinstance(value, SecretStr) else value
+            if not isinstance(text, str):
+                continue
+            if any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 for c in text):
+                raise ValueError(
+                    f"{variable}: contains a line break or another control character; a secret is one line "
+                    f"(if it comes from {variable}{FILE_SUFFIX}, the file may hold only the secret and one newline)"
+                )
+            if variable in ASCII_CREDENTIALS and not text.isascii():
+                raise ValueError(f"{variable}: must be ASCII (it travels in an HTTP header); check its value or file")
+        return self
 
 
 class Settings(EnvSettings):
@@ -408,7 +428,19 @@ def checked_public_url(url: str, variable: str) -> str:
             f"{variable}: give the server's base URL without a path, like https://flexus.example.com "
             f"(clients use <base>/mcp), got {url[:200]!r}"
         )
-    return f"{parts.scheme}://{parts.netloc}"
+    if parts.username or parts.password or parts.query or parts.fragment:
+        raise ConfigurationError(f"{variable}: a base URL takes no user, query or fragment")
+    host = parts.hostname or ""
+    checked_allowed_host(host if ":" not in host else f"[{host}]", variable)  # one exact name, no wildcard
+    try:
+        port = parts.port
+    except ValueError:
+        raise ConfigurationError(f"{variable}: the port must be a number from 1 to 65535") from None
+    # Canonical (RFC 3986: lower-case host, no default port): the metadata advertises this resource, and
+    # a client asks its identity provider for exactly it, so the audience checked must be the same string.
+    default = {"https": 443, "http": 80}[parts.scheme]
+    netloc = (host if ":" not in host else f"[{host}]") + (f":{port}" if port not in (None, default) else "")
+    return f"{parts.scheme}://{netloc}"
 
 
 # A Host header value: a DNS name or IPv4 address, or a bracketed IPv6 address, with an optional port.

@@ -270,6 +270,9 @@ def http_app(
         host=host,
         transport_security=TransportSecuritySettings(allowed_hosts=hosts, allowed_origins=origins),
     )
+    # Starlette would answer /mcp/ with a redirect built from the Host header, before the transport's Host
+    # check: an open redirect to any name. Every path is served exactly as spelled, or not at all.
+    app.router.redirect_slashes = False
     return StrictAuthorization(app if drain is None else Draining(app, drain), resource_metadata_url)
 
 

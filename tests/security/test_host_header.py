@@ -84,3 +84,43 @@ async def test_allowed_hosts_come_from_the_environment_too(tmp_path: Path, monke
 def test_a_pattern_or_url_is_not_a_host_name(registry: Registry, name: str) -> None:
     with pytest.raises(ConfigurationError, match="--allowed-host"):
         http_app(registry, "127.0.0.1", 0, allowed_hosts=[name])
+
+
+async def test_a_trailing_slash_never_redirects_to_the_hosts_name(registry: Registry) -> None:
+    """Starlette answers /mcp/ with a redirect built from the Host header, before the transport's check:
+    an open redirect to any name. No path is redirected."""
+    with served(registry) as url:
+        base = url.removesuffix("/mcp")
+        async with httpx2.AsyncClient(timeout=30, follow_redirects=False) as raw:
+            for path in ("/mcp/", "/healthz/", "/readyz/", "/metrics/"):
+                headers = {"Host": "evil.example", "Authorization": f"Bearer {OPERATOR_SECRET}"}
+                answered = await raw.get(base + path, headers=headers)
+                assert not 300 <= answered.status_code < 400, (path, answered.headers.get("location"))
+                assert "evil.example" not in answered.headers.get("location", "")
+
+
+@pytest.mark.parametrize(
+    ("given", "canonical"),
+    [
+        ("https://Flexus.Example.com", "https://flexus.example.com"),
+        ("https://flexus.example.com:443/", "https://flexus.example.com"),
+        ("http://127.0.0.1:80", "http://127.0.0.1"),
+        ("https://flexus.example.com:8443", "https://flexus.example.com:8443"),
+    ],
+)
+def test_the_public_url_is_canonical_so_the_advertised_resource_is_the_audience_checked(
+    given: str, canonical: str
+) -> None:
+    """The metadata advertises <public URL>/mcp and a client asks its identity provider for exactly that
+    string; a second spelling of the same URL would make every sign-in fail (or pass the wrong check)."""
+    from flexus_ops.config import checked_public_url
+
+    assert checked_public_url(given, "--public-url") == canonical
+
+
+@pytest.mark.parametrize("url", ["https://*.example.com", "https://ex ample.com", "https://flexus.example.com:99999"])
+def test_a_public_url_is_one_exact_name(url: str) -> None:
+    from flexus_ops.config import checked_public_url
+
+    with pytest.raises(ConfigurationError, match="--public-url"):
+        checked_public_url(url, "--public-url")

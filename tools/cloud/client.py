@@ -166,7 +166,10 @@ class FlexusClient:
             if self._auth.project_id:
                 return self._auth.project_id
             if isinstance(self._auth, IamTokenAuth):
-                await self._auth.ensure_token(self._http)
+                try:
+                    await self._auth.ensure_token(self._http)
+                except httpx.TransportError as exc:  # IAM unreachable: a network failure, said as one
+                    raise TransportError(f"IAM token: {type(exc).__name__}: {exc}", may_have_applied=False) from None
             else:
                 iam = self.settings.iam_base_url() or self.base_url
                 response = await self._send("GET", f"{iam}/v3/projects", query=[("name", self.settings.region)])
@@ -224,6 +227,11 @@ class FlexusClient:
                 # A refused connection never reached the cloud; anything later might have.
                 reached = not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
                 why = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+                if isinstance(exc, httpx.LocalProtocolError):  # it quotes the header it refused: a credential
+                    raise ConfigurationError(
+                        f"{method} {path}: the request could not be formed (a header value the HTTP library "
+                        "refuses: check the credentials' settings); nothing was sent"
+                    ) from None
                 if (
                     is_read
                     and attempt < attempts

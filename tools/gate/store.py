@@ -42,12 +42,12 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as SQLATimeoutError
 
 from ..core.entries import AuditEntry
-from ..core.errors import StoreError, bounded, require_extra
+from ..core.errors import ConfigurationError, StoreError, bounded, require_extra
 from ..core.telemetry import emit
 from .audit import (
     EVENT_CHECKPOINT_KEY,
@@ -224,8 +224,19 @@ def _sqlite_engine(url: str, busy_seconds: float) -> Engine:
     return engine
 
 
+def parse_store_url(url: str) -> URL:
+    """The store's URL, or a configuration error that never repeats it (it may hold a password)."""
+    try:
+        return make_url(url)
+    except (ValueError, ArgumentError):
+        raise ConfigurationError(
+            "FLEXUS_STORE_URL: not a database URL (e.g. postgresql://USER:PASSWORD@HOST:5432/DB or "
+            "sqlite:////path/flexus.db)"
+        ) from None
+
+
 def make_engine(url: str, *, connect_timeout: float = 10.0, statement_timeout: float = 10.0) -> Engine:
-    parsed = make_url(url)
+    parsed = parse_store_url(url)
     if parsed.get_backend_name() == "sqlite" and (parsed.database or ":memory:") == ":memory:":
         raise StoreError(
             "an in-memory SQLite store would forget every preview, approval and audit record when this process exits",
@@ -265,7 +276,7 @@ def make_engine(url: str, *, connect_timeout: float = 10.0, statement_timeout: f
 
 def describe_store(url: str) -> str:
     """The store as a person knows it, never with its password."""
-    parsed = make_url(url)
+    parsed = parse_store_url(url)
     if parsed.get_backend_name() == "sqlite":
         return f"SQLite store {parsed.database}"
     return f"PostgreSQL store {parsed.host or 'localhost'}:{parsed.port or 5432}/{parsed.database or ''}"
@@ -669,7 +680,7 @@ class Store:
     def _audit_store_name(self) -> str:
         """This store as a state dir's record of where its log became keyed names it: the URL, without its
         password (nor one passed as a query parameter)."""
-        parsed = make_url(self.url)
+        parsed = parse_store_url(self.url)
         query = {name: "***" if "pass" in name.lower() else value for name, value in parsed.query.items()}
         return parsed.set(query=query).render_as_string(hide_password=True)
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ValidationError
 
 from ..config import Settings
-from ..core.errors import ConfigurationError, FlexusError, Refused, input_error
+from ..core.errors import ConfigurationError, FlexusError, InvalidInput, Refused, input_error
 from ..core.plans import ActionReport, ActionResult, ActionView, ChangeOutput
 from ..core.states import DONE_STATES, ActionState
 from ..core.tools import Caller, Progress, Safety, ToolContext, ToolSpec, no_progress
@@ -234,7 +234,7 @@ class Registry:
         if name in self.specs:
             why = "read-only mode" if self.is_read_only else "the policy"
             raise Refused(f"{name} is disabled by {why}")
-        raise Refused(f"unknown tool {name!r}; tools: {', '.join(offered)}")
+        raise InvalidInput("tool", f"no tool named {name!r}; tools: {', '.join(offered)}")  # a typo: bad input
 
     @cached_property
     def completer(self) -> Completer:
