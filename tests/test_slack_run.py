@@ -207,3 +207,26 @@ def test_flexus_ops_slack_runs_socket_mode_when_the_app_token_is_set(tmp_path: P
     assert "Socket Mode" in printed
     assert SOCKET_PASSWORD not in printed and SOCKET_PASSWORD not in fake.everything()
     assert APP_TOKEN not in printed and [c for c in fake.api_calls() if c.method == "apps.connections.open"]
+
+
+def test_socket_mode_still_connecting_ends_on_sigterm_and_says_draining(tmp_path: Path) -> None:
+    """Slack unreachable: the bot keeps trying to connect, and a SIGTERM must still end it (143), with
+    readiness saying "draining" at once, not "ready" until SIGKILL."""
+    from tests.procs import free_port
+
+    fake = FakeSlack()
+    fake.url = "http://127.0.0.1:9"  # nothing listens: connections.open never succeeds
+    port = free_port()
+    with flexus_ops_slack(tmp_path, fake, "--health-port", str(port), SLACK_APP_TOKEN=APP_TOKEN) as process:
+        base = f"http://127.0.0.1:{port}"
+
+        def probe_answers() -> bool:
+            try:
+                return httpx.get(f"{base}/healthz", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return process.poll() is not None
+
+        assert wait_until(probe_answers, what="the probe port"), output_of(process)
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(timeout=30)
+    assert code == 143, output_of(process)

@@ -140,6 +140,7 @@ class SlackBot:
 
         def stopping(signum: int) -> None:
             received.append(signum)
+            self.registry.draining = True  # readiness says so at once, even while still connecting
             stop.set()
 
         for signum in (signal.SIGINT, signal.SIGTERM):
@@ -148,8 +149,16 @@ class SlackBot:
         try:
             if probes is not None:
                 await probes.start()
-            await handler.connect_async()
-            await stop.wait()
+            # Connecting retries for as long as Slack is unreachable: a signal must still end it.
+            connecting = asyncio.ensure_future(handler.connect_async())
+            stopped = asyncio.ensure_future(stop.wait())
+            await asyncio.wait([connecting, stopped], return_when=asyncio.FIRST_COMPLETED)
+            if not stop.is_set():
+                connecting.result()  # a failure to connect ends the bot, saying why
+                await stopped
+            for task in (connecting, stopped):
+                task.cancel()
+            await asyncio.wait([connecting, stopped], timeout=5)
         finally:
             self.registry.draining = True
             await handler.close_async()
