@@ -29,6 +29,7 @@ import hmac
 import json
 import logging
 import os
+import secrets
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -322,18 +323,25 @@ class CheckpointSigner:
 
     @classmethod
     def load(cls, path: Path) -> CheckpointSigner:
-        """This state dir's signing key, created 0600 on first use (O_EXCL: a racing process's wins)."""
+        """This state dir's signing key, created 0600 on first use. Written whole under a private name, then
+        linked into place: a racing process either wins the link or reads the winner's complete key, never
+        a file still empty (which O_EXCL alone allowed)."""
         from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
         if not path.exists():
             raw = Ed25519PrivateKey.generate().private_bytes_raw()
+            draft = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+            fd = open_private(draft, os.O_WRONLY | os.O_EXCL)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(base64.b64encode(raw))
+                handle.flush()
+                os.fsync(handle.fileno())
             try:
-                fd = open_private(path, os.O_WRONLY | os.O_EXCL)
+                os.link(draft, path)
             except FileExistsError:
-                pass
-            else:
-                with os.fdopen(fd, "wb") as handle:
-                    handle.write(base64.b64encode(raw))
+                pass  # another process's key won; this one is discarded
+            finally:
+                draft.unlink()
         trusted(path, "key file", secret=True)  # a signing key someone else could read or plant signs nothing
         private = Ed25519PrivateKey.from_private_bytes(base64.b64decode(path.read_bytes()))
         public = private.public_key().public_bytes_raw()
