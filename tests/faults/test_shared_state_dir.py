@@ -36,3 +36,29 @@ def test_processes_racing_for_the_first_checkpoint_key_all_get_one_whole_key(tmp
             process.join(timeout=60)
         assert len(set(seen)) == 1 and not seen[0].startswith("error"), seen
         assert sorted(p.name for p in keys.iterdir()) == [SIGNING_KEY_FILE], "no draft left behind"
+
+
+def test_a_process_whose_last_record_precedes_the_shared_key_record_does_not_sign_it(
+    store_url: str, tmp_path: Path
+) -> None:
+    """Two processes on one state dir and one store: B records the shared checkpoint key after A's last
+    record. A signing that record with the key would read as forged in `audit verify`."""
+    from flexus_ops.gate.audit import Checkpointer
+    from flexus_ops.gate.secrets import Keys
+    from flexus_ops.gate.store import Store
+
+    keys = Keys.load(tmp_path)
+    a = Store(store_url, keys.audit, checkpoints=Checkpointer(tmp_path))
+    b = Store(store_url, keys.audit, checkpoints=Checkpointer(tmp_path))
+    try:
+        event = {"person": "alice", "surface": "cli", "tool": None, "action_id": None, "detail": {}}
+        a.append_audit("note", **event)  # A's last record
+        b.append_audit("note", **event)
+        assert b.flush_checkpoint() is not None  # B records the key, then signs its own record
+        a.flush_checkpoint()  # A's record is older than the key record: nothing to sign with it
+        report = a.audit_report()
+        assert report.intact, report.problems + report.unverifiable
+        assert report.checkpoints_checked >= 1
+    finally:
+        a.dispose()
+        b.dispose()

@@ -387,7 +387,7 @@ class Checkpointer:
         self.every_records = every_records
         self.every_seconds = every_seconds
         self._signer: CheckpointSigner | None = None
-        self._key_recorded = False
+        self._key_seq: int | None = None  # where the chain records this state dir's checkpoint key
         self._latest: tuple[int, str] | None = None  # (seq, MAC) of the newest record this process wrote
         self._signed_seq = 0
         self._signed_at = time.monotonic()
@@ -473,10 +473,11 @@ class Checkpointer:
             log.warning("audit checkpoint not written (%s): %s", type(exc).__name__, exc)
             return None
 
-    def _write(self, store: Store) -> Checkpoint:
+    def _write(self, store: Store) -> Checkpoint | None:
         signer = self.signer()
-        if not self._key_recorded:
-            if not store.checkpoint_key_recorded(signer.key_id, signer.public_b64):
+        if self._key_seq is None:
+            self._key_seq = store.checkpoint_key_seq(signer.key_id, signer.public_b64)
+            if self._key_seq is None:
                 self._writing = True
                 try:
                     record = store.append_audit(
@@ -490,8 +491,12 @@ class Checkpointer:
                 finally:
                     self._writing = False
                 self._latest = (record.seq, record.hash)
-            self._key_recorded = True
+                self._key_seq = record.seq
         assert self._latest is not None
+        if self._latest[0] < self._key_seq:
+            # Another process sharing this state dir recorded the key after this process's last record:
+            # signing that record with it would read as forged. The next checkpoint after the key signs.
+            return None
         checkpoint = signer.sign(*self._latest)
         line = checkpoint.to_json()
         try:

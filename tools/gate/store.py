@@ -833,10 +833,15 @@ class Store:
                 return
             since = chunk[-1].seq
 
-    def checkpoint_key_recorded(self, key_id: str, public_key: str) -> bool:
-        return any(
-            record.detail.get("key_id") == key_id and record.detail.get("public_key") == public_key
-            for record in self.audit_records(event=EVENT_CHECKPOINT_KEY)
+    def checkpoint_key_seq(self, key_id: str, public_key: str) -> int | None:
+        """Where the chain records this checkpoint key, if it does: nothing before it may be signed by it."""
+        return next(
+            (
+                record.seq
+                for record in self.audit_records(event=EVENT_CHECKPOINT_KEY)
+                if record.detail.get("key_id") == key_id and record.detail.get("public_key") == public_key
+            ),
+            None,
         )
 
     def audit_report(self, checkpoint_files: Sequence[Path] | None = None) -> AuditReport:
