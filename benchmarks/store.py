@@ -67,7 +67,8 @@ async def _cycles(url: str, state_dir: str, worker: int, count: int, barrier: An
     registry = _registry(url, state_dir)
     caller = _caller()
     try:
-        server = (await registry.client.list_servers(limit=1)).servers[0].id
+        # A frozen server (the sandbox freezes 1 in 50, as the cloud does for arrears) refuses changes.
+        server = next(s.id for s in (await registry.client.list_servers(limit=10)).servers if not s.frozen)
         barrier.wait()
         started = time.time()
         cpu = time.process_time()
@@ -173,7 +174,10 @@ async def _previews(url: str, state_dir: str, count: int) -> list[dict[str, Any]
     try:
         # Servers the throughput phase never touched (it uses the first one), so each worker's
         # sandbox still matches the plan and the store alone decides who wins.
-        servers = (await registry.client.list_servers(limit=count + 1)).servers[1:]
+        # Frozen ones are left out: their execution fails by design, which is not the store's to decide.
+        listed = (await registry.client.list_servers(limit=SANDBOX_SERVERS)).servers
+        thawed = [server for server in listed if not server.frozen]
+        servers = thawed[1:]
         for index, server in enumerate(servers[:count]):
             args = {"server": server.id, "description": f"race #{index}"}
             preview = await registry.call(caller, "flexus_update_server", args)
@@ -209,10 +213,13 @@ def _store_facts(url: str, state_dir: str) -> dict[str, Any]:
 def measure(url: str, cycles: int, race: int) -> dict[str, Any]:
     state_dir = tempfile.mkdtemp(prefix="flexus-bench-store-")
     try:
+        from flexus_ops.gate.audit import Checkpointer
         from flexus_ops.gate.secrets import Keys
         from flexus_ops.gate.store import Store
 
         keys = Keys.load(Path(state_dir))  # create the shared key file once, before the workers race to
+        # Likewise the checkpoint signing key: workers creating it at once can read it half-written.
+        Checkpointer(Path(state_dir)).signer()
         Store(url, keys.audit).engine.dispose()  # migrate once, before the workers start
         runs = _run_workers("cycles", url, state_dir, [cycles] * WORKERS)
         elapsed = max(r["finished"] for r in runs) - min(r["started"] for r in runs)
