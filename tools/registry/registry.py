@@ -227,13 +227,16 @@ class Registry:
         ]
 
     def spec(self, name: str) -> ToolSpec:
-        offered = {spec.name: spec for spec in self.tools()}
-        if name in offered:
-            return offered[name]
-        if name in self.specs:
-            why = "read-only mode" if self.is_read_only else "the policy"
+        # Asked on every call: one tool's check, not the whole offer rebuilt (the same rule as tools()).
+        found = self.specs.get(name)
+        if found is not None:
+            policy = self.policy
+            read_only = self.read_only or policy.settings.read_only
+            if policy.tool_enabled(name) and not (read_only and found.safety is not Safety.READ):
+                return found
+            why = "read-only mode" if read_only else "the policy"
             raise Refused(f"{name} is disabled by {why}")
-        raise Refused(f"unknown tool {name!r}; tools: {', '.join(offered)}")
+        raise Refused(f"unknown tool {name!r}; tools: {', '.join(spec.name for spec in self.tools())}")
 
     @cached_property
     def completer(self) -> Completer:
