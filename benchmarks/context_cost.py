@@ -176,9 +176,9 @@ def _listing(ctx: RunContext, result: CaseResult, state_dir: str) -> None:
     )
     lost_note = "no operator field lost" if not lost else f"{len(lost)} servers lost fields"
     result.goal(
-        "list result <= 20% of the raw bytes, nothing an operator needs lost",
+        "list result <= 10% of the raw bytes, nothing an operator needs lost",
         f"{share:.1%} of raw ({fmt_ratio(share)}); {lost_note}",
-        share <= 0.20 and not lost,
+        share <= 0.10 and not lost,
     )
 
 

@@ -195,14 +195,11 @@ def run(ctx: RunContext, result: CaseResult) -> None:
     # best speedup any client could show here, whatever it does with its requests.
     ceiling = ratio(statistics.median(sdk_t), 2 * p["job_seconds"])
     result.data["speedup_ceiling"] = ceiling
-    result.figure("speedup ceiling (SDK way / 2 x job time)", fmt_ratio(ceiling))
-    result.goal(
-        ">= 5x faster than the SDK way",
-        fmt_ratio(speedup),
-        speedup >= 5,
-        note=f"no client can exceed {fmt_ratio(ceiling)} here: the jobs alone take 2 x {p['job_seconds']:g} s",
+    result.figure(
+        "speedup ceiling (SDK way / 2 x job time)",
+        f"{fmt_ratio(ceiling)} (the SDK comparison is reported, not a goal: the sandbox's job time caps it)",
     )
-    result.goal("within 1.3x of the lower bound", fmt_ratio(vs_bound), vs_bound <= 1.3)
+    result.goal("within 1.10x of the lower bound", fmt_ratio(vs_bound), vs_bound <= 1.10)
 
 
 CASE = Case("fleet_power", "stop then start a fleet: ours vs the SDK way vs the lower bound", run)

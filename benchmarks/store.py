@@ -25,7 +25,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from .harness import Case, CaseResult, RunContext, fmt_seconds, fmt_spread, summary
+from .harness import Case, CaseResult, RunContext, env_without_secrets, fmt_seconds, fmt_spread, summary
 
 WORKERS = 4
 TRANSITIONS_PER_CYCLE = 3  # preview, confirm, execute
@@ -67,7 +67,8 @@ async def _cycles(url: str, state_dir: str, worker: int, count: int, barrier: An
     registry = _registry(url, state_dir)
     caller = _caller()
     try:
-        server = (await registry.client.list_servers(limit=1)).servers[0].id
+        # A frozen server (the sandbox freezes 1 in 50, as the cloud does for arrears) refuses changes.
+        server = next(s.id for s in (await registry.client.list_servers(limit=10)).servers if not s.frozen)
         barrier.wait()
         started = time.time()
         cpu = time.process_time()
@@ -173,7 +174,10 @@ async def _previews(url: str, state_dir: str, count: int) -> list[dict[str, Any]
     try:
         # Servers the throughput phase never touched (it uses the first one), so each worker's
         # sandbox still matches the plan and the store alone decides who wins.
-        servers = (await registry.client.list_servers(limit=count + 1)).servers[1:]
+        # Frozen ones are left out: their execution fails by design, which is not the store's to decide.
+        listed = (await registry.client.list_servers(limit=SANDBOX_SERVERS)).servers
+        thawed = [server for server in listed if not server.frozen]
+        servers = thawed[1:]
         for index, server in enumerate(servers[:count]):
             args = {"server": server.id, "description": f"race #{index}"}
             preview = await registry.call(caller, "flexus_update_server", args)
@@ -209,10 +213,13 @@ def _store_facts(url: str, state_dir: str) -> dict[str, Any]:
 def measure(url: str, cycles: int, race: int) -> dict[str, Any]:
     state_dir = tempfile.mkdtemp(prefix="flexus-bench-store-")
     try:
+        from flexus_ops.gate.audit import Checkpointer
         from flexus_ops.gate.secrets import Keys
         from flexus_ops.gate.store import Store
 
         keys = Keys.load(Path(state_dir))  # create the shared key file once, before the workers race to
+        # Likewise the checkpoint signing key: workers creating it at once can read it half-written.
+        Checkpointer(Path(state_dir)).signer()
         Store(url, keys.audit).engine.dispose()  # migrate once, before the workers start
         runs = _run_workers("cycles", url, state_dir, [cycles] * WORKERS)
         elapsed = max(r["finished"] for r in runs) - min(r["started"] for r in runs)
@@ -254,6 +261,94 @@ def measure(url: str, cycles: int, race: int) -> dict[str, Any]:
         "store_facts": facts,
         "exactly_once": exactly_once,
     }
+
+
+# One transition as the store sends it (see Store.transition and Store._append_audit): the action's
+# compare-and-set, the audit head locked, the newest record read, the record inserted, the head moved.
+# pgbench runs it with the same number of clients: the database's own ceiling for these statements.
+PGBENCH_TRANSITION = """\\set n random(1, 1000000000)
+BEGIN;
+UPDATE flexus_actions SET state = 'pending', updated_at = :n
+  WHERE id = 'pgbench' AND state IN ('pending') RETURNING tool;
+SELECT id, seq, hash FROM flexus_audit_head WHERE id = 1 FOR UPDATE;
+SELECT seq, key_id, event FROM flexus_audit WHERE seq IN (SELECT seq FROM flexus_audit_head WHERE id = 1);
+INSERT INTO flexus_audit (seq, at, event, person, surface, tool, action_id, detail_json, prev_hash, hash, key_id)
+  SELECT seq + 1, :n, 'executed', 'bench', 'bench', 'flexus_update_server', 'pgbench',
+         '{"arguments":{"description":"pgbench"}}', hash, md5(:n::text) || md5(seq::text), 'k1'
+  FROM flexus_audit_head WHERE id = 1;
+UPDATE flexus_audit_head SET seq = seq + 1, hash = md5(:n::text) || md5(seq::text) WHERE id = 1;
+COMMIT;
+"""
+
+
+def pgbench_ceiling(url: str, seconds: int) -> dict[str, Any] | str:
+    """Transitions/s PostgreSQL itself sustains for one transition's statements with WORKERS clients
+    (pgbench, prepared statements, in a fresh schema migrated by the store): the floor no client beats."""
+    import subprocess
+
+    from sqlalchemy import text
+    from sqlalchemy.engine import make_url
+
+    from flexus_ops.gate.secrets import Keys
+    from flexus_ops.gate.store import Store
+
+    pgbench = shutil.which("pgbench")
+    if pgbench is None:
+        return "skipped: pgbench is not installed"
+    schema_url, admin, schema = _postgres_schema(url)
+    state_dir = tempfile.mkdtemp(prefix="flexus-bench-pgbench-")
+    try:
+        store = Store(schema_url, Keys.load(Path(state_dir)).audit)
+        with store.engine.begin() as db:
+            db.execute(
+                text(
+                    "INSERT INTO flexus_actions (id, tool, person, principal, surface, args_json, args_hash, "
+                    "plan_json, plan_hash, state, needs_approval, created_at, expires_at, updated_at) VALUES "
+                    "('pgbench', 'flexus_update_server', 'bench', 'os:bench', 'bench', '{}', '', '{}', '', "
+                    "'pending', false, 0, 1e12, 0)"
+                )
+            )
+        store.dispose()
+        script = Path(state_dir) / "transition.sql"
+        script.write_text(PGBENCH_TRANSITION)
+        parsed = make_url(url)
+        env = {**env_without_secrets(), "PGOPTIONS": f"-csearch_path={schema}"}
+        if parsed.password:
+            env["PGPASSWORD"] = parsed.password
+        command = [
+            pgbench,
+            "-n",
+            "-M",
+            "prepared",
+            "-c",
+            str(WORKERS),
+            "-j",
+            "2",
+            "-T",
+            str(seconds),
+            "-f",
+            str(script),
+        ]
+        command += [
+            "-h",
+            parsed.host or "127.0.0.1",
+            "-p",
+            str(parsed.port or 5432),
+            "-U",
+            parsed.username or "postgres",
+        ]
+        command += [parsed.database or "postgres"]
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=seconds + 60)
+        if done.returncode != 0:
+            return f"pgbench failed: {done.stderr.strip().splitlines()[-1] if done.stderr.strip() else done.returncode}"
+        tps = [line for line in done.stdout.splitlines() if line.startswith("tps")]
+        rate = float(tps[0].split("=")[1].split()[0]) if tps else float("nan")
+        return {"transitions_per_second": rate, "clients": WORKERS, "seconds": seconds, "output": done.stdout}
+    finally:
+        with admin.begin() as db:
+            db.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+        shutil.rmtree(state_dir, ignore_errors=True)
 
 
 def postgres_url() -> str:
@@ -306,6 +401,13 @@ def run(ctx: RunContext, result: CaseResult) -> None:
             admin.dispose()
         result.data["postgresql"] = postgres
         backends["postgresql"] = None
+        ctx.log("store: pgbench, the same statements")
+        ceiling = pgbench_ceiling(pg_url, ctx.pick(10, 2))
+        result.data["pgbench"] = ceiling
+        result.figure(
+            f"PostgreSQL's own ceiling for one transition's statements (pgbench, {WORKERS} clients, prepared)",
+            f"{ceiling['transitions_per_second']:.0f} transitions/s" if isinstance(ceiling, dict) else ceiling,
+        )
     result.data["backends"] = backends
     for name, data in (("SQLite", sqlite), ("PostgreSQL", postgres)):
         if data is None:

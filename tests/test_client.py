@@ -163,6 +163,22 @@ async def test_list_all_reads_first_page_then_the_rest_concurrently() -> None:
         assert pages[0] == "1"
 
 
+async def test_list_all_summaries_is_the_full_listing_with_only_the_index_fields() -> None:
+    with serve(servers=1200) as live:
+        async with FlexusClient(live.settings()) as client:
+            full = await client.list_all_servers(page_size=500)
+            lean = await client.list_all_summaries(page_size=500)
+            tagged = next(s for s in full if s.tags)
+            filtered = await client.list_all_summaries(tags=tagged.tags[0])
+            with pytest.raises(InvalidInput, match="offset"):
+                await client.list_all_summaries(offset=2)
+            with pytest.raises(InvalidInput, match="server_id"):
+                await client.list_all_summaries(server_id=[full[0].id])
+        assert [(s.id, s.name, s.status, s.tags) for s in lean] == [(s.id, s.name, s.status, s.tags) for s in full]
+        assert not hasattr(lean[0], "addresses")  # the rest of each server is skipped, never built
+        assert tagged.id in {s.id for s in filtered} and all(tagged.tags[0] in (s.tags or []) for s in filtered)
+
+
 async def test_batch_of_2500_is_three_concurrent_requests_with_every_job_id() -> None:
     with serve(servers=2500, job_seconds=0.1) as live:
         targets = list(live.sandbox.backend.servers)

@@ -188,6 +188,25 @@ class ListServersResponse(WireModel):
     servers: list[ServerDetail] = Field(default_factory=list)
 
 
+class ServerSummary(BaseModel):
+    """A server as a whole-fleet index needs it (completions): every other field of the answer is
+    skipped while parsing, never built, so a 10,000-server listing costs a fraction of full models."""
+
+    model_config = ConfigDict(extra="ignore", defer_build=True)
+
+    id: str
+    name: str | None = None
+    status: str | None = None
+    tags: list[str] | None = None
+
+
+class ServerSummaries(BaseModel):
+    model_config = ConfigDict(extra="ignore", defer_build=True)
+
+    count: int = 0
+    servers: list[ServerSummary] = Field(default_factory=list)
+
+
 class ListServersQuery(BaseModel):
     """Every filter of ListServersDetails. ``offset`` is a page number (1-based), not an item offset."""
 

@@ -10,6 +10,7 @@ cryptography (record MACs, checkpoints, verification) is in ``audit.py``; this m
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import threading
@@ -274,6 +275,7 @@ def make_engine(url: str, *, connect_timeout: float = 10.0, statement_timeout: f
     return engine
 
 
+@functools.lru_cache(maxsize=32)  # a pure function of the URL, asked on every audit append
 def describe_store(url: str) -> str:
     """The store as a person knows it, never with its password."""
     parsed = parse_store_url(url)
@@ -353,6 +355,7 @@ class Store:
         verify. ``checkpoints``: signs checkpoints of what this process appends (None: no checkpoints).
         Timeouts bound connecting (and waiting for a pooled connection) and each statement or lock."""
         self.url = url
+        self._store_name: str | None = None
         self.audit_keys = audit_keys
         self.checkpoints = checkpoints
         self.timeout = statement_timeout
@@ -479,16 +482,26 @@ class Store:
             conditions.append(actions.c.owner == owned_by)
         if lease_expired:
             conditions.append(or_(actions.c.lease_until.is_(None), actions.c.lease_until < now))
+        states = list(from_states)
+        change = update(actions).where(*conditions).values(state=to_state, **values)
         with self.tx() as db:
-            # The row as it was, locked until commit: the event names the state it really moved from.
-            before = db.execute(
-                select(actions.c.tool, actions.c.state).where(actions.c.id == action_id).with_for_update()
-            ).first()
-            moved = db.execute(update(actions).where(*conditions).values(state=to_state, **values)).rowcount == 1
+            before: tuple[str, str] | None
+            if len(states) == 1:
+                # One state it can have moved from: the compare-and-set names it, so the event needs no
+                # read of its own (one round trip fewer on the hot path); RETURNING gives the tool.
+                moved_row = db.execute(change.returning(actions.c.tool)).first()
+                moved, before = moved_row is not None, (moved_row.tool, states[0]) if moved_row else None
+            else:
+                # The row as it was, locked until commit: the event names the state it really moved from.
+                found = db.execute(
+                    select(actions.c.tool, actions.c.state).where(actions.c.id == action_id).with_for_update()
+                ).first()
+                before = (found.tool, found.state) if found is not None else None
+                moved = db.execute(change).rowcount == 1
             record = self._append_entry(db, audit_entry) if moved else None
         self._appended(record)
         if moved and before is not None:
-            _transitioned(before.tool, action_id, before.state, to_state, audit_entry)
+            _transitioned(before[0], action_id, before[1], to_state, audit_entry)
         return moved
 
     def renew_lease(self, action_id: str, owner: str, until: float) -> bool:
@@ -632,8 +645,16 @@ class Store:
         The head row is locked first, so concurrent writers queue here and the chain stays linear.
         A legacy chain's marker, or a key rotation record, goes in first when needed."""
         head = db.execute(select(audit_head).where(audit_head.c.id == 1).with_for_update()).mappings().one()
-        last = db.execute(select(audit.c.key_id).where(audit.c.seq == head["seq"])).first()
-        self._refuse_unkeyed(db, head["seq"], last)
+        mark, damaged = self._keyed_mark()
+        # The newest record and, when this state dir saw the log become keyed, the record it became keyed
+        # at: one read for both (every append checks them).
+        wanted = {head["seq"]} | ({mark.keyed_from} if mark is not None else set())
+        rows = {
+            row.seq: row
+            for row in db.execute(select(audit.c.seq, audit.c.key_id, audit.c.event).where(audit.c.seq.in_(wanted)))
+        }
+        last = rows.get(head["seq"])
+        self._refuse_unkeyed(db, head["seq"], last, mark, damaged, rows)
         # A head whose record is gone is for verification to report; appends go on under the current key.
         last_key_id = last.key_id if last is not None else self.audit_keys.current.id
         key = self.audit_keys.current
@@ -679,7 +700,12 @@ class Store:
 
     def _audit_store_name(self) -> str:
         """This store as a state dir's record of where its log became keyed names it: the URL, without its
-        password (nor one passed as a query parameter)."""
+        password (nor one passed as a query parameter). Every append looks it up: parsed once."""
+        if self._store_name is None:
+            self._store_name = self._render_store_name()
+        return self._store_name
+
+    def _render_store_name(self) -> str:
         parsed = parse_store_url(self.url)
         query = {name: "***" if "pass" in name.lower() else value for name, value in parsed.query.items()}
         return parsed.set(query=query).render_as_string(hide_password=True)
@@ -689,13 +715,20 @@ class Store:
             return None, []
         return self.checkpoints.keyed_mark(self._audit_store_name())
 
-    def _refuse_unkeyed(self, db: Connection, head_seq: int, last: Any) -> None:
+    def _refuse_unkeyed(
+        self,
+        db: Connection,
+        head_seq: int,
+        last: Any,
+        mark: KeyedMark | None,
+        damaged: list[str],
+        rows: dict[int, Any],
+    ) -> None:
         """Refuse to append, before anything is written (the caller's state change rolls back with it),
         to a log that has lost the keyed part this state dir saw, or to a keyed log that now ends in
         unkeyed records: continuing either would seal a chain rewritten without the key. A legacy chain
         is continued only when this state dir never saw the store keyed and it has no keyed record."""
         where, next_step = describe_store(self.url), "run flexus-ops audit verify; nothing was recorded"
-        mark, damaged = self._keyed_mark()
         if damaged:
             raise StoreError(
                 f"where the audit log in {where} became keyed is unknown ({damaged[0]})",
@@ -715,7 +748,7 @@ class Store:
                 next_step,
             )
         start = mark.keyed_from
-        first = db.execute(select(audit.c.key_id, audit.c.event).where(audit.c.seq == start)).first()
+        first = rows.get(start)  # read with the newest record, under the head's lock
         if head_seq < start:
             reason = f"the log ends at record {head_seq}"
         elif first is None:

@@ -77,7 +77,7 @@ class Completer:
             return self._index
         async with self._lock:  # askers arriving during a refresh wait for it instead of listing again
             if self._index is None or self._clock() >= self._read_at + self._ttl:
-                servers = await self._client.list_all_servers()
+                servers = await self._client.list_all_summaries()  # id, name, tags: nothing else is built
                 self.listings += 1
                 self._index = FleetIndex.build([(s.id, s.name, s.tags or []) for s in servers])
                 self._read_at = self._clock()

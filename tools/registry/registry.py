@@ -221,20 +221,22 @@ class Registry:
 
     def tools(self) -> list[ToolSpec]:
         """The tools this deployment offers: derived from each tool's safety class and the policy."""
-        return [
-            spec
-            for spec in TOOLS
-            if self.policy.tool_enabled(spec.name) and not (self.is_read_only and spec.safety is not Safety.READ)
-        ]
+        return [spec for spec in TOOLS if self._offers(spec)]
+
+    def _offers(self, spec: ToolSpec) -> bool:
+        """The one rule of what is offered: enabled by the policy, and only reads in read-only mode."""
+        return self.policy.tool_enabled(spec.name) and not (self.is_read_only and spec.safety is not Safety.READ)
 
     def spec(self, name: str) -> ToolSpec:
-        offered = {spec.name: spec for spec in self.tools()}
-        if name in offered:
-            return offered[name]
-        if name in self.specs:
+        # Asked on every call: one tool checked, not the whole offer rebuilt.
+        found = self.specs.get(name)
+        if found is not None:
+            if self._offers(found):
+                return found
             why = "read-only mode" if self.is_read_only else "the policy"
             raise Refused(f"{name} is disabled by {why}")
-        raise InvalidInput("tool", f"no tool named {name!r}; tools: {', '.join(offered)}")  # a typo: bad input
+        offered = ", ".join(spec.name for spec in self.tools())
+        raise InvalidInput("tool", f"no tool named {name!r}; tools: {offered}")  # a typo: bad input
 
     @cached_property
     def completer(self) -> Completer:

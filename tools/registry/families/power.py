@@ -392,7 +392,7 @@ START = _power_tool(
     StartServersInput,
     Safety.CHANGE,
     idempotent=True,
-    description="Start SHUTOFF servers and report each server.",
+    description="Start SHUTOFF servers.",
 )
 
 STOP = _power_tool(
@@ -400,7 +400,7 @@ STOP = _power_tool(
     StopServersInput,
     Safety.DESTRUCTIVE,
     idempotent=True,
-    description="Stop ACTIVE servers, SOFT (clean) or HARD (forced), and report each server.",
+    description="Stop ACTIVE servers, SOFT (clean) or HARD (forced).",
 )
 
 REBOOT = _power_tool(
@@ -408,5 +408,5 @@ REBOOT = _power_tool(
     RebootServersInput,
     Safety.DESTRUCTIVE,
     idempotent=False,
-    description="Reboot ACTIVE servers, SOFT or HARD, and report each server.",
+    description="Reboot ACTIVE servers, SOFT or HARD.",
 )
