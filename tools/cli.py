@@ -146,24 +146,6 @@ def _serve_logging(args: argparse.Namespace) -> None:
         setup_otel()
 
 
-def _started(registry: Registry, mode: str, listen: str) -> None:
-    """The start-up line (a log record, so JSON too): where, how, against what, which kind of store."""
-    from .core.telemetry import emit
-
-    settings = registry.settings
-    emit(
-        "started",
-        message=f"flexus-ops mcp ({mode}) listening on {listen}; cloud: {settings.target_summary()}; "
-        f"store: {settings.store_kind}",
-        surface="mcp",
-        mode=mode,
-        listen=listen,
-        target=settings.target_summary(),
-        store=settings.store_kind,
-        version=__version__,
-    )
-
-
 def _log_arguments(command: argparse.ArgumentParser) -> None:
     from .core.telemetry import LOG_FORMATS, LOG_LEVELS
 
@@ -346,10 +328,11 @@ def cmd_mcp(args: argparse.Namespace) -> int:
     _serve_logging(args)
     from .core.telemetry import log_format
     from .mcp_server import banner, build_server
+    from .serving import announce_start
 
     registry = _registry(args.read_only)
     if args.transport == "stdio":
-        _started(registry, "stdio", "stdin/stdout")
+        announce_start(registry, "mcp", "stdio", "stdin/stdout")
         if log_format() == "text":
             banner(registry, "stdio", "stdin/stdout")
         return _serve_stdio(registry, build_server(registry))
@@ -377,7 +360,7 @@ def cmd_mcp(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise InvalidInput("--host", str(exc)) from None
     url = public_base_url(registry, args.host, args.port, args.public_url) + MCP_PATH
-    _started(registry, "http", url)
+    announce_start(registry, "mcp", "http", url)
     if log_format() == "text":
         banner(registry, "streamable HTTP", url)
     token_path = None

@@ -13,9 +13,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
+
+if TYPE_CHECKING:
+    from .registry.registry import Registry
 
 HEALTH_PATHS = ("/healthz", "/readyz", "/metrics")  # answered while draining too
 
@@ -105,3 +108,23 @@ class DrainingServer(uvicorn.Server):
         if self.stopped_by is not None and (self.drain.in_flight == 0 or time.monotonic() >= self._deadline):
             self.should_exit = True
         return await super().on_tick(counter)
+
+
+def announce_start(registry: Registry, surface: str, mode: str, listen: str) -> None:
+    """The start-up line of a long-running surface (a log record, so JSON too): where, how, against what
+    and with which kind of store; never a secret."""
+    from . import __version__
+    from .core.telemetry import emit
+
+    settings = registry.settings
+    emit(
+        "started",
+        message=f"flexus-ops {surface} ({mode}) listening on {listen}; cloud: {settings.target_summary()}; "
+        f"store: {settings.store_kind}",
+        surface=surface,
+        mode=mode,
+        listen=listen,
+        target=settings.target_summary(),
+        store=settings.store_kind,
+        version=__version__,
+    )

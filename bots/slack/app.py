@@ -28,10 +28,10 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from flexus_ops.core.errors import ConfigurationError
-from flexus_ops.core.telemetry import emit, log_format
+from flexus_ops.core.telemetry import log_format
 from flexus_ops.observability import Metrics, Probes, ProbeServer
 from flexus_ops.registry.registry import Registry
-from flexus_ops.serving import Drain, Draining
+from flexus_ops.serving import Drain, Draining, announce_start
 
 from ..chat.verbs import VERBS, problems
 from . import listeners
@@ -192,21 +192,6 @@ def describe(bot: SlackBot, mode: str, where: str) -> str:
     return "\n".join(lines)
 
 
-def started(registry: Registry, mode: str, listen: str) -> None:
-    """The start-up line: where, how, against what and with which kind of store; never a secret."""
-    settings = registry.settings
-    emit(
-        "started",
-        message=f"flexus-ops slack ({mode}) listening on {listen}; cloud: {settings.target_summary()}; "
-        f"store: {settings.store_kind}",
-        surface="slack",
-        mode=mode,
-        listen=listen,
-        target=settings.target_summary(),
-        store=settings.store_kind,
-    )
-
-
 def main(
     *,
     host: str = "127.0.0.1",
@@ -231,7 +216,8 @@ def main(
     bot = SlackBot(registry, settings, owns_registry=True)
     if chosen == "socket":
         probes = ProbeServer(Probes(registry), host, health_port) if health_port is not None else None
-        started(registry, "socket", f"http://{host}:{health_port} (probes)" if probes else "none (no --health-port)")
+        listen = f"http://{host}:{health_port} (probes)" if probes else "none (no --health-port)"
+        announce_start(registry, "slack", "socket", listen)
         if log_format() == "text":
             print(
                 describe(bot, "Socket Mode", "connecting with SLACK_APP_TOKEN (no public URL needed)"), file=sys.stderr
@@ -239,7 +225,7 @@ def main(
         return asyncio.run(bot.run_socket_mode(probes))
     drain = Drain(on_drain=[bot.registry.start_draining])
     app = bot.asgi(drain)
-    started(registry, "http", f"http://{host}:{port}{EVENTS_PATH}")
+    announce_start(registry, "slack", "http", f"http://{host}:{port}{EVENTS_PATH}")
     if log_format() == "text":
         print(describe(bot, "HTTP", f"http://{host}:{port}{EVENTS_PATH}"), file=sys.stderr)
     # log_config=None: uvicorn's records go through the process's handler (text or JSON), not its own.
