@@ -224,10 +224,8 @@ def _stop_on_sigterm(registry: Registry, task: asyncio.Task[Any] | None) -> asyn
     terminated = asyncio.Event()
 
     def on_sigterm() -> None:
-        rolling = "gate" in registry.__dict__ and bool(registry.gate.rollouts)
-        if rolling and not terminated.is_set():
+        if not terminated.is_set() and registry.start_draining():
             _say("terminated: no further wave is sent; recording where the rollout stopped")
-            registry.start_draining()
         elif task is not None:
             task.cancel()
         terminated.set()

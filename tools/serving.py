@@ -31,7 +31,7 @@ class Drain:
 
     draining: bool = False
     in_flight: int = 0
-    on_drain: list[Callable[[], None]] = field(default_factory=list)
+    on_drain: list[Callable[[], object]] = field(default_factory=list)
     """Called once when draining starts (``Registry.start_draining``: rollouts send no further wave)."""
 
     def start(self) -> None:

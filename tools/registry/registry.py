@@ -386,11 +386,14 @@ class Registry:
             message += "\nAfter you confirm, a second person must approve it."
         return f"{message}\n(preview {action.id})"
 
-    def start_draining(self) -> None:
-        """The process is stopping: readiness says no, and rollouts running here send no further wave."""
+    def start_draining(self) -> bool:
+        """The process is stopping: readiness says no, and rollouts running here send no further wave.
+        True when a rollout was running here (it now records where it stopped, once its wave has ended)."""
         self.draining = True
-        if "gate" in self.__dict__:
-            self.gate.stop_sending()
+        if "gate" not in self.__dict__ or not self.gate.rollouts:
+            return False
+        self.gate.stop_sending()
+        return True
 
     async def not_ready_because(self) -> str | None:
         """For readiness probes: None when ready, else one word: ``draining`` (shutting down), ``policy``
