@@ -53,25 +53,7 @@ class Settler:
             if outcome is None:
                 continue
             final, detail = outcome
-            entry = self.gate.entry(
-                "reconciled",
-                action,
-                person="flexus-ops",
-                surface="settler",
-                resent=False,
-                was=action["state"],
-                outcome=final,
-                **detail,
-            )
-            if await self.gate.store.transition(
-                action["id"],
-                [action["state"]],
-                final,
-                lease_expired=True,
-                secret=None,
-                result_json=json.dumps({"reconciled": detail}),
-                audit_entry=entry,
-            ):
+            if await self._reconcile(action, final, detail, result_json=json.dumps({"reconciled": detail})):
                 settled.append(action["id"])
         return settled
 
@@ -176,6 +158,19 @@ class Settler:
             rollout=rollout,
             resume=resume_call(action, left) if left else None,
         )
+        observed = {sid: outcome for sid, (outcome, _d) in outcomes.items()}
+        return await self._reconcile(
+            action,
+            final,
+            {"wave": rollout.reached, "not_started": len(left), "observed": observed},
+            result_json=result.model_dump_json(),
+            rollout_json=rollout.model_dump_json(),
+            wave=rollout.reached,
+        )
+
+    async def _reconcile(self, action: dict[str, Any], final: str, detail: dict[str, Any], **values: Any) -> bool:
+        """The settler's one transition: only once the owner's lease has run out, never re-sending anything,
+        with its "reconciled" audit record in the same transaction."""
         entry = self.gate.entry(
             "reconciled",
             action,
@@ -184,20 +179,10 @@ class Settler:
             resent=False,
             was=action["state"],
             outcome=final,
-            wave=rollout.reached,
-            not_started=len(left),
-            observed={sid: outcome for sid, (outcome, _d) in outcomes.items()},
+            **detail,
         )
         return await self.gate.store.transition(
-            action["id"],
-            [action["state"]],
-            final,
-            lease_expired=True,
-            secret=None,
-            result_json=result.model_dump_json(),
-            rollout_json=rollout.model_dump_json(),
-            wave=rollout.reached,
-            audit_entry=entry,
+            action["id"], [action["state"]], final, lease_expired=True, secret=None, audit_entry=entry, **values
         )
 
     async def _wave_outcomes(

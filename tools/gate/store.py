@@ -151,6 +151,15 @@ def _v1_tables(db: Connection) -> None:
         db.execute(insert(audit_head).values(id=1, seq=0, hash=GENESIS))
 
 
+def _add_missing_columns(db: Connection, table: str, columns: dict[str, str]) -> None:
+    """Step 1 creates each table from today's definition, which already has every column; an older
+    database gets the ones it lacks."""
+    have = {column["name"] for column in inspect(db).get_columns(table)}
+    for name, kind in columns.items():
+        if name not in have:
+            db.execute(text(f"ALTER TABLE {table} ADD COLUMN {name} {kind}"))
+
+
 def _v2_open_action_index(db: Connection) -> None:
     # Previews are looked up by (person, tool, arguments) on every confirmation.
     # Raw DDL: an Index object would attach to the table and be created by step 1 already.
@@ -159,36 +168,22 @@ def _v2_open_action_index(db: Connection) -> None:
 
 def _v3_answer_key(db: Connection) -> None:
     # The elicitation answer that confirmed an action, consumed with it: a replayed answer finds its action.
-    # Step 1 creates the table from today's definition, which already has the column.
-    if "answer_key" not in {column["name"] for column in inspect(db).get_columns("flexus_actions")}:
-        db.execute(text("ALTER TABLE flexus_actions ADD COLUMN answer_key VARCHAR(64)"))
+    _add_missing_columns(db, "flexus_actions", {"answer_key": "VARCHAR(64)"})
     db.execute(text("CREATE UNIQUE INDEX IF NOT EXISTS ix_flexus_actions_answer ON flexus_actions (answer_key)"))
 
 
 def _v4_keyed_audit(db: Connection) -> None:
-    # Step 1 creates the table from today's definition, which already has the column.
-    if "key_id" not in {column["name"] for column in inspect(db).get_columns("flexus_audit")}:
-        db.execute(text("ALTER TABLE flexus_audit ADD COLUMN key_id VARCHAR(16)"))
+    _add_missing_columns(db, "flexus_audit", {"key_id": "VARCHAR(16)"})
     # Each writing process looks its checkpoint key record up by event, once.
     db.execute(text("CREATE INDEX IF NOT EXISTS ix_flexus_audit_event ON flexus_audit (event)"))
 
 
 def _v5_execution_lease(db: Connection) -> None:
-    # Step 1 creates the table from today's definition, which already has the columns.
-    have = {column["name"] for column in inspect(db).get_columns("flexus_actions")}
-    if "owner" not in have:
-        db.execute(text("ALTER TABLE flexus_actions ADD COLUMN owner VARCHAR(80)"))
-    if "lease_until" not in have:
-        db.execute(text("ALTER TABLE flexus_actions ADD COLUMN lease_until FLOAT"))
+    _add_missing_columns(db, "flexus_actions", {"owner": "VARCHAR(80)", "lease_until": "FLOAT"})
 
 
 def _v6_rollout_progress(db: Connection) -> None:
-    # Step 1 creates the table from today's definition, which already has the columns.
-    have = {column["name"] for column in inspect(db).get_columns("flexus_actions")}
-    if "wave" not in have:
-        db.execute(text("ALTER TABLE flexus_actions ADD COLUMN wave INTEGER"))
-    if "rollout_json" not in have:
-        db.execute(text("ALTER TABLE flexus_actions ADD COLUMN rollout_json TEXT"))
+    _add_missing_columns(db, "flexus_actions", {"wave": "INTEGER", "rollout_json": "TEXT"})
 
 
 MIGRATIONS: list[Callable[[Connection], None]] = [
