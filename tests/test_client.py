@@ -8,7 +8,7 @@ import base64
 import pytest
 
 from flexus_ops.cloud.client import FlexusClient
-from flexus_ops.cloud.models import JobResult
+from flexus_ops.cloud.models import Job, JobPoll
 from flexus_ops.config import Settings
 from flexus_ops.core.errors import (
     AuthenticationError,
@@ -212,7 +212,7 @@ async def test_stop_reports_per_server_failures_and_keeps_reasons(live: LiveSand
     targets = [active[0], locked[0], shutoff[0]]
     live.sandbox.knobs.failing_server_ids = {active[1]}
     targets.append(active[1])
-    seen: list[JobResult] = []
+    seen: list[JobPoll] = []
     async with FlexusClient(live.settings()) as client:
         submission = await client.batch_stop(targets, type="HARD")
         assert server_view(live, active[0])["OS-EXT-STS:task_state"] == "powering-off"
@@ -528,3 +528,35 @@ async def test_password_user_name_rules_are_each_servers_by_its_os(live: LiveSan
                 await client.batch_reset_password(ids, password, dry_run=True)
             assert (caught.value.status, caught.value.code) == (400, "Ecs.0011") and rule in caught.value.message
             assert password not in caught.value.message
+
+
+async def test_progress_polls_count_done_servers_and_agree_with_the_full_job(live: LiveSandbox) -> None:
+    live.sandbox.knobs.job_seconds = 0.3
+    targets = servers_in(live, "ACTIVE")[:5]
+    seen: list[JobPoll] = []
+    async with FlexusClient(live.settings(job_poll_seconds=0.05, job_poll_max_seconds=0.05)) as client:
+        submission = await client.batch_stop(targets)
+        (job_id,) = submission.job_ids
+        # The cheap reading of a raw body says what the full model of the same body says.
+        body = (await client._send("GET", await client._url(f"/jobs/{job_id}"))).content
+        assert JobPoll.from_body(job_id, body) == JobPoll.from_job(job_id, Job.model_validate_json(body))
+        result = await client.wait_for_job(job_id, on_progress=seen.append)
+    assert seen[0].status in ("INIT", "RUNNING") and seen[0].sub_jobs_done < len(targets)
+    assert seen[-1].status == result.status == "SUCCESS"
+    assert seen[-1].sub_jobs_done == seen[-1].sub_jobs_seen == len(targets) == len(result.servers)
+    assert [poll.sub_jobs_done for poll in seen] == sorted(poll.sub_jobs_done for poll in seen)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"not json",
+        b"[]",
+        b'{"status": 1}',
+        b'{"status": "RUNNING", "entities": {"sub_jobs": "many"}}',
+        b'{"status": "RUNNING", "entities": {"sub_jobs": [{"status": 2}]}}',
+        b'{"status": "RUNNING", "entities": {"sub_jobs_total": "3"}}',
+    ],
+)
+def test_a_job_body_off_the_documented_shape_is_left_to_full_validation(body: bytes) -> None:
+    assert JobPoll.from_body("job-1", body) is None

@@ -39,6 +39,7 @@ from .models import (
     BatchSubmission,
     FailedChunk,
     Job,
+    JobPoll,
     JobResult,
     ListServersQuery,
     ListServersResponse,
@@ -65,7 +66,7 @@ SANDBOX_BASE_URL = "http://sandbox.flexus.invalid"
 
 M = TypeVar("M", bound=BaseModel)
 Page = TypeVar("Page", ListServersResponse, ServerSummaries)  # what one listing page parses into
-ProgressCallback = Callable[[JobResult], Awaitable[None] | None]
+ProgressCallback = Callable[[JobPoll], Awaitable[None] | None]
 log = logging.getLogger("flexus_ops.cloud")
 
 
@@ -366,10 +367,14 @@ class FlexusClient:
         return servers
 
     async def show_job(self, job_id: str) -> Job:
+        response = await self._send("GET", await self._url(f"/jobs/{self._checked_job_id(job_id)}"))
+        return Job.model_validate_json(response.content)
+
+    @staticmethod
+    def _checked_job_id(job_id: str) -> str:
         if not job_id or len(job_id) > 64 or not job_id.replace("-", "").isalnum():
             raise InvalidInput("job_id", "must be the job id a batch call returned (letters, digits, '-')")
-        response = await self._send("GET", await self._url(f"/jobs/{job_id}"))
-        return Job.model_validate(response.json())
+        return job_id
 
     # -- batch power actions -----------------------------------------------------------------
 
@@ -493,26 +498,32 @@ class FlexusClient:
     ) -> JobResult:
         """Poll ShowJob until SUCCESS or FAIL, backing off; per-server outcomes come from sub_jobs. INIT and
         RUNNING are polled; PENDING_PAYMENT is returned at once (no poll pays an order). Gives up after
-        ``max_wait_seconds`` (default FLEXUS_JOB_WAIT_SECONDS) with ``JobTimeout``: the job goes on."""
+        ``max_wait_seconds`` (default FLEXUS_JOB_WAIT_SECONDS) with ``JobTimeout``: the job goes on.
+
+        The interval runs from one poll's start to the next, so a slow answer does not push every later
+        poll back; only the answer that stops the wait is parsed into every server's outcome."""
         if max_wait_seconds is None:
             max_wait_seconds = self.settings.job_wait_seconds
+        url = await self._url(f"/jobs/{self._checked_job_id(job_id)}")
         started = time.monotonic()
         interval = self.settings.job_poll_seconds
-        last_status: str | None = None
         while True:
-            job = await self.show_job(job_id)
-            result = JobResult.from_job(job_id, job)
-            last_status = result.status
+            polled_at = time.monotonic()
+            body = (await self._send("GET", url)).content
+            poll = JobPoll.from_body(job_id, body)
+            job = Job.model_validate_json(body) if poll is None else None
+            if poll is None:
+                poll = JobPoll.from_job(job_id, job)  # type: ignore[arg-type]
             if on_progress is not None:
-                maybe = on_progress(result)
+                maybe = on_progress(poll)
                 if inspect.isawaitable(maybe):
                     await maybe
-            if job.stops_waiting:
-                return result
+            if poll.stops_waiting:
+                return JobResult.from_job(job_id, job or Job.model_validate_json(body))
             waited = time.monotonic() - started
             if waited + interval > max_wait_seconds:
-                raise JobTimeout(job_id, waited, last_status)
-            await asyncio.sleep(interval)
+                raise JobTimeout(job_id, waited, poll.status)
+            await asyncio.sleep(max(0.0, polled_at + interval - time.monotonic()))
             interval = min(interval * 1.5, self.settings.job_poll_max_seconds)
 
     async def wait_for_jobs(

@@ -9,6 +9,7 @@ API never breaks parsing.
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -332,6 +333,63 @@ class ServerOutcome(BaseModel):
     end_time: str | None = None
     error_code: str | None = None
     fail_reason: str | None = None
+
+
+class JobPoll(BaseModel):
+    """One poll of a job, as much as progress needs: its status and how many of its servers are done.
+
+    Read from the raw ShowJob body without building a model per sub-job: a running 1,000-server job
+    answers ~300 KB on every poll, and only the final answer needs every server's outcome."""
+
+    job_id: str
+    status: str
+    sub_jobs_total: int | None = None
+    sub_jobs_done: int = 0
+    sub_jobs_seen: int = 0
+
+    @property
+    def stops_waiting(self) -> bool:
+        return self.status in FINAL_JOB_STATUSES or self.status == WAITING_FOR_PAYMENT
+
+    @classmethod
+    def from_job(cls, job_id: str, job: Job) -> JobPoll:
+        subs = (job.entities.sub_jobs if job.entities else None) or []
+        return cls(
+            job_id=job.job_id or job_id,
+            status=job.status or "UNKNOWN",
+            sub_jobs_total=job.entities.sub_jobs_total if job.entities else None,
+            sub_jobs_done=sum(sub.status in FINAL_JOB_STATUSES for sub in subs),
+            sub_jobs_seen=len(subs),
+        )
+
+    @classmethod
+    def from_body(cls, job_id: str, body: bytes) -> JobPoll | None:
+        """The poll from a ShowJob body, or None when the body is not the documented shape (the caller
+        then validates it in full, so a malformed answer fails exactly as ``show_job`` fails)."""
+        try:
+            data = json.loads(body)
+        except ValueError:
+            return None
+        if not isinstance(data, dict):
+            return None
+        status, entities = data.get("status"), data.get("entities") or {}
+        subs = entities.get("sub_jobs") if isinstance(entities, dict) else None
+        total = entities.get("sub_jobs_total") if isinstance(entities, dict) else None
+        if not (
+            isinstance(status, str | None)
+            and isinstance(data.get("job_id"), str | None)
+            and isinstance(subs, list | None)
+            and (total is None or (isinstance(total, int) and not isinstance(total, bool)))
+            and all(isinstance(sub, dict) and isinstance(sub.get("status"), str | None) for sub in subs or ())
+        ):
+            return None
+        return cls(
+            job_id=data.get("job_id") or job_id,
+            status=status or "UNKNOWN",
+            sub_jobs_total=total,
+            sub_jobs_done=sum(sub.get("status") in FINAL_JOB_STATUSES for sub in subs or ()),
+            sub_jobs_seen=len(subs or ()),
+        )
 
 
 class JobResult(BaseModel):

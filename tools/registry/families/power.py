@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from ...cloud import rules
-from ...cloud.models import JobResult, ServerDetail
+from ...cloud.models import JobPoll, ServerDetail
 from ...core.errors import FlexusError, JobTimeout, TransportError, bounded
 from ...core.plans import ActionResult, ChangeOutput, Plan, PlanItem, ServerResult, WaveReport
 from ...core.tools import Execution, Safety, ToolContext, ToolSpec
@@ -160,8 +160,8 @@ class WaveProgress:
         self.ctx, self.wave, self.waves, self.before, self.total = ctx, wave, waves, before, total
         self.done: dict[str, int] = {}
 
-    async def update(self, job: JobResult) -> None:
-        self.done[job.job_id] = sum(o.status in ("SUCCESS", "FAIL") for o in job.servers)
+    async def update(self, poll: JobPoll) -> None:
+        self.done[poll.job_id] = poll.sub_jobs_done
         done, size = sum(self.done.values()), len(self.wave.servers)
         if 0 < done < size:  # the wave's end is reported once its servers are at the target status
             note = f"wave {self.wave.number} of {self.waves}: {done} of {size} servers done"

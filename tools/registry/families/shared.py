@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Literal
 
-from ...cloud.models import JobResult, ServerDetail, ServerOutcome
+from ...cloud.models import JobPoll, JobResult, ServerDetail, ServerOutcome
 from ...core.plans import ActionResult, PlanItem, ServerResult
 from ...core.tools import Execution, ToolContext
 
@@ -56,10 +56,10 @@ class JobProgress:
         self._total = total
         self._done: dict[str, int] = {}
 
-    async def update(self, result: JobResult) -> None:
-        self._done[result.job_id] = sum(o.status in ("SUCCESS", "FAIL") for o in result.servers)
+    async def update(self, poll: JobPoll) -> None:
+        self._done[poll.job_id] = poll.sub_jobs_done
         done = sum(self._done.values())
-        total = self._total if self._total is not None else len(result.servers) or None
+        total = self._total if self._total is not None else poll.sub_jobs_total or poll.sub_jobs_seen or None
         await self._ctx.progress(done, total, f"{done} of {total or '?'} servers done")
 
 
