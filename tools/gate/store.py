@@ -13,6 +13,7 @@ import asyncio
 import functools
 import json
 import logging
+import select as select_module
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -44,7 +45,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import ArgumentError, DBAPIError, DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as SQLATimeoutError
 
 from ..core.entries import AuditEntry
@@ -215,9 +216,47 @@ def _sqlite_engine(url: str, busy_seconds: float) -> Engine:
     def _on_begin(connection: Connection) -> None:
         # IMMEDIATE takes the write lock up front, so read-then-write transactions (the audit
         # append) are serialised instead of failing with "database is locked" on upgrade.
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # A single-statement read (Store.read) runs without one: WAL gives it a committed snapshot.
+        if connection.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
+
+
+PING_IDLE_SECONDS = 1.0
+"""A pooled PostgreSQL connection idle this long is pinged before use; one used more recently is checked
+without a round trip."""
+
+
+def _check_on_checkout(engine: Engine) -> None:
+    """What ``pool_pre_ping`` does, without its round trip for a connection that was just used (the hot path
+    takes one per transaction). A server that went away since (restarted, or ended the session) has closed
+    the socket or sent an error, so the idle socket is readable: only then, or after a second idle, is the
+    connection pinged. A connection that fails is replaced before anyone uses it (DisconnectionError makes
+    the pool connect anew), as with pre-ping."""
+
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(_dbapi_connection: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        idle_since = record.info.pop("idle_since", None)
+        if idle_since is None:
+            return  # just connected
+        if dbapi_connection.closed:
+            raise DisconnectionError("the connection was closed")
+        if time.monotonic() - idle_since < PING_IDLE_SECONDS:
+            try:
+                readable, _, _ = select_module.select([dbapi_connection.fileno()], [], [], 0)
+            except (OSError, ValueError):
+                readable = [True]
+            if not readable:
+                return  # nothing arrived on an idle session: the server has not closed it
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except engine.dialect.loaded_dbapi.Error as exc:
+            raise DisconnectionError(f"the connection failed its ping ({type(exc).__name__})") from exc
 
 
 def parse_store_url(url: str) -> URL:
@@ -252,10 +291,10 @@ def make_engine(url: str, *, connect_timeout: float = 10.0, statement_timeout: f
         parsed,
         pool_size=10,
         max_overflow=20,
-        pool_pre_ping=True,
         pool_timeout=connect_timeout,
         connect_args={"connect_timeout": max(1, round(connect_timeout))},
     )
+    _check_on_checkout(engine)
     statement_ms = int(statement_timeout * 1000)
 
     @event.listens_for(engine, "connect")
@@ -378,6 +417,16 @@ class Store:
         except STORE_FAILURES as exc:
             raise store_error(exc, self.url, self.timeout) from None
 
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        """For a read of one statement: no transaction of its own (no BEGIN and COMMIT round trips on
+        PostgreSQL, no write lock on SQLite). The statement sees committed rows, as in a transaction."""
+        try:
+            with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+                yield connection
+        except STORE_FAILURES as exc:
+            raise store_error(exc, self.url, self.timeout) from None
+
     def migrate(self, target: int | None = None) -> int:
         """Create or upgrade the schema in place, one numbered step at a time, and return the version.
 
@@ -421,18 +470,18 @@ class Store:
         _transitioned(row.get("tool"), row.get("id"), None, row.get("state"), audit_entry)
 
     def get_action(self, action_id: str) -> dict[str, Any] | None:
-        with self.tx() as db:
+        with self.read() as db:
             found = db.execute(select(actions).where(actions.c.id == action_id)).mappings().first()
         return dict(found) if found else None
 
     def action_by_answer(self, answer_key: str) -> dict[str, Any] | None:
-        with self.tx() as db:
+        with self.read() as db:
             found = db.execute(select(actions).where(actions.c.answer_key == answer_key)).mappings().first()
         return dict(found) if found else None
 
     def find_open_action(self, person: str, tool: str, args_hash: str, states: Sequence[str]) -> dict[str, Any] | None:
         """The newest unexpired action of this person for these exact arguments."""
-        with self.tx() as db:
+        with self.read() as db:
             found = (
                 db.execute(
                     select(actions)
@@ -516,7 +565,7 @@ class Store:
     def unsettled(self, states: Sequence[str], limit: int) -> list[dict[str, Any]]:
         """Executions nobody owns any more (no lease, or an expired one), oldest first."""
         now = self.clock()
-        with self.tx() as db:
+        with self.read() as db:
             rows = (
                 db.execute(
                     select(actions)
@@ -556,7 +605,7 @@ class Store:
             return bytes(row["reveal_secret"])
 
     def actions_in(self, states: Sequence[str], limit: int = 200) -> list[dict[str, Any]]:
-        with self.tx() as db:
+        with self.read() as db:
             rows = (
                 db.execute(
                     select(actions).where(actions.c.state.in_(states)).order_by(actions.c.created_at).limit(limit)
@@ -567,7 +616,7 @@ class Store:
         return [dict(row) for row in rows]
 
     def due_for_expiry(self, states: Sequence[str]) -> list[dict[str, Any]]:
-        with self.tx() as db:
+        with self.read() as db:
             rows = (
                 db.execute(select(actions).where(actions.c.state.in_(states), actions.c.expires_at <= self.clock()))
                 .mappings()
