@@ -35,8 +35,74 @@ GOAL_PER_SECOND = 500
 SANDBOX_SERVERS = 200
 
 
-def _registry(url: str, state_dir: str) -> Any:
+class _Meter:
+    """Where a worker's time goes, counted on its own threads while it runs cycles.
 
+    ``store``: CPU on the store's threads inside its calls (SQLAlchemy, the driver, the audit MACs and
+    checkpoints). ``sandbox``: CPU inside the embedded sandbox's ASGI app, the stand-in for the cloud's
+    servers (a real cloud spends it elsewhere). The rest of the process's CPU is the registry, the gate
+    and the cloud client (httpx, request signing, response models), which a real deployment spends too.
+    The sandbox's share is measured on the event loop's thread around each request; a worker runs one
+    call at a time, so nothing else runs on that thread meanwhile."""
+
+    STORE_CALLS = (
+        "create_action",
+        "get_action",
+        "find_open_action",
+        "transition",
+        "renew_lease",
+        "due_for_expiry",
+        "erase_stale_reveals",
+        "append_audit",
+    )
+
+    def __init__(self) -> None:
+        self.store = 0.0
+        self.sandbox = 0.0
+        self.store_calls = 0
+        self.statements = 0
+
+    def reset(self) -> None:
+        self.store = self.sandbox = 0.0
+        self.store_calls = self.statements = 0
+
+    def watch_store(self, store: Any) -> None:
+        from sqlalchemy import event
+
+        for name in self.STORE_CALLS:
+            # AsyncStore runs each call as getattr(store, name): the instance's timed one.
+            setattr(store, name, self._timed_store_call(getattr(store, name)))
+
+        @event.listens_for(store.engine, "before_cursor_execute")
+        def _statement(*_args: Any) -> None:
+            self.statements += 1
+
+    def _timed_store_call(self, call: Any) -> Any:
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            start = time.thread_time()
+            try:
+                return call(*args, **kwargs)
+            finally:
+                self.store += time.thread_time() - start
+                self.store_calls += 1
+
+        return timed
+
+    def sandbox_app(self, app: Any) -> Any:
+        async def timed(scope: Any, receive: Any, send: Any) -> None:
+            start = time.thread_time()
+            try:
+                await app(scope, receive, send)
+            finally:
+                self.sandbox += time.thread_time() - start
+
+        return timed
+
+
+def _registry(url: str, state_dir: str, meter: _Meter | None = None) -> Any:
+    import httpx
+
+    from flexus_ops.cloud.client import FlexusClient
     from flexus_ops.config import Settings
     from flexus_ops.gate.audit import Checkpointer
     from flexus_ops.gate.policy import Person, Policy, Role
@@ -48,13 +114,15 @@ def _registry(url: str, state_dir: str) -> Any:
     settings = Settings(state_dir=Path(state_dir), sandbox_job_seconds=0.0, sandbox_servers=SANDBOX_SERVERS)
     policy = Policy(people=[Person(id="bench", roles=[Role.OPERATOR], principals=[PRINCIPAL])])
     keys = Keys.load(Path(state_dir))
-    return Registry(
-        settings=settings,
-        client=make_client(settings),
-        store=Store(url, keys.audit, checkpoints=Checkpointer(Path(state_dir))),  # as a surface's registry
-        policy=policy,
-        keys=keys,
-    )
+    client = make_client(settings)
+    store = Store(url, keys.audit, checkpoints=Checkpointer(Path(state_dir)))  # as a surface's registry
+    if meter is not None:
+        # The same sandbox, reached through an app that times it.
+        client = FlexusClient(
+            settings, sandbox=client.sandbox, transport=httpx.ASGITransport(app=meter.sandbox_app(client.sandbox.app))
+        )
+        meter.watch_store(store)
+    return Registry(settings=settings, client=client, store=store, policy=policy, keys=keys)
 
 
 def _caller() -> Any:
@@ -64,12 +132,14 @@ def _caller() -> Any:
 
 
 async def _cycles(url: str, state_dir: str, worker: int, count: int, barrier: Any) -> dict[str, Any]:
-    registry = _registry(url, state_dir)
+    meter = _Meter()
+    registry = _registry(url, state_dir, meter)
     caller = _caller()
     try:
         # A frozen server (the sandbox freezes 1 in 50, as the cloud does for arrears) refuses changes.
         server = next(s.id for s in (await registry.client.list_servers(limit=10)).servers if not s.frozen)
         barrier.wait()
+        meter.reset()
         started = time.time()
         cpu = time.process_time()
         latencies = []
@@ -92,6 +162,10 @@ async def _cycles(url: str, state_dir: str, worker: int, count: int, barrier: An
         "started": started,
         "finished": finished,
         "cpu_seconds": cpu,
+        "store_cpu_seconds": meter.store,
+        "sandbox_cpu_seconds": meter.sandbox,
+        "store_calls": meter.store_calls,
+        "sql_statements": meter.statements,
         "cycles": count,
         "writes": writes,
         "cycle_seconds": latencies,
@@ -250,6 +324,18 @@ def measure(url: str, cycles: int, race: int) -> dict[str, Any]:
         "cycle_seconds": [s for r in runs for s in r["cycle_seconds"]],
         # CPU each worker spent per cycle: with 4 workers on this machine's cores, it caps the rate.
         "cpu_seconds_per_cycle": sum(r["cpu_seconds"] for r in runs) / total_cycles,
+        # ... split by layer (see _Meter): the store, the embedded sandbox, and the rest (registry, gate,
+        # cloud client).
+        "cpu_split_per_cycle": {
+            "store": sum(r["store_cpu_seconds"] for r in runs) / total_cycles,
+            "sandbox": sum(r["sandbox_cpu_seconds"] for r in runs) / total_cycles,
+            "registry_gate_client": sum(
+                r["cpu_seconds"] - r["store_cpu_seconds"] - r["sandbox_cpu_seconds"] for r in runs
+            )
+            / total_cycles,
+        },
+        "sql_statements_per_cycle": sum(r["sql_statements"] for r in runs) / total_cycles,
+        "store_calls_per_cycle": sum(r["store_calls"] for r in runs) / total_cycles,
         "cpus": os.cpu_count(),
         "after_cycles": after_cycles,
         "race": {
@@ -424,6 +510,18 @@ def run(ctx: RunContext, result: CaseResult) -> None:
         result.figure(
             f"{name}: worker CPU per cycle",
             f"{fmt_seconds(per_cycle)} (so {data['cpus']} cores cap this at ~{cap:.0f} transitions/s)",
+        )
+        split = data["cpu_split_per_cycle"]
+        result.figure(
+            f"{name}: worker CPU per transition, by layer",
+            f"store {fmt_seconds(split['store'] / TRANSITIONS_PER_CYCLE)}, "
+            f"registry + gate + cloud client {fmt_seconds(split['registry_gate_client'] / TRANSITIONS_PER_CYCLE)}, "
+            f"embedded sandbox {fmt_seconds(split['sandbox'] / TRANSITIONS_PER_CYCLE)} "
+            f"(without the sandbox: {fmt_seconds((per_cycle - split['sandbox']) / TRANSITIONS_PER_CYCLE)})",
+        )
+        result.figure(
+            f"{name}: SQL statements per cycle",
+            f"{data['sql_statements_per_cycle']:.1f} in {data['store_calls_per_cycle']:.1f} store calls",
         )
         race_data = data["race"]
         result.figure(
