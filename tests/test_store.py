@@ -116,6 +116,35 @@ def test_a_transition_from_several_states_names_the_one_it_left_and_checks_every
     store.engine.dispose()
 
 
+@pytest.mark.parametrize("idle", [0.0, 1.5])
+def test_a_pooled_connection_the_server_ended_is_replaced_before_use(
+    store_url: str, tmp_path: Path, idle: float
+) -> None:
+    """A connection is pinged only after a second idle; one used just before is checked without a round
+    trip. Either way, one whose session the server ended (a restart, an administrator) is never used."""
+    if not store_url.startswith("postgresql"):
+        pytest.skip("a PostgreSQL connection pool")
+    from sqlalchemy import text
+
+    from flexus_ops.gate.store import make_engine
+
+    store = Store(store_url, audit_keys(tmp_path))
+    admin = make_engine(store_url)
+    try:
+        with store.engine.connect() as db:
+            pid = db.execute(text("SELECT pg_backend_pid()")).scalar()
+        with admin.begin() as db:
+            assert db.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid}).scalar()
+        time.sleep(idle + 0.2)  # the server's goodbye reaches the idle socket
+        action_id = pending_action(store)
+        assert store.get_action(action_id) is not None
+        with store.engine.connect() as db:
+            assert db.execute(text("SELECT pg_backend_pid()")).scalar() != pid
+    finally:
+        admin.dispose()
+        store.engine.dispose()
+
+
 def test_audit_chain_stays_linear_under_concurrent_processes(store_url: str, tmp_path: Path) -> None:
     keys = audit_keys(tmp_path)
     Store(store_url, keys).engine.dispose()  # migrate once up front; the workers only append
