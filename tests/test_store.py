@@ -116,6 +116,28 @@ def test_a_transition_from_several_states_names_the_one_it_left_and_checks_every
     store.engine.dispose()
 
 
+def test_a_sqlite_read_takes_no_write_lock_and_leaves_the_connection_as_it_was(tmp_path: Path) -> None:
+    """A read runs without BEGIN IMMEDIATE: it answers while another process holds the write lock, and the
+    pooled connection stays in the store's own transaction control for the writes after it."""
+    import sqlite3
+
+    path = tmp_path / "store.db"
+    store = Store(f"sqlite:///{path}", audit_keys(tmp_path), statement_timeout=0.5)
+    action_id = pending_action(store)
+    writer = sqlite3.connect(path, isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")
+    try:
+        action = store.get_action(action_id)  # would wait out the lock, then fail, under BEGIN IMMEDIATE
+        assert action is not None and action["state"] == "pending"
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+    with store.engine.connect() as db:
+        assert db.connection.driver_connection.isolation_level is None
+    assert store.transition(action_id, ["pending"], "executing")
+    store.engine.dispose()
+
+
 @pytest.mark.parametrize("idle", [0.0, 1.5])
 def test_a_pooled_connection_the_server_ended_is_replaced_before_use(
     store_url: str, tmp_path: Path, idle: float

@@ -258,6 +258,10 @@ MIGRATIONS: list[Callable[[Connection], None]] = [
 """Append-only: a released step is never edited, a change is a new step."""
 
 
+SINGLE_READ = "flexus_single_read"
+"""The execution option of a connection that runs one read without a transaction of its own (Store.read)."""
+
+
 def _sqlite_engine(url: str, busy_seconds: float) -> Engine:
     engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": busy_seconds})
     busy_ms = int(busy_seconds * 1000)
@@ -277,7 +281,7 @@ def _sqlite_engine(url: str, busy_seconds: float) -> Engine:
         # IMMEDIATE takes the write lock up front, so read-then-write transactions (the audit
         # append) are serialised instead of failing with "database is locked" on upgrade.
         # A single-statement read (Store.read) runs without one: WAL gives it a committed snapshot.
-        if connection.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
+        if not connection.get_execution_options().get(SINGLE_READ):
             connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
@@ -481,8 +485,12 @@ class Store:
     def read(self) -> Iterator[Connection]:
         """For a read of one statement: no transaction of its own (no BEGIN and COMMIT round trips on
         PostgreSQL, no write lock on SQLite). The statement sees committed rows, as in a transaction."""
+        # PostgreSQL: autocommit. SQLite's connections already are (its BEGIN is the engine's own, which a
+        # single read skips); setting its isolation level would change the pooled connection for good.
+        postgresql = self.engine.dialect.name == "postgresql"
+        options: dict[str, Any] = {"isolation_level": "AUTOCOMMIT"} if postgresql else {SINGLE_READ: True}
         try:
-            with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            with self.engine.connect().execution_options(**options) as connection:
                 yield connection
         except STORE_FAILURES as exc:
             raise store_error(exc, self.url, self.timeout) from None
