@@ -35,8 +35,74 @@ GOAL_PER_SECOND = 500
 SANDBOX_SERVERS = 200
 
 
-def _registry(url: str, state_dir: str) -> Any:
+class _Meter:
+    """Where a worker's time goes, counted on its own threads while it runs cycles.
 
+    ``store``: CPU on the store's threads inside its calls (SQLAlchemy, the driver, the audit MACs and
+    checkpoints). ``sandbox``: CPU inside the embedded sandbox's ASGI app, the stand-in for the cloud's
+    servers (a real cloud spends it elsewhere). The rest of the process's CPU is the registry, the gate
+    and the cloud client (httpx, request signing, response models), which a real deployment spends too.
+    The sandbox's share is measured on the event loop's thread around each request; a worker runs one
+    call at a time, so nothing else runs on that thread meanwhile."""
+
+    STORE_CALLS = (
+        "create_action",
+        "get_action",
+        "find_open_action",
+        "transition",
+        "renew_lease",
+        "due_for_expiry",
+        "erase_stale_reveals",
+        "append_audit",
+    )
+
+    def __init__(self) -> None:
+        self.store = 0.0
+        self.sandbox = 0.0
+        self.store_calls = 0
+        self.statements = 0
+
+    def reset(self) -> None:
+        self.store = self.sandbox = 0.0
+        self.store_calls = self.statements = 0
+
+    def watch_store(self, store: Any) -> None:
+        from sqlalchemy import event
+
+        for name in self.STORE_CALLS:
+            # AsyncStore runs each call as getattr(store, name): the instance's timed one.
+            setattr(store, name, self._timed_store_call(getattr(store, name)))
+
+        @event.listens_for(store.engine, "before_cursor_execute")
+        def _statement(*_args: Any) -> None:
+            self.statements += 1
+
+    def _timed_store_call(self, call: Any) -> Any:
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            start = time.thread_time()
+            try:
+                return call(*args, **kwargs)
+            finally:
+                self.store += time.thread_time() - start
+                self.store_calls += 1
+
+        return timed
+
+    def sandbox_app(self, app: Any) -> Any:
+        async def timed(scope: Any, receive: Any, send: Any) -> None:
+            start = time.thread_time()
+            try:
+                await app(scope, receive, send)
+            finally:
+                self.sandbox += time.thread_time() - start
+
+        return timed
+
+
+def _registry(url: str, state_dir: str, meter: _Meter | None = None) -> Any:
+    import httpx
+
+    from flexus_ops.cloud.client import FlexusClient
     from flexus_ops.config import Settings
     from flexus_ops.gate.audit import Checkpointer
     from flexus_ops.gate.policy import Person, Policy, Role
@@ -48,13 +114,15 @@ def _registry(url: str, state_dir: str) -> Any:
     settings = Settings(state_dir=Path(state_dir), sandbox_job_seconds=0.0, sandbox_servers=SANDBOX_SERVERS)
     policy = Policy(people=[Person(id="bench", roles=[Role.OPERATOR], principals=[PRINCIPAL])])
     keys = Keys.load(Path(state_dir))
-    return Registry(
-        settings=settings,
-        client=make_client(settings),
-        store=Store(url, keys.audit, checkpoints=Checkpointer(Path(state_dir))),  # as a surface's registry
-        policy=policy,
-        keys=keys,
-    )
+    client = make_client(settings)
+    store = Store(url, keys.audit, checkpoints=Checkpointer(Path(state_dir)))  # as a surface's registry
+    if meter is not None:
+        # The same sandbox, reached through an app that times it.
+        client = FlexusClient(
+            settings, sandbox=client.sandbox, transport=httpx.ASGITransport(app=meter.sandbox_app(client.sandbox.app))
+        )
+        meter.watch_store(store)
+    return Registry(settings=settings, client=client, store=store, policy=policy, keys=keys)
 
 
 def _caller() -> Any:
@@ -64,12 +132,14 @@ def _caller() -> Any:
 
 
 async def _cycles(url: str, state_dir: str, worker: int, count: int, barrier: Any) -> dict[str, Any]:
-    registry = _registry(url, state_dir)
+    meter = _Meter()
+    registry = _registry(url, state_dir, meter)
     caller = _caller()
     try:
         # A frozen server (the sandbox freezes 1 in 50, as the cloud does for arrears) refuses changes.
         server = next(s.id for s in (await registry.client.list_servers(limit=10)).servers if not s.frozen)
         barrier.wait()
+        meter.reset()
         started = time.time()
         cpu = time.process_time()
         latencies = []
@@ -92,6 +162,10 @@ async def _cycles(url: str, state_dir: str, worker: int, count: int, barrier: An
         "started": started,
         "finished": finished,
         "cpu_seconds": cpu,
+        "store_cpu_seconds": meter.store,
+        "sandbox_cpu_seconds": meter.sandbox,
+        "store_calls": meter.store_calls,
+        "sql_statements": meter.statements,
         "cycles": count,
         "writes": writes,
         "cycle_seconds": latencies,
@@ -250,6 +324,18 @@ def measure(url: str, cycles: int, race: int) -> dict[str, Any]:
         "cycle_seconds": [s for r in runs for s in r["cycle_seconds"]],
         # CPU each worker spent per cycle: with 4 workers on this machine's cores, it caps the rate.
         "cpu_seconds_per_cycle": sum(r["cpu_seconds"] for r in runs) / total_cycles,
+        # ... split by layer (see _Meter): the store, the embedded sandbox, and the rest (registry, gate,
+        # cloud client).
+        "cpu_split_per_cycle": {
+            "store": sum(r["store_cpu_seconds"] for r in runs) / total_cycles,
+            "sandbox": sum(r["sandbox_cpu_seconds"] for r in runs) / total_cycles,
+            "registry_gate_client": sum(
+                r["cpu_seconds"] - r["store_cpu_seconds"] - r["sandbox_cpu_seconds"] for r in runs
+            )
+            / total_cycles,
+        },
+        "sql_statements_per_cycle": sum(r["sql_statements"] for r in runs) / total_cycles,
+        "store_calls_per_cycle": sum(r["store_calls"] for r in runs) / total_cycles,
         "cpus": os.cpu_count(),
         "after_cycles": after_cycles,
         "race": {
@@ -263,27 +349,61 @@ def measure(url: str, cycles: int, race: int) -> dict[str, Any]:
     }
 
 
-# One transition as the store sends it (see Store.transition and Store._append_audit): the action's
-# compare-and-set, the audit head locked, the newest record read, the record inserted, the head moved.
-# pgbench runs it with the same number of clients: the database's own ceiling for these statements.
-PGBENCH_TRANSITION = """\\set n random(1, 1000000000)
+# One preview-confirm-execute cycle as the store sends it on PostgreSQL (see Store: find_open_action,
+# create_action, get_action, transition twice, each change with its audit append: the head locked, the newest
+# record read, the record inserted with the head's move): its three transactions and two reads. pgbench runs
+# it with as many clients as there are workers: the database's own ceiling for these statements.
+PGBENCH_CYCLE = """\\set n random(1, 9000000000000)
+SELECT * FROM flexus_actions WHERE person = 'bench' AND tool = 'flexus_update_server' AND args_hash = 'h' || :n::text
+  AND state IN ('pending') AND expires_at > 0 ORDER BY created_at DESC LIMIT 1;
 BEGIN;
-UPDATE flexus_actions SET state = 'pending', updated_at = :n
-  WHERE id = 'pgbench' AND state IN ('pending') RETURNING tool;
-SELECT id, seq, hash FROM flexus_audit_head WHERE id = 1 FOR UPDATE;
+INSERT INTO flexus_actions (id, tool, person, principal, surface, args_json, args_hash, plan_json, plan_hash,
+    state, needs_approval, created_at, expires_at, updated_at)
+  VALUES ('pgb' || :n::text, 'flexus_update_server', 'bench', 'os-bench', 'bench', '{"description":"pgbench"}',
+    'h' || :n::text, '{}', '', 'pending', false, :n::float8, 1e15, :n::float8);
+SELECT seq, hash FROM flexus_audit_head WHERE id = 1 FOR UPDATE;
 SELECT seq, key_id, event FROM flexus_audit WHERE seq IN (SELECT seq FROM flexus_audit_head WHERE id = 1);
-INSERT INTO flexus_audit (seq, at, event, person, surface, tool, action_id, detail_json, prev_hash, hash, key_id)
-  SELECT seq + 1, :n, 'executed', 'bench', 'bench', 'flexus_update_server', 'pgbench',
+WITH appended AS (INSERT INTO flexus_audit (seq, at, event, person, surface, tool, action_id, detail_json, prev_hash,
+    hash, key_id)
+  SELECT seq + 1, :n::float8, 'preview', 'bench', 'bench', 'flexus_update_server', 'pgb' || :n::text,
          '{"arguments":{"description":"pgbench"}}', hash, md5(:n::text) || md5(seq::text), 'k1'
-  FROM flexus_audit_head WHERE id = 1;
+  FROM flexus_audit_head WHERE id = 1)
+UPDATE flexus_audit_head SET seq = seq + 1, hash = md5(:n::text) || md5(seq::text) WHERE id = 1;
+COMMIT;
+SELECT * FROM flexus_actions WHERE id = 'pgb' || :n::text;
+BEGIN;
+UPDATE flexus_actions SET state = 'executing', updated_at = :n, confirmed_via = 'token', executed_by = 'bench',
+    owner = 'pgbench', lease_until = :n
+  WHERE id = 'pgb' || :n::text AND state IN ('pending') AND expires_at > 0 RETURNING tool;
+SELECT seq, hash FROM flexus_audit_head WHERE id = 1 FOR UPDATE;
+SELECT seq, key_id, event FROM flexus_audit WHERE seq IN (SELECT seq FROM flexus_audit_head WHERE id = 1);
+WITH appended AS (INSERT INTO flexus_audit (seq, at, event, person, surface, tool, action_id, detail_json, prev_hash,
+    hash, key_id)
+  SELECT seq + 1, :n::float8, 'confirmed', 'bench', 'bench', 'flexus_update_server', 'pgb' || :n::text,
+         '{"arguments":{"description":"pgbench"}}', hash, md5(:n::text) || md5(seq::text), 'k1'
+  FROM flexus_audit_head WHERE id = 1)
+UPDATE flexus_audit_head SET seq = seq + 1, hash = md5(:n::text) || md5(seq::text) WHERE id = 1;
+COMMIT;
+BEGIN;
+UPDATE flexus_actions SET state = 'succeeded', updated_at = :n, secret = NULL, result_json = '{}', lease_until = NULL
+  FROM (SELECT id, state FROM flexus_actions WHERE id = 'pgb' || :n::text FOR UPDATE) AS was
+  WHERE flexus_actions.id = was.id AND flexus_actions.state IN ('executing', 'submitted')
+    AND flexus_actions.owner = 'pgbench' RETURNING flexus_actions.tool, was.state;
+SELECT seq, hash FROM flexus_audit_head WHERE id = 1 FOR UPDATE;
+SELECT seq, key_id, event FROM flexus_audit WHERE seq IN (SELECT seq FROM flexus_audit_head WHERE id = 1);
+WITH appended AS (INSERT INTO flexus_audit (seq, at, event, person, surface, tool, action_id, detail_json, prev_hash,
+    hash, key_id)
+  SELECT seq + 1, :n::float8, 'executed', 'bench', 'bench', 'flexus_update_server', 'pgb' || :n::text,
+         '{"arguments":{"description":"pgbench"}}', hash, md5(:n::text) || md5(seq::text), 'k1'
+  FROM flexus_audit_head WHERE id = 1)
 UPDATE flexus_audit_head SET seq = seq + 1, hash = md5(:n::text) || md5(seq::text) WHERE id = 1;
 COMMIT;
 """
 
 
 def pgbench_ceiling(url: str, seconds: int) -> dict[str, Any] | str:
-    """Transitions/s PostgreSQL itself sustains for one transition's statements with WORKERS clients
-    (pgbench, prepared statements, in a fresh schema migrated by the store): the floor no client beats."""
+    """Transitions/s PostgreSQL itself sustains for a cycle's statements with WORKERS clients (pgbench,
+    prepared statements, in a fresh schema migrated by the store): the ceiling no client beats."""
     import subprocess
 
     from sqlalchemy import text
@@ -298,19 +418,9 @@ def pgbench_ceiling(url: str, seconds: int) -> dict[str, Any] | str:
     schema_url, admin, schema = _postgres_schema(url)
     state_dir = tempfile.mkdtemp(prefix="flexus-bench-pgbench-")
     try:
-        store = Store(schema_url, Keys.load(Path(state_dir)).audit)
-        with store.engine.begin() as db:
-            db.execute(
-                text(
-                    "INSERT INTO flexus_actions (id, tool, person, principal, surface, args_json, args_hash, "
-                    "plan_json, plan_hash, state, needs_approval, created_at, expires_at, updated_at) VALUES "
-                    "('pgbench', 'flexus_update_server', 'bench', 'os:bench', 'bench', '{}', '', '{}', '', "
-                    "'pending', false, 0, 1e12, 0)"
-                )
-            )
-        store.dispose()
+        Store(schema_url, Keys.load(Path(state_dir)).audit).dispose()  # the store's own schema
         script = Path(state_dir) / "transition.sql"
-        script.write_text(PGBENCH_TRANSITION)
+        script.write_text(PGBENCH_CYCLE)
         parsed = make_url(url)
         env = {**env_without_secrets(), "PGOPTIONS": f"-csearch_path={schema}"}
         if parsed.password:
@@ -342,8 +452,18 @@ def pgbench_ceiling(url: str, seconds: int) -> dict[str, Any] | str:
         if done.returncode != 0:
             return f"pgbench failed: {done.stderr.strip().splitlines()[-1] if done.stderr.strip() else done.returncode}"
         tps = [line for line in done.stdout.splitlines() if line.startswith("tps")]
-        rate = float(tps[0].split("=")[1].split()[0]) if tps else float("nan")
-        return {"transitions_per_second": rate, "clients": WORKERS, "seconds": seconds, "output": done.stdout}
+        cycles = float(tps[0].split("=")[1].split()[0]) if tps else float("nan")  # one pgbench transaction: a cycle
+        latency = [line for line in done.stdout.splitlines() if line.startswith("latency average")]
+        return {
+            "cycles_per_second": cycles,
+            # Each of a cycle's three commits waits for the WAL flush while it holds the audit head's lock,
+            # so the chain takes one commit at a time: the flush time bounds the rate.
+            "cycle_latency_ms": float(latency[0].split("=")[1].split()[0]) if latency else float("nan"),
+            "transitions_per_second": cycles * TRANSITIONS_PER_CYCLE,
+            "clients": WORKERS,
+            "seconds": seconds,
+            "output": done.stdout,
+        }
     finally:
         with admin.begin() as db:
             db.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
@@ -405,8 +525,11 @@ def run(ctx: RunContext, result: CaseResult) -> None:
         ceiling = pgbench_ceiling(pg_url, ctx.pick(10, 2))
         result.data["pgbench"] = ceiling
         result.figure(
-            f"PostgreSQL's own ceiling for one transition's statements (pgbench, {WORKERS} clients, prepared)",
-            f"{ceiling['transitions_per_second']:.0f} transitions/s" if isinstance(ceiling, dict) else ceiling,
+            f"PostgreSQL's own ceiling for a cycle's statements (pgbench, {WORKERS} clients, prepared)",
+            f"{ceiling['transitions_per_second']:.0f} transitions/s ({ceiling['cycles_per_second']:.0f} cycles/s, "
+            f"{ceiling['cycle_latency_ms']:.1f} ms a cycle)"
+            if isinstance(ceiling, dict)
+            else ceiling,
         )
     result.data["backends"] = backends
     for name, data in (("SQLite", sqlite), ("PostgreSQL", postgres)):
@@ -424,6 +547,18 @@ def run(ctx: RunContext, result: CaseResult) -> None:
         result.figure(
             f"{name}: worker CPU per cycle",
             f"{fmt_seconds(per_cycle)} (so {data['cpus']} cores cap this at ~{cap:.0f} transitions/s)",
+        )
+        split = data["cpu_split_per_cycle"]
+        result.figure(
+            f"{name}: worker CPU per transition, by layer",
+            f"store {fmt_seconds(split['store'] / TRANSITIONS_PER_CYCLE)}, "
+            f"registry + gate + cloud client {fmt_seconds(split['registry_gate_client'] / TRANSITIONS_PER_CYCLE)}, "
+            f"embedded sandbox {fmt_seconds(split['sandbox'] / TRANSITIONS_PER_CYCLE)} "
+            f"(without the sandbox: {fmt_seconds((per_cycle - split['sandbox']) / TRANSITIONS_PER_CYCLE)})",
+        )
+        result.figure(
+            f"{name}: SQL statements per cycle",
+            f"{data['sql_statements_per_cycle']:.1f} in {data['store_calls_per_cycle']:.1f} store calls",
         )
         race_data = data["race"]
         result.figure(

@@ -67,6 +67,106 @@ def test_the_store_runs_on_both_databases(store_url: str, tmp_path: Path) -> Non
     store.engine.dispose()
 
 
+def test_a_transition_from_several_states_names_the_one_it_left_and_checks_every_condition(
+    store_url: str, tmp_path: Path
+) -> None:
+    """The final transition (from executing or submitted, only by its owner) is one statement on PostgreSQL
+    and a locked read then an update on SQLite: the same answers, the same audit records."""
+    from flexus_ops.core.entries import AuditEntry
+    from flexus_ops.core.telemetry import add_sink, remove_sink
+
+    store = Store(store_url, audit_keys(tmp_path))
+    seen: list[dict[str, object]] = []
+
+    def sink(event: str, fields: dict[str, object]) -> None:
+        if event == "gate.transition":
+            seen.append(fields)
+
+    def entry(event: str, action_id: str) -> AuditEntry:
+        return AuditEntry(event=event, person="p", surface="s", tool="t", action_id=action_id, detail={})
+
+    add_sink(sink)
+    try:
+        action_id = pending_action(store)
+        assert store.transition(action_id, ["pending"], "executing", owner="me", lease_until=time.time() + 60)
+        assert store.transition(action_id, ["executing"], "submitted", owned_by="me", job_ids='["j"]')
+        final = ["executing", "submitted"]
+        assert not store.transition(action_id, final, "succeeded", owned_by="other", audit_entry=entry("x", action_id))
+        assert not store.transition(action_id, final, "unknown", lease_expired=True, audit_entry=entry("y", action_id))
+        assert store.transition(
+            action_id, final, "succeeded", owned_by="me", result_json="{}", audit_entry=entry("z", action_id)
+        )
+        assert not store.transition(action_id, final, "failed", owned_by="me", audit_entry=entry("w", action_id))
+    finally:
+        remove_sink(sink)
+    assert [(f["from_state"], f["to_state"]) for f in seen] == [
+        ("none", "pending"),
+        ("pending", "executing"),
+        ("executing", "submitted"),
+        ("submitted", "succeeded"),
+    ]
+    action = store.get_action(action_id)
+    assert action is not None and (action["state"], action["result_json"], action["job_ids"]) == (
+        "succeeded",
+        "{}",
+        '["j"]',
+    )
+    assert [r.event for r in store.audit_records()] == ["z"], "a transition that lost writes no record"
+    assert store.verify_audit() == []
+    store.engine.dispose()
+
+
+def test_a_sqlite_read_takes_no_write_lock_and_leaves_the_connection_as_it_was(tmp_path: Path) -> None:
+    """A read runs without BEGIN IMMEDIATE: it answers while another process holds the write lock, and the
+    pooled connection stays in the store's own transaction control for the writes after it."""
+    import sqlite3
+
+    path = tmp_path / "store.db"
+    store = Store(f"sqlite:///{path}", audit_keys(tmp_path), statement_timeout=0.5)
+    action_id = pending_action(store)
+    writer = sqlite3.connect(path, isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")
+    try:
+        action = store.get_action(action_id)  # would wait out the lock, then fail, under BEGIN IMMEDIATE
+        assert action is not None and action["state"] == "pending"
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+    with store.engine.connect() as db:
+        assert db.connection.driver_connection.isolation_level is None
+    assert store.transition(action_id, ["pending"], "executing")
+    store.engine.dispose()
+
+
+@pytest.mark.parametrize("idle", [0.0, 1.5])
+def test_a_pooled_connection_the_server_ended_is_replaced_before_use(
+    store_url: str, tmp_path: Path, idle: float
+) -> None:
+    """A connection is pinged only after a second idle; one used just before is checked without a round
+    trip. Either way, one whose session the server ended (a restart, an administrator) is never used."""
+    if not store_url.startswith("postgresql"):
+        pytest.skip("a PostgreSQL connection pool")
+    from sqlalchemy import text
+
+    from flexus_ops.gate.store import make_engine
+
+    store = Store(store_url, audit_keys(tmp_path))
+    admin = make_engine(store_url)
+    try:
+        with store.engine.connect() as db:
+            pid = db.execute(text("SELECT pg_backend_pid()")).scalar()
+        with admin.begin() as db:
+            assert db.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid}).scalar()
+        time.sleep(idle + 0.2)  # the server's goodbye reaches the idle socket
+        action_id = pending_action(store)
+        assert store.get_action(action_id) is not None
+        with store.engine.connect() as db:
+            assert db.execute(text("SELECT pg_backend_pid()")).scalar() != pid
+    finally:
+        admin.dispose()
+        store.engine.dispose()
+
+
 def test_audit_chain_stays_linear_under_concurrent_processes(store_url: str, tmp_path: Path) -> None:
     keys = audit_keys(tmp_path)
     Store(store_url, keys).engine.dispose()  # migrate once up front; the workers only append

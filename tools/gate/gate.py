@@ -422,7 +422,6 @@ class Gate:
         if action["expires_at"] <= self.clock():
             await self.expire_due(force=True)
             raise Refused(f"the preview expired at {_when(action['expires_at'])}; preview again")
-        previewed = Plan.model_validate_json(action["plan_json"])
         assert spec.plan is not None
         args = self.with_generated_secret(spec, action, args)
         current = await spec.plan(ctx, args)
@@ -431,7 +430,8 @@ class Gate:
         if self.secret_was_generated(spec, action):
             self._say_generated(spec, current)
         if plan_fingerprint(current) != action["plan_hash"]:
-            difference = plan_difference(previewed, current)
+            # The previewed plan is parsed only to say what changed: a plan that still holds needs its hash.
+            difference = plan_difference(Plan.model_validate_json(action["plan_json"]), current)
             entry = self.entry(
                 "refused", action, person=ctx.person, surface=ctx.surface, via=via, difference=difference
             )

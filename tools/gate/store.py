@@ -13,6 +13,7 @@ import asyncio
 import functools
 import json
 import logging
+import select as select_module
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -34,6 +35,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    bindparam,
     create_engine,
     event,
     insert,
@@ -44,7 +46,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import ArgumentError, DBAPIError, DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as SQLATimeoutError
 
 from ..core.entries import AuditEntry
@@ -141,6 +143,65 @@ audit_head = Table(
     Column("hash", String(64), nullable=False),
 )
 
+# The hot path's statements, built once: SQLAlchemy then reuses their cache keys and compiled forms, where a
+# statement built per call is constructed and keyed again every time (most of the store's CPU per call).
+# Bound parameters in WHERE clauses are prefixed "w_"; an UPDATE's SET clause is the columns its
+# parameters name.
+_ACTION_BY_ID = select(actions).where(actions.c.id == bindparam("w_id"))
+_OPEN_ACTION = (
+    select(actions)
+    .where(
+        actions.c.person == bindparam("w_person"),
+        actions.c.tool == bindparam("w_tool"),
+        actions.c.args_hash == bindparam("w_args_hash"),
+        actions.c.state.in_(bindparam("w_states", expanding=True)),
+        actions.c.expires_at > bindparam("w_now"),
+    )
+    .order_by(actions.c.created_at.desc())
+    .limit(1)
+)
+_INSERT_ACTION = insert(actions)
+_LOCK_ACTION = select(actions.c.tool, actions.c.state).where(actions.c.id == bindparam("w_id")).with_for_update()
+_AUDIT_HEAD = select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == 1).with_for_update()
+_AUDIT_ROWS = select(audit.c.seq, audit.c.key_id, audit.c.event).where(
+    audit.c.seq.in_(bindparam("w_seqs", expanding=True))
+)
+_INSERT_AUDIT = insert(audit)
+_MOVE_AUDIT_HEAD = update(audit_head).where(audit_head.c.id == 1)
+# PostgreSQL: the record and the head's move in one statement (one round trip). The head row is already
+# locked by this transaction, so this is the same as the two statements it replaces.
+_INSERT_AUDIT_MOVE_HEAD = text(
+    "WITH appended AS (INSERT INTO flexus_audit "
+    "(seq, at, event, person, surface, tool, action_id, detail_json, prev_hash, hash, key_id) VALUES "
+    "(:seq, :at, :event, :person, :surface, :tool, :action_id, :detail_json, :prev_hash, :hash, :key_id)) "
+    "UPDATE flexus_audit_head SET seq = :seq, hash = :hash WHERE id = 1"
+)
+
+
+@functools.lru_cache(maxsize=64)
+def _transition_statement(unexpired: bool, owned: bool, lease_expired: bool, returning: str) -> Any:
+    """The compare-and-set for one shape of condition; its SET clause is the parameters' columns.
+    ``returning``: "tool" (the moved row's tool), "tool_and_state" (and the state it moved from, read under
+    a row lock in the same statement: PostgreSQL) or "" (nothing: the caller reads the row first)."""
+    conditions = [actions.c.id == bindparam("w_id"), actions.c.state.in_(bindparam("w_states", expanding=True))]
+    if unexpired:
+        conditions.append(actions.c.expires_at > bindparam("w_now"))
+    if owned:
+        conditions.append(actions.c.owner == bindparam("w_owner"))
+    if lease_expired:
+        conditions.append(or_(actions.c.lease_until.is_(None), actions.c.lease_until < bindparam("w_now")))
+    if returning == "tool_and_state":
+        # The row locked first, as it is once the lock is granted: the state it really moved from. The
+        # update then checks its conditions against that same newest version (PostgreSQL re-checks a row
+        # that changed while it waited), as the separate SELECT ... FOR UPDATE and UPDATE did.
+        before = select(actions.c.id, actions.c.state).where(actions.c.id == bindparam("w_id"))
+        was = before.with_for_update().subquery("was")
+        change = update(actions).where(actions.c.id == was.c.id, *conditions)
+        return change.returning(actions.c.tool, was.c.state)
+    change = update(actions).where(*conditions)
+    return change.returning(actions.c.tool) if returning == "tool" else change
+
+
 MIGRATION_LOCK = 0x466C6578  # any constant shared by every replica ("Flex")
 
 
@@ -197,6 +258,10 @@ MIGRATIONS: list[Callable[[Connection], None]] = [
 """Append-only: a released step is never edited, a change is a new step."""
 
 
+SINGLE_READ = "flexus_single_read"
+"""The execution option of a connection that runs one read without a transaction of its own (Store.read)."""
+
+
 def _sqlite_engine(url: str, busy_seconds: float) -> Engine:
     engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": busy_seconds})
     busy_ms = int(busy_seconds * 1000)
@@ -215,9 +280,47 @@ def _sqlite_engine(url: str, busy_seconds: float) -> Engine:
     def _on_begin(connection: Connection) -> None:
         # IMMEDIATE takes the write lock up front, so read-then-write transactions (the audit
         # append) are serialised instead of failing with "database is locked" on upgrade.
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # A single-statement read (Store.read) runs without one: WAL gives it a committed snapshot.
+        if not connection.get_execution_options().get(SINGLE_READ):
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
+
+
+PING_IDLE_SECONDS = 1.0
+"""A pooled PostgreSQL connection idle this long is pinged before use; one used more recently is checked
+without a round trip."""
+
+
+def _check_on_checkout(engine: Engine) -> None:
+    """What ``pool_pre_ping`` does, without its round trip for a connection that was just used (the hot path
+    takes one per transaction). A server that went away since (restarted, or ended the session) has closed
+    the socket or sent an error, so the idle socket is readable: only then, or after a second idle, is the
+    connection pinged. A connection that fails is replaced before anyone uses it (DisconnectionError makes
+    the pool connect anew), as with pre-ping."""
+
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(_dbapi_connection: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        idle_since = record.info.pop("idle_since", None)
+        if idle_since is None:
+            return  # just connected
+        if dbapi_connection.closed:
+            raise DisconnectionError("the connection was closed")
+        if time.monotonic() - idle_since < PING_IDLE_SECONDS:
+            try:
+                readable, _, _ = select_module.select([dbapi_connection.fileno()], [], [], 0)
+            except (OSError, ValueError):
+                readable = [True]
+            if not readable:
+                return  # nothing arrived on an idle session: the server has not closed it
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except engine.dialect.loaded_dbapi.Error as exc:
+            raise DisconnectionError(f"the connection failed its ping ({type(exc).__name__})") from exc
 
 
 def parse_store_url(url: str) -> URL:
@@ -252,10 +355,10 @@ def make_engine(url: str, *, connect_timeout: float = 10.0, statement_timeout: f
         parsed,
         pool_size=10,
         max_overflow=20,
-        pool_pre_ping=True,
         pool_timeout=connect_timeout,
         connect_args={"connect_timeout": max(1, round(connect_timeout))},
     )
+    _check_on_checkout(engine)
     statement_ms = int(statement_timeout * 1000)
 
     @event.listens_for(engine, "connect")
@@ -378,6 +481,20 @@ class Store:
         except STORE_FAILURES as exc:
             raise store_error(exc, self.url, self.timeout) from None
 
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        """For a read of one statement: no transaction of its own (no BEGIN and COMMIT round trips on
+        PostgreSQL, no write lock on SQLite). The statement sees committed rows, as in a transaction."""
+        # PostgreSQL: autocommit. SQLite's connections already are (its BEGIN is the engine's own, which a
+        # single read skips); setting its isolation level would change the pooled connection for good.
+        postgresql = self.engine.dialect.name == "postgresql"
+        options: dict[str, Any] = {"isolation_level": "AUTOCOMMIT"} if postgresql else {SINGLE_READ: True}
+        try:
+            with self.engine.connect().execution_options(**options) as connection:
+                yield connection
+        except STORE_FAILURES as exc:
+            raise store_error(exc, self.url, self.timeout) from None
+
     def migrate(self, target: int | None = None) -> int:
         """Create or upgrade the schema in place, one numbered step at a time, and return the version.
 
@@ -415,36 +532,34 @@ class Store:
     def create_action(self, row: dict[str, Any], audit_entry: AuditEntry | None = None) -> None:
         """Insert an action and, in the same transaction, its audit record."""
         with self.tx() as db:
-            db.execute(insert(actions).values(**row))
+            db.execute(_INSERT_ACTION, row)
             record = self._append_entry(db, audit_entry)
         self._appended(record)
         _transitioned(row.get("tool"), row.get("id"), None, row.get("state"), audit_entry)
 
     def get_action(self, action_id: str) -> dict[str, Any] | None:
-        with self.tx() as db:
-            found = db.execute(select(actions).where(actions.c.id == action_id)).mappings().first()
+        with self.read() as db:
+            found = db.execute(_ACTION_BY_ID, {"w_id": action_id}).mappings().first()
         return dict(found) if found else None
 
     def action_by_answer(self, answer_key: str) -> dict[str, Any] | None:
-        with self.tx() as db:
+        with self.read() as db:
             found = db.execute(select(actions).where(actions.c.answer_key == answer_key)).mappings().first()
         return dict(found) if found else None
 
     def find_open_action(self, person: str, tool: str, args_hash: str, states: Sequence[str]) -> dict[str, Any] | None:
         """The newest unexpired action of this person for these exact arguments."""
-        with self.tx() as db:
+        with self.read() as db:
             found = (
                 db.execute(
-                    select(actions)
-                    .where(
-                        actions.c.person == person,
-                        actions.c.tool == tool,
-                        actions.c.args_hash == args_hash,
-                        actions.c.state.in_(states),
-                        actions.c.expires_at > self.clock(),
-                    )
-                    .order_by(actions.c.created_at.desc())
-                    .limit(1)
+                    _OPEN_ACTION,
+                    {
+                        "w_person": person,
+                        "w_tool": tool,
+                        "w_args_hash": args_hash,
+                        "w_states": list(states),
+                        "w_now": self.clock(),
+                    },
                 )
                 .mappings()
                 .first()
@@ -469,30 +584,29 @@ class Store:
         with the clock; with ``owned_by``, only while that process still owns the execution; with
         ``lease_expired``, only once nobody holds its lease (settling a dead owner's work)."""
         now = self.clock()
-        values["updated_at"] = now
-        conditions = [actions.c.id == action_id, actions.c.state.in_(list(from_states))]
-        if unexpired:
-            conditions.append(actions.c.expires_at > now)
-        if owned_by is not None:
-            conditions.append(actions.c.owner == owned_by)
-        if lease_expired:
-            conditions.append(or_(actions.c.lease_until.is_(None), actions.c.lease_until < now))
         states = list(from_states)
-        change = update(actions).where(*conditions).values(state=to_state, **values)
+        params = {**values, "state": to_state, "updated_at": now, "w_id": action_id, "w_states": states}
+        if unexpired or lease_expired:
+            params["w_now"] = now
+        if owned_by is not None:
+            params["w_owner"] = owned_by
         with self.tx() as db:
             before: tuple[str, str] | None
+            shape = (unexpired, owned_by is not None, lease_expired)
             if len(states) == 1:
                 # One state it can have moved from: the compare-and-set names it, so the event needs no
                 # read of its own (one round trip fewer on the hot path); RETURNING gives the tool.
-                moved_row = db.execute(change.returning(actions.c.tool)).first()
+                moved_row = db.execute(_transition_statement(*shape, "tool"), params).first()
                 moved, before = moved_row is not None, (moved_row.tool, states[0]) if moved_row else None
+            elif db.dialect.name == "postgresql":
+                # The event names the state it really moved from: read under the row's lock, in the update.
+                moved_row = db.execute(_transition_statement(*shape, "tool_and_state"), params).first()
+                moved, before = moved_row is not None, (moved_row[0], moved_row[1]) if moved_row else None
             else:
-                # The row as it was, locked until commit: the event names the state it really moved from.
-                found = db.execute(
-                    select(actions.c.tool, actions.c.state).where(actions.c.id == action_id).with_for_update()
-                ).first()
+                # The row as it was, locked until commit (SQLite's RETURNING names the updated table only).
+                found = db.execute(_LOCK_ACTION, {"w_id": action_id}).first()
                 before = (found.tool, found.state) if found is not None else None
-                moved = db.execute(change).rowcount == 1
+                moved = db.execute(_transition_statement(*shape, ""), params).rowcount == 1
             record = self._append_entry(db, audit_entry) if moved else None
         self._appended(record)
         if moved and before is not None:
@@ -516,7 +630,7 @@ class Store:
     def unsettled(self, states: Sequence[str], limit: int) -> list[dict[str, Any]]:
         """Executions nobody owns any more (no lease, or an expired one), oldest first."""
         now = self.clock()
-        with self.tx() as db:
+        with self.read() as db:
             rows = (
                 db.execute(
                     select(actions)
@@ -556,7 +670,7 @@ class Store:
             return bytes(row["reveal_secret"])
 
     def actions_in(self, states: Sequence[str], limit: int = 200) -> list[dict[str, Any]]:
-        with self.tx() as db:
+        with self.read() as db:
             rows = (
                 db.execute(
                     select(actions).where(actions.c.state.in_(states)).order_by(actions.c.created_at).limit(limit)
@@ -567,7 +681,7 @@ class Store:
         return [dict(row) for row in rows]
 
     def due_for_expiry(self, states: Sequence[str]) -> list[dict[str, Any]]:
-        with self.tx() as db:
+        with self.read() as db:
             rows = (
                 db.execute(select(actions).where(actions.c.state.in_(states), actions.c.expires_at <= self.clock()))
                 .mappings()
@@ -639,27 +753,27 @@ class Store:
 
         The head row is locked first, so concurrent writers queue here and the chain stays linear.
         A legacy chain's marker, or a key rotation record, goes in first when needed."""
-        head = db.execute(select(audit_head).where(audit_head.c.id == 1).with_for_update()).mappings().one()
+        head_seq, head_hash = db.execute(_AUDIT_HEAD).one()
         mark, damaged = self._keyed_mark()
         # The newest record and, when this state dir saw the log become keyed, the record it became keyed
-        # at: one read for both (every append checks them).
-        wanted = {head["seq"]} | ({mark.keyed_from} if mark is not None else set())
-        rows = {
-            row.seq: row
-            for row in db.execute(select(audit.c.seq, audit.c.key_id, audit.c.event).where(audit.c.seq.in_(wanted)))
-        }
-        last = rows.get(head["seq"])
-        self._refuse_unkeyed(db, head["seq"], last, mark, damaged, rows)
+        # at: one read for both (every append checks them), after the head's lock (a read in the same
+        # statement would see the log as it was before the lock was granted).
+        wanted = [head_seq] + ([mark.keyed_from] if mark is not None and mark.keyed_from != head_seq else [])
+        rows = {row.seq: row for row in db.execute(_AUDIT_ROWS, {"w_seqs": wanted})}
+        last = rows.get(head_seq)
+        self._refuse_unkeyed(db, head_seq, last, mark, damaged, rows)
         # A head whose record is gone is for verification to report; appends go on under the current key.
         last_key_id = last.key_id if last is not None else self.audit_keys.current.id
         key = self.audit_keys.current
         entries: list[tuple[str, dict[str, Any], str | None, str | None, str | None, str | None]] = [
             (name, fields, None, "audit", None, None)
-            for name, fields in records_to_prepend(self.audit_keys, head["seq"], head["hash"], last_key_id)
+            for name, fields in records_to_prepend(self.audit_keys, head_seq, head_hash, last_key_id)
         ]
         entries.append((event_name, detail, person, surface, tool, action_id))
-        seq, prev_hash = head["seq"], head["hash"]
-        for name, fields, who, where, what, action in entries:
+        seq, prev_hash = head_seq, head_hash
+        combined = db.dialect.name == "postgresql"
+        for index, (name, fields, who, where, what, action) in enumerate(entries):
+            detail_json = canonical_json(fields)
             draft = AuditRecord(
                 seq=seq + 1,
                 at=self.clock(),
@@ -668,29 +782,33 @@ class Store:
                 surface=where,
                 tool=what,
                 action_id=action,
-                detail=json.loads(canonical_json(fields)),
+                detail=json.loads(detail_json),
                 prev_hash=prev_hash,
                 hash="",
                 key_id=key.id,
             )
             record = replace(draft, hash=key.mac(prev_hash, draft))
-            db.execute(
-                insert(audit).values(
-                    seq=record.seq,
-                    at=record.at,
-                    event=record.event,
-                    person=record.person,
-                    surface=record.surface,
-                    tool=record.tool,
-                    action_id=record.action_id,
-                    detail_json=canonical_json(record.detail),
-                    prev_hash=record.prev_hash,
-                    hash=record.hash,
-                    key_id=record.key_id,
-                )
-            )
+            row = {
+                "seq": record.seq,
+                "at": record.at,
+                "event": record.event,
+                "person": record.person,
+                "surface": record.surface,
+                "tool": record.tool,
+                "action_id": record.action_id,
+                # Canonical JSON parsed back is the same value: its canonical form is the same text.
+                "detail_json": detail_json,
+                "prev_hash": record.prev_hash,
+                "hash": record.hash,
+                "key_id": record.key_id,
+            }
+            if combined and index == len(entries) - 1:
+                db.execute(_INSERT_AUDIT_MOVE_HEAD, row)  # the head moves to this record in the same statement
+            else:
+                db.execute(_INSERT_AUDIT, row)
             seq, prev_hash = record.seq, record.hash
-        db.execute(update(audit_head).where(audit_head.c.id == 1).values(seq=seq, hash=prev_hash))
+        if not combined:
+            db.execute(_MOVE_AUDIT_HEAD, {"seq": seq, "hash": prev_hash})
         return record
 
     def _audit_store_name(self) -> str:
