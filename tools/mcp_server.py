@@ -283,6 +283,10 @@ def build_server(
         registered.parameters = compact_schema(spec.input_model.model_json_schema())
         if registered.fn_metadata.output_schema is not None:
             registered.fn_metadata.output_schema = compact_schema(registered.fn_metadata.output_schema, output=True)
+        # Structured content is always the dump of the tool's own output model (_result), so the SDK validating
+        # it against that model again, per call, checked nothing. The outputSchema is still published, and
+        # clients still validate against it.
+        registered.fn_metadata.output_model = None
     add_resources(server, registry, caller_for)
     add_prompts(server, registry)
     add_completions(server, registry, caller_for)
