@@ -217,3 +217,60 @@ def test_three_consecutive_characters_of_administrator_are_refused_on_windows_on
     assert rules.problem_with_password(password, "Windows") is not None
     if "root" not in password.lower() and "toor" not in password.lower():
         assert rules.problem_with_password(password, "Linux") is None
+
+
+maybe_text = st.none() | st.sampled_from(["", "web-01", "ACTIVE", "powering-off", "cn-north-4b"])
+server_details = st.fixed_dictionaries(
+    {"id": st.sampled_from(["94e3bf91-1a61-4be2-ae44-158bae97ba94", ""])},
+    optional={
+        "name": maybe_text,
+        "status": maybe_text,
+        "OS-EXT-STS:task_state": maybe_text,
+        "OS-EXT-AZ:availability_zone": maybe_text,
+        "flavor": st.none()
+        | st.fixed_dictionaries(
+            {},
+            optional={
+                "id": maybe_text,
+                "vcpus": st.none() | st.sampled_from(["2", 4]),
+                "ram": st.none() | st.sampled_from(["", "8192", "big", 4096]),
+            },
+        ),
+        "addresses": st.none()
+        | st.dictionaries(
+            st.sampled_from(["net-a", "net-b"]),
+            st.lists(
+                st.fixed_dictionaries(
+                    {},
+                    optional={
+                        "addr": maybe_text,
+                        "OS-EXT-IPS:type": st.none() | st.sampled_from(["fixed", "floating", "other"]),
+                    },
+                ),
+                max_size=3,
+            ),
+            max_size=2,
+        ),
+        "locked": st.none() | st.booleans(),
+        "tags": st.none() | st.lists(st.sampled_from(["env=prod", "role=web", ""]), max_size=3),
+        "metadata": st.none()
+        | st.dictionaries(
+            st.sampled_from(["charging_mode", "EcmResStatus", "other"]),
+            st.sampled_from(["0", "1", "2", "freeze", "normal", ""]),
+            max_size=3,
+        ),
+    },
+)
+
+
+@given(server_details)
+def test_a_projected_server_is_its_summary_models_dump(raw: dict[str, Any]) -> None:
+    # project() builds the compact form without a model per server; it must be exactly what the model gives.
+    from flexus_ops.cloud.models import ServerDetail
+    from flexus_ops.registry.outputs import ServerSummary, project
+
+    server = ServerDetail.model_validate(raw)
+    expected = ServerSummary.of(server).model_dump(exclude_none=True, exclude_defaults=True) | {"id": server.id}
+    projected = project(server, False)
+    assert projected == expected
+    assert list(projected) == list(expected)  # the same key order, so the same JSON text

@@ -11,7 +11,7 @@ import inspect
 import logging
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -83,12 +83,11 @@ def stdio_caller(_ctx: Context) -> Caller:
     return Caller(principal=os_principal(), surface="mcp")
 
 
-def raw_arguments(ctx: Context, provided: dict[str, Any]) -> dict[str, Any]:
+def raw_arguments(ctx: Context) -> dict[str, Any]:
     """The arguments exactly as the client sent them, so unknown ones are refused by name."""
     params = getattr(ctx.request_context, "params", None)
-    if isinstance(params, dict) and isinstance(params.get("arguments"), dict):
-        return dict(params["arguments"])
-    return {name: value for name, value in provided.items() if value is not None}
+    arguments = params.get("arguments") if isinstance(params, Mapping) else None
+    return dict(arguments) if isinstance(arguments, Mapping) else {}
 
 
 def can_elicit(ctx: Context) -> bool:
@@ -134,7 +133,7 @@ def _tool_function(registry: Registry, spec: ToolSpec, caller_for: CallerFor) ->
 
     async def question(ctx: Context) -> Question | _NotAsked:
         """Which pending action to ask about: the one an earlier answer consumed (a replay), else a preview's."""
-        arguments = raw_arguments(ctx, {})
+        arguments = raw_arguments(ctx)
         if arguments.get("dry_run") or arguments.get("confirmation_token") or not can_elicit(ctx):
             return NOT_ASKED
         try:
@@ -175,10 +174,10 @@ def _tool_function(registry: Registry, spec: ToolSpec, caller_for: CallerFor) ->
     # Real objects, not strings: the SDK reads these hints, and `question` is local to this function.
     ask.__annotations__ = {"asked": Annotated[Question | _NotAsked, Resolve(question)], "return": Any}
 
-    async def tool(ctx: Context, **provided: Any) -> Any:
-        confirmation = provided.pop("confirmation", NOT_ASKED)
-        asked = provided.pop("asked", NOT_ASKED)
-        arguments = raw_arguments(ctx, provided)
+    async def tool(ctx: Context, **resolved: Any) -> Any:
+        confirmation = resolved.get("confirmation", NOT_ASKED)
+        asked = resolved.get("asked", NOT_ASKED)
+        arguments = raw_arguments(ctx)
 
         reported: list[float | None] = [0.0, None]  # the last progress value and total sent
 
@@ -224,11 +223,10 @@ def _tool_function(registry: Registry, spec: ToolSpec, caller_for: CallerFor) ->
             registry.start_housekeeping()  # settling in the background, once the first request is answered
         return _result(output, sandbox)
 
+    # Only the context (and a gated tool's resolvers): the tool reads its arguments as sent (raw_arguments)
+    # and the registry validates them, so declaring each field to the SDK only made it parse and validate
+    # every argument once more, per call, for nothing. The published inputSchema is set in build_server.
     parameters = [inspect.Parameter("ctx", inspect.Parameter.KEYWORD_ONLY, annotation=Context)]
-    parameters += [
-        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Any)
-        for name in spec.input_model.model_fields
-    ]
     if spec.gated:
         parameters += [
             inspect.Parameter(
@@ -285,6 +283,10 @@ def build_server(
         registered.parameters = compact_schema(spec.input_model.model_json_schema())
         if registered.fn_metadata.output_schema is not None:
             registered.fn_metadata.output_schema = compact_schema(registered.fn_metadata.output_schema, output=True)
+        # Structured content is always the dump of the tool's own output model (_result), so the SDK validating
+        # it against that model again, per call, checked nothing. The outputSchema is still published, and
+        # clients still validate against it.
+        registered.fn_metadata.output_model = None
     add_resources(server, registry, caller_for)
     add_prompts(server, registry)
     add_completions(server, registry, caller_for)
