@@ -59,6 +59,7 @@ SERVERS = 300
 GOAL_THROUGHPUT = 0.5  # ours / the bare MCPServer no-op, calls per second (#15)
 GOAL_RSS_GROWTH = 0.05  # resident memory growth after warm-up (#15)
 RSS_EDGE_SAMPLES = 5  # RSS is compared as the mean of this many samples at each end of the window
+EXIT_SIGTERM = 143  # a replica that drained and stopped cleanly on SIGTERM
 APPLICATION_NAME = "flexus_bench_mcp_http"  # so the PostgreSQL backends serving the replicas can be found
 # The mix each client loops over: reads, and previews of gated changes (never confirmed).
 MIX = ("list", "show", "list", "show", "preview_reboot", "preview_stop")
@@ -457,8 +458,10 @@ def _measure(
                 {"replicas": ours_replicas.pids, "sim": [sim.process.pid]},
                 _postgres_backend_pids(admin),
             )
-            log_problems = _log_problems(ours_replicas.logs)
             alive = [process.poll() is None for process in ours_replicas.processes]
+    # After they stopped (SIGTERM: drain, sign the audit checkpoint, exit 143), so shutdown trouble shows too.
+    log_problems = _log_problems(ours_replicas.logs)
+    exit_codes = [process.returncode for process in ours_replicas.processes]
     floor_commands = [[ctx.python, str(BENCH_DIR / "floor_http_server.py")] for _ in range(REPLICAS)]
     with _replicas(floor_commands, [base_env] * REPLICAS, "/mcp", tmp, "floor") as floor_replicas:
         ctx.log(f"mcp_http: bare MCPServer no-op, {CLIENTS} clients, {warmup:g} s warm-up + {duration:g} s")
@@ -473,7 +476,7 @@ def _measure(
             duration,
             {"replicas": floor_replicas.pids},
         )
-    _report(result, ours, floor, log_problems, alive)
+    _report(result, ours, floor, log_problems, alive, exit_codes)
 
 
 async def _fleet(sim: Any) -> tuple[list[str], list[str]]:
@@ -484,7 +487,9 @@ async def _fleet(sim: Any) -> tuple[list[str], list[str]]:
     return [s.id for s in servers], usable
 
 
-def _report(result: CaseResult, ours: Side, floor: Side, log_problems: list[str], alive: list[bool]) -> None:
+def _report(
+    result: CaseResult, ours: Side, floor: Side, log_problems: list[str], alive: list[bool], exit_codes: list[int]
+) -> None:
     sides = {"ours": ours, "baseline": floor}
     data: dict[str, Any] = {}
     for label, side in sides.items():
@@ -512,6 +517,7 @@ def _report(result: CaseResult, ours: Side, floor: Side, log_problems: list[str]
         }
     data["ours"]["replica_log_problems"] = log_problems[:50]
     data["ours"]["replicas_alive_at_end"] = alive
+    data["ours"]["replica_exit_codes_on_sigterm"] = exit_codes
     result.data = data
     o, f = data["ours"], data["baseline"]
     throughput = ratio(o["calls_per_second"], f["calls_per_second"])
@@ -568,12 +574,17 @@ def _report(result: CaseResult, ours: Side, floor: Side, log_problems: list[str]
         throughput >= GOAL_THROUGHPUT,
     )
     crashed = [index for index, up in enumerate(alive) if not up]
+    unclean = [code for code in exit_codes if code != EXIT_SIGTERM]
     measured = f"{o['errors']} errors in {o['calls'] + o['errors']} calls"
     if crashed:
         measured += f"; replica(s) {crashed} died"
+    if unclean:
+        measured += f"; replicas exited {exit_codes} on SIGTERM (expected {EXIT_SIGTERM})"
+    if log_problems:
+        measured += f"; {len(log_problems)} warning/error log line(s), first: {log_problems[0]}"
     if o["error_samples"]:
         measured += f"; first: {o['error_samples'][0]}"
-    result.goal("zero errors", measured, o["errors"] == 0 and not crashed)
+    result.goal("zero errors", measured, o["errors"] == 0 and not crashed and not unclean and not log_problems)
     worst = max(growths) if growths and not any(math.isnan(g) for g in growths) else math.nan
     result.goal(
         f"resident memory growth < {GOAL_RSS_GROWTH * 100:.0f}% after warm-up",
