@@ -52,10 +52,10 @@ from .harness import (
 from .sim import free_port, running_sim
 from .store import _postgres_schema, postgres_url
 
-CLIENTS = 20
+CLIENTS = 20  # --quick: 4, in one generator process (the smoke run checks the report's shape, not figures)
 REPLICAS = 2
 GENERATORS = 2  # load generator processes; CLIENTS are split between them
-SERVERS = 300
+SERVERS = 300  # --quick: 30
 GOAL_THROUGHPUT = 0.5  # ours / the bare MCPServer no-op, calls per second (#15)
 GOAL_RSS_GROWTH = 0.05  # resident memory growth after warm-up (#15)
 RSS_EDGE_SAMPLES = 5  # RSS is compared as the mean of this many samples at each end of the window
@@ -123,15 +123,17 @@ def _replicas(
     logs: list[Path] = []
     urls: list[str] = []
     try:
+        ports = []
         for index, (command, env) in enumerate(zip(commands, envs, strict=True)):
-            port = free_port()
-            log = tmp / f"{what}-{index}.log"
-            with log.open("wb") as sink:
+            ports.append(free_port())
+            logs.append(tmp / f"{what}-{index}.log")
+            with logs[-1].open("wb") as sink:
                 processes.append(
-                    subprocess.Popen([*command, str(port)], stdout=sink, stderr=subprocess.STDOUT, env=env)
+                    subprocess.Popen([*command, str(ports[-1])], stdout=sink, stderr=subprocess.STDOUT, env=env)
                 )
-            logs.append(log)
-            _wait_answering(f"http://127.0.0.1:{port}{ready_path}", processes[-1], log, f"{what} {index}")
+        # Started together, waited for in turn: the start-ups overlap.
+        for index, port in enumerate(ports):
+            _wait_answering(f"http://127.0.0.1:{port}{ready_path}", processes[index], logs[index], f"{what} {index}")
             urls.append(f"http://127.0.0.1:{port}/mcp")
         yield Replicas(urls, processes, logs)
     finally:
@@ -146,6 +148,11 @@ def _replicas(
 
 
 # -- the load generator (runs in its own processes) ------------------------------------------------
+
+
+def generator_processes(clients: int) -> int:
+    """10 clients a process, at most GENERATORS: one asyncio loop for all 20 would be the bottleneck."""
+    return min(GENERATORS, max(1, clients // 10))
 
 
 @dataclass
@@ -271,12 +278,13 @@ def _drive(
 ) -> Side:
     mp = multiprocessing.get_context("spawn")
     ready, out = mp.Queue(), mp.Queue()
-    gos = [mp.Queue() for _ in range(GENERATORS)]
+    generators = generator_processes(len(tokens))
+    gos = [mp.Queue() for _ in range(generators)]
     processes = []
-    for generator in range(GENERATORS):
+    for generator in range(generators):
         plan = Plan(
             generator=generator,
-            tokens=tokens[generator::GENERATORS],
+            tokens=tokens[generator::generators],
             urls=replicas.urls,
             workload=workload,
             server_ids=server_ids,
@@ -290,6 +298,7 @@ def _drive(
     try:
         for _ in processes:
             ready.get(timeout=300)
+        ctx.log("mcp_http: every client connected; load starts")
         start_at = time.time() + 0.5
         for go in gos:
             go.put(start_at)
@@ -407,7 +416,9 @@ def _measure(
     ctx: RunContext, result: CaseResult, tmp: Path, store_url: str, admin: Any, warmup: float, duration: float
 ) -> None:
     # Bearer tokens made as `flexus-ops token new` makes them; the policy holds their principals (hashes).
-    tokens = ["fxt_" + secrets.token_urlsafe(32) for _ in range(CLIENTS)]
+    clients = ctx.pick(CLIENTS, 4)
+    servers = ctx.pick(SERVERS, 30)
+    tokens = ["fxt_" + secrets.token_urlsafe(32) for _ in range(clients)]
     (tmp / "policy.toml").write_text(_policy(tokens))
     base_env = env_without_secrets()
     shared_keys = {
@@ -416,14 +427,14 @@ def _measure(
     }
     result.setup = {
         "ours": f"{REPLICAS} x flexus-ops mcp --transport http (own processes, stateless, SSE), one PostgreSQL "
-        f"store (fresh schema), policy with {CLIENTS} people, a bearer token each (mcp-token: principals), "
+        f"store (fresh schema), policy with {clients} people, a bearer token each (mcp-token: principals), "
         "log level info",
         "baseline": f"{REPLICAS} x bare MCPServer with one no-op tool over streamable HTTP "
         "(benchmarks/floor_http_server.py: stateless, SSE, no auth, no store), same load generator",
-        "cloud": f"flexus-ops sim (own process), {SERVERS} servers, no added latency",
-        "clients": f"{CLIENTS} official mcp clients (streamable HTTP, default mode), own token each, "
-        f"in {GENERATORS} generator processes on the same machine; each call goes to the replica after "
-        "the previous call's (no sticky sessions); closed loop, no think time",
+        "cloud": f"flexus-ops sim (own process), {servers} servers, no added latency",
+        "clients": f"{clients} official mcp clients (streamable HTTP, default mode), own token each, "
+        f"in {generator_processes(clients)} generator process(es) on the same machine; each call goes to the "
+        "replica after the previous call's (no sticky sessions); closed loop, no think time",
         "mix": "flexus_list_servers (a random page of 50) 1/3, flexus_show_server (a random server) 1/3, "
         "previews of flexus_reboot_servers 1/6 and flexus_stop_servers 1/6 (one server, never confirmed)",
         "warm_up_seconds": warmup,
@@ -431,7 +442,7 @@ def _measure(
         "cores": os.cpu_count(),
         "rss": "each replica's VmRSS every 1 s; growth = mean of the last 5 samples over the first 5 of the window",
     }
-    with running_sim(ctx, servers=SERVERS) as sim:
+    with running_sim(ctx, servers=servers) as sim:
         server_ids, preview_ids = asyncio.run(_fleet(sim))
         env = {
             **base_env,
@@ -445,7 +456,7 @@ def _measure(
         ]
         envs = [{**env, "FLEXUS_STATE_DIR": str(tmp / f"state{index}")} for index in range(REPLICAS)]
         with _replicas(commands, envs, "/readyz", tmp, "replica") as ours_replicas:
-            ctx.log(f"mcp_http: ours, {CLIENTS} clients, {warmup:g} s warm-up + {duration:g} s")
+            ctx.log(f"mcp_http: ours, {clients} clients, {warmup:g} s warm-up + {duration:g} s")
             ours = _drive(
                 ctx,
                 ours_replicas,
@@ -464,7 +475,7 @@ def _measure(
     exit_codes = [process.returncode for process in ours_replicas.processes]
     floor_commands = [[ctx.python, str(BENCH_DIR / "floor_http_server.py")] for _ in range(REPLICAS)]
     with _replicas(floor_commands, [base_env] * REPLICAS, "/mcp", tmp, "floor") as floor_replicas:
-        ctx.log(f"mcp_http: bare MCPServer no-op, {CLIENTS} clients, {warmup:g} s warm-up + {duration:g} s")
+        ctx.log(f"mcp_http: bare MCPServer no-op, {clients} clients, {warmup:g} s warm-up + {duration:g} s")
         floor = _drive(
             ctx,
             floor_replicas,
