@@ -473,6 +473,7 @@ def _measure(
     # After they stopped (SIGTERM: drain, sign the audit checkpoint, exit 143), so shutdown trouble shows too.
     log_problems = _log_problems(ours_replicas.logs)
     exit_codes = [process.returncode for process in ours_replicas.processes]
+    audit = _audit_verify(ctx, tmp, {**base_env, **shared_keys, "FLEXUS_STORE_URL": store_url})
     floor_commands = [[ctx.python, str(BENCH_DIR / "floor_http_server.py")] for _ in range(REPLICAS)]
     with _replicas(floor_commands, [base_env] * REPLICAS, "/mcp", tmp, "floor") as floor_replicas:
         ctx.log(f"mcp_http: bare MCPServer no-op, {clients} clients, {warmup:g} s warm-up + {duration:g} s")
@@ -487,7 +488,32 @@ def _measure(
             duration,
             {"replicas": floor_replicas.pids},
         )
-    _report(result, ours, floor, log_problems, alive, exit_codes)
+    _report(result, ours, floor, log_problems, alive, exit_codes, audit)
+
+
+def _audit_verify(ctx: RunContext, tmp: Path, env: dict[str, str]) -> dict[str, Any]:
+    """``flexus-ops audit verify`` over the shared store and both replicas' checkpoint files, after they
+    stopped (each signs a last checkpoint on the way out): every preview was an audit append from one of two
+    processes at once, and the chain must still verify."""
+    import json
+
+    from flexus_ops.gate.policy import os_principal
+
+    policy = tmp / "verify-policy.toml"
+    policy.write_text(f'[[people]]\nid = "auditor"\nroles = ["viewer"]\nprincipals = ["{os_principal()}"]\n')
+    files = [str(path) for path in sorted(tmp.glob("state*/audit-checkpoints.jsonl"))]
+    command = [ctx.flexus_ops, "audit", "verify", "--output", "json", "--checkpoints", *files]
+    verify_env = {**env, "FLEXUS_STATE_DIR": str(tmp / "verify"), "FLEXUS_POLICY": str(policy)}
+    done = subprocess.run(command, env=verify_env, capture_output=True, text=True, timeout=300, check=False)
+    out: dict[str, Any] = {"exit_code": done.returncode, "checkpoint_files": len(files)}
+    try:
+        report = json.loads(done.stdout)
+        out |= {"records": report.get("records"), "checkpoints": report.get("checkpoints_checked")}
+        out["problems"] = report.get("problems", []) + report.get("unverifiable", [])
+    except ValueError:
+        out["output"] = (done.stdout + done.stderr)[-2000:]
+    out.setdefault("output", done.stderr[-2000:])
+    return out
 
 
 async def _fleet(sim: Any) -> tuple[list[str], list[str]]:
@@ -499,7 +525,13 @@ async def _fleet(sim: Any) -> tuple[list[str], list[str]]:
 
 
 def _report(
-    result: CaseResult, ours: Side, floor: Side, log_problems: list[str], alive: list[bool], exit_codes: list[int]
+    result: CaseResult,
+    ours: Side,
+    floor: Side,
+    log_problems: list[str],
+    alive: list[bool],
+    exit_codes: list[int],
+    audit: dict[str, Any],
 ) -> None:
     sides = {"ours": ours, "baseline": floor}
     data: dict[str, Any] = {}
@@ -529,6 +561,7 @@ def _report(
     data["ours"]["replica_log_problems"] = log_problems[:50]
     data["ours"]["replicas_alive_at_end"] = alive
     data["ours"]["replica_exit_codes_on_sigterm"] = exit_codes
+    data["ours"]["audit_verify"] = audit
     result.data = data
     o, f = data["ours"], data["baseline"]
     throughput = ratio(o["calls_per_second"], f["calls_per_second"])
@@ -593,9 +626,15 @@ def _report(
         measured += f"; replicas exited {exit_codes} on SIGTERM (expected {EXIT_SIGTERM})"
     if log_problems:
         measured += f"; {len(log_problems)} warning/error log line(s), first: {log_problems[0]}"
+    if audit["exit_code"] != 0:
+        why = "; ".join(audit.get("problems") or []) or audit["output"]
+        measured += f"; audit verify exited {audit['exit_code']}: {why[-400:]}"
+    else:
+        measured += f"; audit chain intact ({audit.get('records')} records, {audit.get('checkpoints')} checkpoints)"
     if o["error_samples"]:
         measured += f"; first: {o['error_samples'][0]}"
-    result.goal("zero errors", measured, o["errors"] == 0 and not crashed and not unclean and not log_problems)
+    clean = o["errors"] == 0 and not crashed and not unclean and not log_problems and audit["exit_code"] == 0
+    result.goal("zero errors", measured, clean)
     worst = max(growths) if growths and not any(math.isnan(g) for g in growths) else math.nan
     result.goal(
         f"resident memory growth < {GOAL_RSS_GROWTH * 100:.0f}% after warm-up",
