@@ -42,6 +42,7 @@ def cases() -> list[Case]:
         context_cost,
         fleet_power,
         list_all,
+        mcp_http,
         rolling_reboot,
         select_resolve,
         slack_ack,
@@ -58,6 +59,7 @@ def cases() -> list[Case]:
         context_cost.CASE,
         slack_ack.CASE,
         store.CASE,
+        mcp_http.CASE,
     ]
 
 

@@ -566,3 +566,26 @@ def test_sim_refuses_a_remote_bind_and_bad_knobs(capsys: pytest.CaptureFixture[s
     assert run(_sim_args("--rate-limit", "0")) == 2
     assert run(_sim_args("--servers", "-1")) == 2
     assert "flexus-ops sim:" in capsys.readouterr().err
+
+
+def test_sim_keeps_idle_connections_open_longer_than_the_client_reuses_them(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With both at 5 s, a pooled request could go out on a connection the sim was just closing ("Server
+    disconnected without sending a response", seen under the mcp_http benchmark's load)."""
+    import uvicorn
+
+    from flexus_ops.cloud.client import KEEPALIVE_EXPIRY_SECONDS, FlexusClient
+    from flexus_ops.config import Settings
+
+    served: list[uvicorn.Config] = []
+    monkeypatch.setattr(uvicorn.Server, "run", lambda server, *args, **kwargs: served.append(server.config))
+    run(_sim_args("--port", "0"))
+    capsys.readouterr()
+    (config,) = served
+    settings = Settings(ecs_endpoint="http://127.0.0.1:9", access_key="AK", secret_key="SK", project_id="p")
+    client = FlexusClient(settings)
+    pool = client._http._transport._pool  # type: ignore[attr-defined]  # httpx's pool: what it really uses
+    assert pool._keepalive_expiry == KEEPALIVE_EXPIRY_SECONDS
+    assert config.timeout_keep_alive >= 10 * KEEPALIVE_EXPIRY_SECONDS
+    asyncio.run(client.aclose())

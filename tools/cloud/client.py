@@ -63,6 +63,11 @@ if TYPE_CHECKING:
 GET_CONTENT_TYPE = "application/json"
 WRITE_CONTENT_TYPE = "application/json;charset=utf-8"  # what the SDK sends, lowercased
 SANDBOX_BASE_URL = "http://sandbox.flexus.invalid"
+KEEPALIVE_EXPIRY_SECONDS = 5.0
+"""How long an idle pooled connection is reused (httpx's default, stated). A server that closes idle
+connections sooner, or as soon, races it: a request goes out on a connection the server is closing, and
+comes back "Server disconnected without sending a response" (a read is retried after a backoff; a write's
+outcome is unknown). Gateways keep idle connections far longer; ``flexus-ops sim`` does too."""
 
 M = TypeVar("M", bound=BaseModel)
 Page = TypeVar("Page", ListServersResponse, ServerSummaries)  # what one listing page parses into
@@ -117,7 +122,9 @@ class FlexusClient:
             auth=self._auth,
             transport=transport,
             timeout=httpx.Timeout(self.settings.timeout_seconds),
-            limits=httpx.Limits(max_connections=100, max_keepalive_connections=50),
+            limits=httpx.Limits(
+                max_connections=100, max_keepalive_connections=50, keepalive_expiry=KEEPALIVE_EXPIRY_SECONDS
+            ),
             headers={"User-Agent": f"flexus-ops/{__version__}"},
         )
         self._limit = asyncio.Semaphore(self.settings.max_concurrency)
