@@ -611,6 +611,30 @@ def _report(
             f"{first / 2**20:.1f} MiB / {last / 2**20:.1f} MiB ({growth * 100:+.1f}%)",
         )
     result.figure("errors, ours / bare no-op", f"{o['errors']} / {f['errors']}")
+    # The floor of the ratio on these cores: with every core busy, calls/s is cores / CPU per call. Were our
+    # replicas to cost per call only what the bare server's do, the sim's, PostgreSQL's and the load
+    # generator's CPU per call would remain on the same cores: no replica code could beat this ratio.
+    per_call = {
+        (label, role): side.cpu.get(role, math.nan) / max(1, data[label]["calls"])
+        for label, side in (("ours", ours), ("baseline", floor))
+        for role in ("replicas", "sim", "postgresql backends", "load generator")
+    }
+    bare_call = per_call["baseline", "replicas"] + per_call["baseline", "load generator"]
+    rest_of_ours = sum(per_call["ours", role] for role in ("sim", "postgresql backends", "load generator"))
+    ceiling = ratio(bare_call, per_call["baseline", "replicas"] + rest_of_ours)
+    data["throughput_ceiling"] = ceiling
+    result.figure(
+        "CPU per call, ours: replicas / sim / PostgreSQL / load generator; bare: replicas / load generator",
+        " / ".join(
+            fmt_seconds(per_call["ours", role]) for role in ("replicas", "sim", "postgresql backends", "load generator")
+        )
+        + "; "
+        + " / ".join(fmt_seconds(per_call["baseline", role]) for role in ("replicas", "load generator")),
+    )
+    result.figure(
+        "throughput ratio ceiling when the cores are the limit (our replicas at the bare server's CPU per call)",
+        f"{fmt_ratio(ceiling)} (measured {fmt_ratio(throughput)})",
+    )
     result.goal(
         f"throughput >= {GOAL_THROUGHPUT}x a bare MCPServer no-op over HTTP",
         f"{fmt_ratio(throughput)} ({o['calls_per_second']:.0f} vs {f['calls_per_second']:.0f} calls/s; "
