@@ -4,8 +4,11 @@
 - HTTP mode otherwise: ``POST /slack/events`` through bolt's Starlette adapter behind uvicorn, with
   bolt's signature check (HMAC-SHA256 of the body with the signing secret, 5-minute replay window).
 
-Every listener (``listeners/``) acks first, so Slack gets its answer within its 3 seconds, and the slow
-part (the cloud, through the registry) continues as bolt's background task (``process_before_response=False``).
+Every listener (``listeners/``) acks first and returns, so Slack gets its answer within its 3 seconds: the
+server's loop only verifies, parses and acks (bolt runs the listener to its end before answering,
+``process_before_response=True``, which is quick because the listener hands the slow part on). The slow
+part (the registry, the cloud, the answer at the response_url) runs on the answer worker's own loop and
+thread (``worker.py``), so no ack waits behind another request's answer.
 """
 
 from __future__ import annotations
@@ -92,7 +95,9 @@ class SlackBot:
             client=self.client,
             signing_secret=secret,
             logger=base,
-            process_before_response=False,
+            # The listeners only ack and hand the rest to the answer worker, so bolt may answer the HTTP
+            # request when the listener returns: no background task and no polling for the ack on this loop.
+            process_before_response=True,
             raise_error_for_unhandled_request=False,
         )
         listeners.register(self.app, self.context)
@@ -167,7 +172,23 @@ class SlackBot:
             await self.aclose()
         return 128 + received[0] if received else 0
 
-    async def aclose(self) -> None:
+    @property
+    def answers_pending(self) -> int:
+        """Answers admitted and not finished (a graceful stop waits for them)."""
+        return self.context.answers.pending
+
+    def start_draining(self) -> None:
+        """Readiness says "draining" at once; the registry's own stop (rollouts send no further wave)
+        runs on the answers' loop, where the rollouts' state lives. Safe from a signal handler."""
+        self.registry.draining = True
+        self.context.answers.call_soon(self.registry.start_draining)
+
+    async def aclose(self, grace: float = 0.0) -> None:
+        """Wait up to ``grace`` seconds for answers in flight, cancel the rest, and close what lives on
+        the answers' loop (the tasks following rollouts and approvals, the registry if this bot owns it)."""
+        await self.context.answers.aclose(self._close_answers(), grace=grace)
+
+    async def _close_answers(self) -> None:
         await self.context.aclose()
         if self.owns_registry:
             await self.registry.aclose()
@@ -223,7 +244,8 @@ def main(
                 describe(bot, "Socket Mode", "connecting with SLACK_APP_TOKEN (no public URL needed)"), file=sys.stderr
             )
         return asyncio.run(bot.run_socket_mode(probes))
-    drain = Drain(on_drain=[bot.registry.start_draining])
+    # A stop waits for the answers in flight too (they run after their ack, on the answer worker).
+    drain = Drain(on_drain=[bot.start_draining], pending=[lambda: bot.answers_pending])
     app = bot.asgi(drain)
     announce_start(registry, "slack", "http", f"http://{host}:{port}{EVENTS_PATH}")
     if log_format() == "text":

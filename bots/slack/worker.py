@@ -1,0 +1,206 @@
+"""Where answers run: their own event loop in their own thread, so an ack never waits for an answer.
+
+Slack wants the HTTP answer to a command or click within 3 seconds. The ack needs no I/O (verify the
+signature, find out who asks, parse, maybe a refusal or the help); the answer needs the registry, the
+cloud, Block Kit and a post to the ``response_url``. On one event loop the acks queue behind the
+answers' work, so under load an ack waits for answers that are not its own. Here the server's loop
+(uvicorn, or the Socket Mode client) only acks and hands the rest to ``AnswerWorker``, whose loop owns
+everything that touches the registry, the gate and the cloud (their async parts belong to one loop).
+
+Bounded: at most ``running`` answers run at once, at most ``queued`` wait; past that a request is
+still acked, saying the bot is busy (nothing was started, so trying again is safe). ``pending`` counts
+answers admitted and not yet finished, so a graceful stop can wait for them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+log = logging.getLogger("flexus_ops.bots")
+
+RUNNING = 64  # answers at once: the cloud client has its own concurrency limit behind this
+QUEUED = 1000  # admitted but waiting: beyond this the ack says "busy"
+
+Work = Callable[[], Awaitable[None]]
+Failure = Callable[[BaseException], Awaitable[None]]
+
+
+class Ticket:
+    """A place reserved among the pending answers; ``start`` hands it its work, ``release`` gives it back
+    unused. Exactly one of them takes effect, so the pending count never leaks."""
+
+    def __init__(self, worker: AnswerWorker) -> None:
+        self._worker = worker
+        self._done = False
+
+    def start(self, work: Work, on_error: Failure | None = None, *, name: str = "answer") -> None:
+        if self._done:
+            raise RuntimeError("this ticket was already used")
+        self._done = True
+        try:
+            self._worker._schedule(work, on_error, name)
+        except BaseException:
+            self._worker._finished()
+            raise
+
+    def release(self) -> None:
+        if not self._done:
+            self._done = True
+            self._worker._finished()
+
+
+class AnswerWorker:
+    """A thread running one event loop for answers, started on first use and stopped by ``aclose``."""
+
+    def __init__(self, *, running: int = RUNNING, queued: int = QUEUED) -> None:
+        self.capacity = running + queued
+        self._running = running
+        self._lock = threading.Lock()
+        self._pending = 0
+        self._idle = threading.Condition(self._lock)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._limit: asyncio.Semaphore | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closed = False
+
+    # -- any thread -------------------------------------------------------------------------------
+
+    @property
+    def pending(self) -> int:
+        """Answers admitted and not finished (queued or running)."""
+        return self._pending
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The answers' loop, started if need be."""
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the answer worker is closed")
+            if self._loop is None:
+                started = threading.Event()
+                loop = asyncio.new_event_loop()
+
+                def serve() -> None:
+                    asyncio.set_event_loop(loop)
+                    loop.call_soon(started.set)
+                    loop.run_forever()
+
+                self._thread = threading.Thread(target=serve, name="flexus-slack-answers", daemon=True)
+                self._thread.start()
+                started.wait()
+                self._loop = loop
+            return self._loop
+
+    def admit(self) -> Ticket | None:
+        """A reserved place for one answer, or None when the worker is full (the ack then says busy)."""
+        with self._lock:
+            if self._closed or self._pending >= self.capacity:
+                return None
+            self._pending += 1
+        return Ticket(self)
+
+    def submit(self, work: Work, on_error: Failure | None = None, *, name: str = "answer") -> bool:
+        """Admit and start in one step; False (nothing started) when full."""
+        ticket = self.admit()
+        if ticket is None:
+            return False
+        ticket.start(work, on_error, name=name)
+        return True
+
+    def call_soon(self, callback: Callable[[], object]) -> None:
+        """Run a plain callback on the answers' loop (for state that belongs to it, e.g. a rollout's stop)."""
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(callback)
+        else:
+            callback()
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Block until no answer is pending or ``timeout`` passes; True when idle."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._pending == 0, timeout)
+
+    async def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Await ``coro`` on the answers' loop from another loop (anything that touches the registry)."""
+        loop = self.loop
+        if _running_loop() is loop:
+            return await coro
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, loop))
+
+    async def aclose(self, last: Coroutine[Any, Any, None] | None = None, *, grace: float = 0.0) -> None:
+        """Wait up to ``grace`` seconds for pending answers, cancel the rest, run ``last`` (closing what
+        lives on the answers' loop) there, and stop the thread. Idempotent."""
+        with self._lock:
+            self._closed = True
+            loop, thread = self._loop, self._thread
+        if loop is None or thread is None or loop.is_closed():
+            if last is not None:
+                await last  # never started: nothing lives on another loop
+            return
+        if grace > 0:
+            await asyncio.to_thread(self.wait_idle, grace)
+        future = asyncio.run_coroutine_threadsafe(self._shutdown(last), loop)
+        try:
+            await asyncio.wrap_future(future)
+        finally:
+            loop.call_soon_threadsafe(loop.stop)
+            await asyncio.to_thread(thread.join, 10)
+            if not thread.is_alive():
+                loop.close()
+
+    # -- the answers' loop ------------------------------------------------------------------------
+
+    def _schedule(self, work: Work, on_error: Failure | None, name: str) -> None:
+        loop = self.loop
+
+        def create() -> None:
+            task = loop.create_task(self._run(work, on_error), name=f"slack {name}")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+        loop.call_soon_threadsafe(create)
+
+    async def _run(self, work: Work, on_error: Failure | None) -> None:
+        try:
+            if self._limit is None:
+                self._limit = asyncio.Semaphore(self._running)
+            async with self._limit:
+                try:
+                    await work()
+                except Exception as exc:
+                    if on_error is None:
+                        log.error("slack answer failed: %s", type(exc).__name__)
+                    else:
+                        await on_error(exc)
+        except Exception as exc:  # the error handler itself failed: logged, never raised into the loop
+            log.error("slack answer failed: %s", type(exc).__name__)
+        finally:
+            self._finished()
+
+    def _finished(self) -> None:
+        with self._idle:
+            self._pending -= 1
+            if self._pending == 0:
+                self._idle.notify_all()
+
+    async def _shutdown(self, last: Coroutine[Any, Any, None] | None) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if last is not None:
+            await last
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+__all__ = ["QUEUED", "RUNNING", "AnswerWorker", "Ticket"]
