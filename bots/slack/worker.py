@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import selectors
 import threading
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
@@ -25,6 +26,13 @@ log = logging.getLogger("flexus_ops.bots")
 
 RUNNING = 64  # answers at once: the cloud client has its own concurrency limit behind this
 QUEUED = 1000  # admitted but waiting: beyond this the ack says "busy"
+
+# While the server is acking, the answers' loop waits at most this long before its next round: the ack
+# gets the interpreter (one thread runs Python at a time) and answers still progress under constant load.
+YIELD_SECONDS = 0.02
+# How often the interpreter lets another thread run Python (the default is 5 ms): an ack arriving while
+# the answers' thread computes waits for at most this long before the server's thread gets to run.
+SWITCH_INTERVAL = 0.001
 
 Work = Callable[[], Awaitable[None]]
 Failure = Callable[[BaseException], Awaitable[None]]
@@ -54,10 +62,61 @@ class Ticket:
             self._worker._finished()
 
 
+class Front:
+    """Requests the server's loop is handling now (set there, read by the answers' loop): while there are
+    any, the answers' loop steps aside between its rounds, so acks do not share the interpreter with
+    answers. Only the server's loop changes the count."""
+
+    def __init__(self) -> None:
+        self.busy = 0
+        self.idle = threading.Event()
+        self.idle.set()
+
+    def enter(self) -> None:
+        self.busy += 1
+        self.idle.clear()
+
+    def leave(self) -> None:
+        self.busy -= 1
+        if self.busy <= 0:
+            self.busy = 0
+            self.idle.set()
+
+    def wrap(self, app: Any, paths: tuple[str, ...]) -> Any:
+        """An ASGI app counting its requests to ``paths`` from start to the last byte of the response."""
+
+        async def counted(scope: dict[str, Any], receive: Any, send: Any) -> None:
+            if scope["type"] != "http" or scope.get("path") not in paths:
+                await app(scope, receive, send)
+                return
+            self.enter()
+            try:
+                await app(scope, receive, send)
+            finally:
+                self.leave()
+
+        return counted
+
+
+class _StepAside(selectors.DefaultSelector):  # type: ignore[misc,valid-type]
+    """The answers' loop's selector: before each round of the loop (every round polls it), wait while the
+    server is acking, up to ``YIELD_SECONDS`` (the wait releases the interpreter to the acking thread)."""
+
+    def __init__(self, front: Front) -> None:
+        super().__init__()
+        self._front = front
+
+    def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
+        if self._front.busy:
+            self._front.idle.wait(YIELD_SECONDS)
+        return super().select(timeout)
+
+
 class AnswerWorker:
     """A thread running one event loop for answers, started on first use and stopped by ``aclose``."""
 
-    def __init__(self, *, running: int = RUNNING, queued: int = QUEUED) -> None:
+    def __init__(self, *, running: int = RUNNING, queued: int = QUEUED, front: Front | None = None) -> None:
+        self.front = front if front is not None else Front()
         self.capacity = running + queued
         self._running = running
         self._lock = threading.Lock()
@@ -84,7 +143,7 @@ class AnswerWorker:
                 raise RuntimeError("the answer worker is closed")
             if self._loop is None:
                 started = threading.Event()
-                loop = asyncio.new_event_loop()
+                loop = asyncio.SelectorEventLoop(_StepAside(self.front))
 
                 def serve() -> None:
                     asyncio.set_event_loop(loop)
@@ -203,4 +262,4 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
         return None
 
 
-__all__ = ["QUEUED", "RUNNING", "AnswerWorker", "Ticket"]
+__all__ = ["QUEUED", "RUNNING", "SWITCH_INTERVAL", "YIELD_SECONDS", "AnswerWorker", "Front", "Ticket"]
