@@ -41,7 +41,7 @@ from . import listeners
 from .context import BotContext
 from .logs import guard_slack_loggers
 from .settings import SlackBotSettings, slack_settings
-from .worker import SWITCH_INTERVAL
+from .worker import SWITCH_INTERVAL, AnswerWorker
 
 EVENTS_PATH = "/slack/events"
 # Every Web API method the bot calls and the bot scope it needs; the manifests ask for exactly these
@@ -72,6 +72,7 @@ class SlackBot:
         progress_interval: float = 1.0,
         watch_interval: float = 30.0,
         owns_registry: bool = False,
+        answers: AnswerWorker | None = None,
     ) -> None:
         if settings.bot_token is None:
             raise ConfigurationError("SLACK_BOT_TOKEN is not set (the app's Bot User OAuth Token, xoxb-...)")
@@ -88,7 +89,11 @@ class SlackBot:
             token=settings.bot_token.get_secret_value(), base_url=settings.web_api_base(), logger=base
         )
         self.context = BotContext(
-            registry, self.client, progress_interval=progress_interval, watch_interval=watch_interval
+            registry,
+            self.client,
+            progress_interval=progress_interval,
+            watch_interval=watch_interval,
+            answers=answers if answers is not None else AnswerWorker(),
         )
         secret = settings.signing_secret.get_secret_value() if settings.signing_secret else ""
         self.app = AsyncApp(
