@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
 
-from slack_bolt.context.respond.async_respond import AsyncRespond
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
+from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from flexus_ops.core.errors import Refused
 from flexus_ops.core.plans import ActionView
@@ -31,7 +31,7 @@ from ..chat.answers import title_of
 from ..chat.follow import Follower
 from .blocks import ApprovalView, Message, esc, progress_message, user, when
 from .settings import SlackSettings, slack_settings
-from .worker import AnswerWorker
+from .worker import AnswerWorker, shared_http
 
 log = logging.getLogger("flexus_ops.bots")
 
@@ -178,7 +178,8 @@ class ResponseUrl:
             return False
         self.used += 1
         try:
-            answer = await AsyncRespond(response_url=self.url)(
+            # On the answer worker, its one session (connections reused); elsewhere a session for this post.
+            answer = await AsyncWebhookClient(url=self.url, session=shared_http()).send(
                 text=message.text,
                 blocks=message.blocks,
                 response_type="in_channel" if self.shared else "ephemeral",

@@ -15,11 +15,14 @@ answers admitted and not yet finished, so a graceful stop can wait for them.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import selectors
 import threading
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
+
+import aiohttp
 
 T = TypeVar("T")
 log = logging.getLogger("flexus_ops.bots")
@@ -113,7 +116,9 @@ class _StepAside(selectors.DefaultSelector):  # type: ignore[misc,valid-type]
 
 
 class AnswerWorker:
-    """A thread running one event loop for answers, started on first use and stopped by ``aclose``."""
+    """A thread running one event loop for answers, started on first use and stopped by ``aclose``.
+    ``http()`` is one aiohttp session on that loop for the answers' posts to response_urls, so they reuse
+    connections (and, to Slack, TLS sessions) instead of opening one per answer."""
 
     def __init__(self, *, running: int = RUNNING, queued: int = QUEUED, front: Front | None = None) -> None:
         self.front = front if front is not None else Front()
@@ -127,6 +132,7 @@ class AnswerWorker:
         self._limit: asyncio.Semaphore | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
+        self._http: aiohttp.ClientSession | None = None
 
     # -- any thread -------------------------------------------------------------------------------
 
@@ -214,6 +220,15 @@ class AnswerWorker:
 
     # -- the answers' loop ------------------------------------------------------------------------
 
+    def http(self) -> aiohttp.ClientSession | None:
+        """The answers' shared session, on the answers' loop only (None anywhere else: a caller there
+        opens its own)."""
+        if self._loop is None or _running_loop() is not self._loop:
+            return None
+        if self._http is None or self._http.closed:
+            self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
+        return self._http
+
     def _schedule(self, work: Work, on_error: Failure | None, name: str) -> None:
         loop = self.loop
 
@@ -225,6 +240,7 @@ class AnswerWorker:
         loop.call_soon_threadsafe(create)
 
     async def _run(self, work: Work, on_error: Failure | None) -> None:
+        CURRENT.set(self)  # this task's context, copied into the tasks it starts
         try:
             if self._limit is None:
                 self._limit = asyncio.Semaphore(self._running)
@@ -251,8 +267,22 @@ class AnswerWorker:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        if last is not None:
-            await last
+        try:
+            if last is not None:
+                await last
+        finally:
+            if self._http is not None:
+                await self._http.close()
+
+
+CURRENT: contextvars.ContextVar[AnswerWorker] = contextvars.ContextVar("flexus_slack_answer_worker")
+"""The worker running the current answer (set in each answer's task): where its shared session is."""
+
+
+def shared_http() -> aiohttp.ClientSession | None:
+    """The current answer worker's session, when called on its loop; else None."""
+    worker = CURRENT.get(None)
+    return worker.http() if worker is not None else None
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:
@@ -262,4 +292,14 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
         return None
 
 
-__all__ = ["QUEUED", "RUNNING", "SWITCH_INTERVAL", "YIELD_SECONDS", "AnswerWorker", "Front", "Ticket"]
+__all__ = [
+    "CURRENT",
+    "QUEUED",
+    "RUNNING",
+    "SWITCH_INTERVAL",
+    "YIELD_SECONDS",
+    "AnswerWorker",
+    "Front",
+    "Ticket",
+    "shared_http",
+]
