@@ -6,6 +6,8 @@ cloud, Block Kit and a post to the ``response_url``. On one event loop the acks 
 answers' work, so under load an ack waits for answers that are not its own. Here the server's loop
 (uvicorn, or the Socket Mode client) only acks and hands the rest to ``AnswerWorker``, whose loop owns
 everything that touches the registry, the gate and the cloud (their async parts belong to one loop).
+The two threads still share one interpreter (one runs Python at a time), so the answers' loop steps
+aside while the server is acking (``Front``), and ``main`` has threads switch every millisecond.
 
 Bounded: at most ``running`` answers run at once, at most ``queued`` wait; past that a request is
 still acked, saying the bot is busy (nothing was started, so trying again is safe). ``pending`` counts
