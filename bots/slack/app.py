@@ -41,7 +41,7 @@ from . import listeners
 from .context import BotContext
 from .logs import guard_slack_loggers
 from .settings import SlackBotSettings, slack_settings
-from .worker import SWITCH_INTERVAL, AnswerWorker
+from .worker import AnswerWorker
 
 EVENTS_PATH = "/slack/events"
 # Every Web API method the bot calls and the bot scope it needs; the manifests ask for exactly these
@@ -238,9 +238,6 @@ def main(
     from flexus_ops.config import Settings
     from flexus_ops.serving import Drain, DrainingServer
 
-    # This process runs two threads of Python (acks, answers): switch between them often, so an ack
-    # does not wait the default 5 ms each time an answer is computing. Process-wide, so set here, in main.
-    sys.setswitchinterval(SWITCH_INTERVAL)
     settings = SlackBotSettings()
     chosen = mode if mode != "auto" else ("socket" if settings.app_token else "http")
     settings.check(chosen)  # before the registry touches the state directory
@@ -264,8 +261,5 @@ def main(
     # log_config=None: uvicorn's records go through the process's handler (text or JSON), not its own.
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", log_config=None)
     server = DrainingServer(config, drain, grace_seconds)
-    import os as _os
-
-    sys.setswitchinterval(float(_os.environ.get("SWI", "0.005")))
     asyncio.run(server.serve())
     return server.exit_code

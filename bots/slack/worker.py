@@ -7,7 +7,7 @@ answers' work, so under load an ack waits for answers that are not its own. Here
 (uvicorn, or the Socket Mode client) only acks and hands the rest to ``AnswerWorker``, whose loop owns
 everything that touches the registry, the gate and the cloud (their async parts belong to one loop).
 The two threads still share one interpreter (one runs Python at a time), so the answers' loop steps
-aside while the server is acking (``Front``), and ``main`` has threads switch every millisecond.
+aside while the server is acking (``Front``).
 
 Bounded: at most ``running`` answers run at once, at most ``queued`` wait; past that a request is
 still acked, saying the bot is busy (nothing was started, so trying again is safe). ``pending`` counts
@@ -21,6 +21,7 @@ import contextvars
 import logging
 import selectors
 import threading
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -32,12 +33,14 @@ log = logging.getLogger("flexus_ops.bots")
 RUNNING = 64  # answers at once: the cloud client has its own concurrency limit behind this
 QUEUED = 1000  # admitted but waiting: beyond this the ack says "busy"
 
-# While the server is acking, the answers' loop waits at most this long before its next round: the ack
-# gets the interpreter (one thread runs Python at a time) and answers still progress under constant load.
-YIELD_SECONDS = 0.02
-# How often the interpreter lets another thread run Python (the default is 5 ms): an ack arriving while
-# the answers' thread computes waits for at most this long before the server's thread gets to run.
-SWITCH_INTERVAL = 0.001
+# While the server is acking, and until it has been quiet for QUIET_SECONDS (under steady load the next
+# request is about to come), the answers' loop waits before its next round, at most YIELD_SECONDS: the
+# acks get the interpreter (one thread runs Python at a time) and the CPU, and answers, a rollout's lease
+# renewal (every few seconds) and job polling still progress under constant load. A thread that holds the
+# interpreter when the OS takes its CPU away blocks the other until it runs again: on a busy machine
+# that inversion, not the work itself, was the acks' tail, so the answers' loop keeps out of the way.
+YIELD_SECONDS = 0.25
+QUIET_SECONDS = 0.01
 
 Work = Callable[[], Awaitable[None]]
 Failure = Callable[[BaseException], Awaitable[None]]
@@ -76,6 +79,7 @@ class Front:
         self.busy = 0
         self.idle = threading.Event()
         self.idle.set()
+        self.left = 0.0  # time.monotonic() when the last request was answered
 
     def enter(self) -> None:
         self.busy += 1
@@ -83,6 +87,7 @@ class Front:
 
     def leave(self) -> None:
         self.busy -= 1
+        self.left = time.monotonic()
         if self.busy <= 0:
             self.busy = 0
             self.idle.set()
@@ -105,15 +110,24 @@ class Front:
 
 class _StepAside(selectors.DefaultSelector):  # type: ignore[misc,valid-type]
     """The answers' loop's selector: before each round of the loop (every round polls it), wait while the
-    server is acking, up to ``YIELD_SECONDS`` (the wait releases the interpreter to the acking thread)."""
+    server is acking or was a moment ago, up to ``YIELD_SECONDS`` (the wait releases the interpreter)."""
 
     def __init__(self, front: Front) -> None:
         super().__init__()
         self._front = front
 
     def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
-        if self._front.busy:
-            self._front.idle.wait(YIELD_SECONDS)
+        front = self._front
+        now = time.monotonic()
+        deadline = now + YIELD_SECONDS
+        # Wait while requests are being acked and until none has been for QUIET_SECONDS (under steady load
+        # the next one is about to arrive), but never past the deadline: answers still progress.
+        while now < deadline and (front.busy or now - front.left < QUIET_SECONDS):
+            if front.busy:
+                front.idle.wait(deadline - now)
+            else:
+                time.sleep(min(QUIET_SECONDS - (now - front.left), deadline - now))
+            now = time.monotonic()
         return super().select(timeout)
 
 
@@ -297,8 +311,8 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
 __all__ = [
     "CURRENT",
     "QUEUED",
+    "QUIET_SECONDS",
     "RUNNING",
-    "SWITCH_INTERVAL",
     "YIELD_SECONDS",
     "AnswerWorker",
     "Front",
