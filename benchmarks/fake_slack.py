@@ -2,7 +2,13 @@
 ``response_url`` endpoints it answers on (``/response/<id>``), recording when each answer arrived.
 
 Run as its own process (``python benchmarks/fake_slack.py PORT``), so the bot under test, the
-driver and this sink do not share an interpreter. ``GET /_answers`` lists ``[id, epoch seconds]``.
+driver and this sink do not share an interpreter. ``GET /_answers`` lists ``[id, epoch seconds]``;
+``GET /_answer/<id>`` the bodies posted to that response_url, in order (the benchmark reads a preview's
+Confirm button and a change's outcome from them).
+
+``POST /floor`` is the floor for the ack: a bare uvicorn + Starlette endpoint that reads the body and
+answers an empty 200, no signature, no parsing. Driven by the same client in the same run, it is the
+fastest any bot behind an HTTP server in Python could ack on this machine at that moment.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 answers: list[tuple[str, float]] = []
+bodies: dict[str, list[object]] = {}
 
 
 async def api(request: Request) -> Response:
@@ -27,9 +34,20 @@ async def api(request: Request) -> Response:
 
 
 async def response_url(request: Request) -> Response:
-    await request.body()
-    answers.append((request.path_params["rid"], time.time()))
+    rid = request.path_params["rid"]
+    body = await request.json()
+    answers.append((rid, time.time()))
+    bodies.setdefault(rid, []).append(body)
     return PlainTextResponse("ok")
+
+
+async def answered(request: Request) -> Response:
+    return JSONResponse(bodies.get(request.path_params["rid"], []))
+
+
+async def floor(request: Request) -> Response:
+    await request.body()
+    return Response(status_code=200)
 
 
 async def recorded(_request: Request) -> Response:
@@ -41,6 +59,8 @@ app = Starlette(
         Route("/api/{method}", api, methods=["POST", "GET"]),
         Route("/response/{rid}", response_url, methods=["POST"]),
         Route("/_answers", recorded, methods=["GET"]),
+        Route("/_answer/{rid}", answered, methods=["GET"]),
+        Route("/floor", floor, methods=["POST"]),
     ]
 )
 

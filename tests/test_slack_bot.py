@@ -19,6 +19,7 @@ import pytest
 from flexus_ops.bots.slack.app import WEB_API_SCOPES, SlackBot
 from flexus_ops.bots.slack.blocks import APPROVE, CANCEL, CONFIRM, REJECT, REVEAL
 from flexus_ops.bots.slack.logs import REDACTED
+from flexus_ops.bots.slack.worker import AnswerWorker
 from flexus_ops.cloud.client import FlexusClient
 from flexus_ops.cloud.rules import problem_with_password
 from flexus_ops.core.tools import Caller
@@ -148,6 +149,47 @@ def test_share_posts_in_the_channel_and_errors_stay_private(bot: Rig) -> None:
     response, url = bot.slack.command(BOB, "stop no-such-server-01")
     (answer,) = bot.fake.wait_at(url)
     assert "no server named" in answer.text and writes(bot.registry) == []
+
+
+def test_acks_do_not_wait_for_answers_in_flight(bot: Rig) -> None:
+    """Answers run on the answer worker, not where acks are made: while one command's answer waits on a
+    slow cloud, other commands and clicks are acked, and each answer lands at its own response_url."""
+    knobs = sandbox_of(bot.registry).knobs
+    knobs.hang_seconds, knobs.hang_next = 2.0, 1
+    slow, slow_url = bot.slack.command(ALICE, "list")
+    assert slow.status_code == 200 and slow.text == ""
+    quick = [bot.slack.command(ALICE, "list status=ACTIVE") for _ in range(3)]
+    clicked, click_url = bot.slack.click(ALICE, CONFIRM, "0" * 32)
+    assert [r.status_code for r, _ in quick] == [200, 200, 200] and clicked.status_code == 200
+    assert bot.fake.at(slow_url) == []  # every ack above came back while the first answer was still waiting
+    for _response, url in quick:
+        assert "server(s)" in bot.fake.wait_at(url)[0].text
+    assert "no such preview" in bot.fake.wait_at(click_url)[0].text
+    assert "server(s)" in bot.fake.wait_at(slow_url)[0].text
+    wait_until(lambda: bot.bot.answers_pending == 0, what="no answer pending")
+
+
+def test_a_full_answer_worker_still_acks_and_says_busy(tmp_path: Path) -> None:
+    """Backpressure that still acks: past its bound the worker admits nothing, the ack says so (nothing
+    was started, so trying again is safe), and once there is room the same command is answered."""
+    with rig(tmp_path, answers=AnswerWorker(running=1, queued=0)) as bot:
+        knobs = sandbox_of(bot.registry).knobs
+        knobs.hang_seconds, knobs.hang_next = 2.0, 1
+        first, first_url = bot.slack.command(ALICE, "list")
+        assert first.status_code == 200 and first.text == ""
+        busy, busy_url = bot.slack.command(ALICE, "list")
+        assert busy.status_code == 200 and "Busy" in busy.text and busy.json()["response_type"] == "ephemeral"
+        target = names(bot.registry, "ACTIVE", 1)[0]
+        refused, _ = bot.slack.command(ALICE, f"stop {target}")
+        assert "Busy" in refused.text
+        clicked, click_url = bot.slack.click(ALICE, CONFIRM, "0" * 32)
+        assert clicked.status_code == 200 and "Busy" in bot.fake.wait_at(click_url)[0].text
+        assert "server(s)" in bot.fake.wait_at(first_url)[0].text
+        wait_until(lambda: bot.bot.answers_pending == 0, what="room in the worker")
+        again, again_url = bot.slack.command(ALICE, "list")
+        assert again.status_code == 200 and again.text == ""
+        assert "server(s)" in bot.fake.wait_at(again_url)[0].text
+        assert bot.fake.at(busy_url) == [] and writes(bot.registry) == []
 
 
 def test_help_and_mistakes_are_answered_in_the_ack(bot: Rig) -> None:

@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from flexus_ops.bots.slack.app import BOT_SCOPES, EVENTS_PATH
+from flexus_ops.bots.slack.blocks import CONFIRM
 from flexus_ops.bots.slack.settings import COMMAND
 from flexus_ops.cli import main
 from tests.slackkit import (
@@ -230,3 +231,41 @@ def test_socket_mode_still_connecting_ends_on_sigterm_and_says_draining(tmp_path
         process.send_signal(signal.SIGTERM)
         code = process.wait(timeout=30)
     assert code == 143, output_of(process)
+
+
+@pytest.mark.slow
+def test_sigterm_on_http_waits_for_a_confirmed_change_then_exits_143(tmp_path: Path) -> None:
+    """A confirmed change runs after its click was acked (on the answer worker): SIGTERM turns new events
+    away and readiness says no at once, but the process stays until the change is done and its outcome
+    is shown, then exits 143."""
+    fake = FakeSlack()
+    with serve(fake.app()) as fake_url:
+        fake.url = fake_url
+        port = free_port()
+        env = {
+            "SLACK_SIGNING_SECRET": SIGNING_SECRET,
+            "FLEXUS_SANDBOX_JOB_SECONDS": "3",
+            "FLEXUS_JOB_POLL_SECONDS": "0.2",
+        }
+        with flexus_ops_slack(tmp_path, fake, "--port", str(port), **env) as process:
+            base = f"http://127.0.0.1:{port}"
+            wait_until(lambda: _healthy(base) or process.poll() is not None, what="the bot to listen")
+            assert process.poll() is None, output_of(process)
+            driver = SlackDriver(base, fake)
+            response, url = driver.command(ALICE, "stop web-01")
+            assert response.status_code == 200
+            (preview,) = fake.wait_at(url)
+            action_id = buttons(preview.blocks)[CONFIRM]["value"]
+            clicked, here = driver.click(ALICE, CONFIRM, action_id)
+            assert clicked.status_code == 200
+            fake.wait_at(here)  # the first progress: the change is running, its click long since acked
+            process.send_signal(signal.SIGTERM)
+            wait_until(lambda: httpx.get(f"{base}/readyz").status_code == 503, what="readiness to say draining")
+            turned_away, _ = driver.command(ALICE, "list")
+            assert turned_away.status_code == 503
+            final = fake.wait_at(here, final=lambda call: "Confirmed by" in call.text)
+            process.wait(timeout=30)
+            driver.http.close()
+        printed = output_of(process)
+    assert process.returncode == 143, printed
+    assert "✅" in final[-1].text and "Traceback" not in printed

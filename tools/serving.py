@@ -33,6 +33,13 @@ class Drain:
     in_flight: int = 0
     on_drain: list[Callable[[], object]] = field(default_factory=list)
     """Called once when draining starts (``Registry.start_draining``: rollouts send no further wave)."""
+    pending: list[Callable[[], int]] = field(default_factory=list)
+    """Work in flight besides the requests, that a stop also waits for (the Slack bot's answers, which
+    run after their ack)."""
+
+    def busy(self) -> int:
+        """Requests in flight plus the ``pending`` work: the stop waits for 0 (or the grace period)."""
+        return self.in_flight + sum(count() for count in self.pending)
 
     def start(self) -> None:
         if self.draining:
@@ -75,8 +82,9 @@ class Draining:
 class DrainingServer(uvicorn.Server):
     """uvicorn, stopping gracefully. uvicorn on its own closes the listening socket at the first signal, so
     a probe could no longer hear "not ready"; here the first SIGTERM/SIGINT only starts draining, the
-    server keeps listening until the calls in flight are done or ``grace_seconds`` pass, then stops. A
-    second signal stops at once. ``exit_code`` is 128 + the first signal (0 if none came)."""
+    server keeps listening until the calls in flight (and the drain's ``pending`` work) are done or
+    ``grace_seconds`` pass, then stops. A second signal stops at once. ``exit_code`` is 128 + the first
+    signal (0 if none came)."""
 
     def __init__(self, config: uvicorn.Config, drain: Drain, grace_seconds: float) -> None:
         config.timeout_graceful_shutdown = 2  # the grace was spent draining; this bounds the last goodbyes
@@ -105,7 +113,7 @@ class DrainingServer(uvicorn.Server):
         watchdog.start()
 
     async def on_tick(self, counter: int) -> bool:
-        if self.stopped_by is not None and (self.drain.in_flight == 0 or time.monotonic() >= self._deadline):
+        if self.stopped_by is not None and (self.drain.busy() == 0 or time.monotonic() >= self._deadline):
             self.should_exit = True
         return await super().on_tick(counter)
 

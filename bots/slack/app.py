@@ -4,8 +4,11 @@
 - HTTP mode otherwise: ``POST /slack/events`` through bolt's Starlette adapter behind uvicorn, with
   bolt's signature check (HMAC-SHA256 of the body with the signing secret, 5-minute replay window).
 
-Every listener (``listeners/``) acks first, so Slack gets its answer within its 3 seconds, and the slow
-part (the cloud, through the registry) continues as bolt's background task (``process_before_response=False``).
+Every listener (``listeners/``) acks first and returns, so Slack gets its answer within its 3 seconds: the
+server's loop only verifies, parses and acks (bolt runs the listener to its end before answering,
+``process_before_response=True``, which is quick because the listener hands the slow part on). The slow
+part (the registry, the cloud, the answer at the response_url) runs on the answer worker's own loop and
+thread (``worker.py``), so no ack waits behind another request's answer.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from . import listeners
 from .context import BotContext
 from .logs import guard_slack_loggers
 from .settings import SlackBotSettings, slack_settings
+from .worker import AnswerWorker
 
 EVENTS_PATH = "/slack/events"
 # Every Web API method the bot calls and the bot scope it needs; the manifests ask for exactly these
@@ -68,6 +72,7 @@ class SlackBot:
         progress_interval: float = 1.0,
         watch_interval: float = 30.0,
         owns_registry: bool = False,
+        answers: AnswerWorker | None = None,
     ) -> None:
         if settings.bot_token is None:
             raise ConfigurationError("SLACK_BOT_TOKEN is not set (the app's Bot User OAuth Token, xoxb-...)")
@@ -84,7 +89,11 @@ class SlackBot:
             token=settings.bot_token.get_secret_value(), base_url=settings.web_api_base(), logger=base
         )
         self.context = BotContext(
-            registry, self.client, progress_interval=progress_interval, watch_interval=watch_interval
+            registry,
+            self.client,
+            progress_interval=progress_interval,
+            watch_interval=watch_interval,
+            answers=answers if answers is not None else AnswerWorker(),
         )
         secret = settings.signing_secret.get_secret_value() if settings.signing_secret else ""
         self.app = AsyncApp(
@@ -92,7 +101,9 @@ class SlackBot:
             client=self.client,
             signing_secret=secret,
             logger=base,
-            process_before_response=False,
+            # The listeners only ack and hand the rest to the answer worker, so bolt may answer the HTTP
+            # request when the listener returns: no background task and no polling for the ack on this loop.
+            process_before_response=True,
             raise_error_for_unhandled_request=False,
         )
         listeners.register(self.app, self.context)
@@ -120,7 +131,9 @@ class SlackBot:
 
         probes = Probes(self.registry, drain, metrics)  # no credentials, nothing of the fleet or the people
         app = Starlette(routes=[Route(EVENTS_PATH, events, methods=["POST"]), *probes.routes()], lifespan=lifespan)
-        return app if drain is None else Draining(app, drain)
+        # While events are being acked, the answers' loop steps aside (see worker.Front).
+        counted = self.context.answers.front.wrap(app, (EVENTS_PATH,))
+        return counted if drain is None else Draining(counted, drain)
 
     # -- Socket Mode --------------------------------------------------------------------------
 
@@ -167,7 +180,23 @@ class SlackBot:
             await self.aclose()
         return 128 + received[0] if received else 0
 
-    async def aclose(self) -> None:
+    @property
+    def answers_pending(self) -> int:
+        """Answers admitted and not finished (a graceful stop waits for them)."""
+        return self.context.answers.pending
+
+    def start_draining(self) -> None:
+        """Readiness says "draining" at once; the registry's own stop (rollouts send no further wave)
+        runs on the answers' loop, where the rollouts' state lives. Safe from a signal handler."""
+        self.registry.draining = True
+        self.context.answers.call_soon(self.registry.start_draining)
+
+    async def aclose(self, grace: float = 0.0) -> None:
+        """Wait up to ``grace`` seconds for answers in flight, cancel the rest, and close what lives on
+        the answers' loop (the tasks following rollouts and approvals, the registry if this bot owns it)."""
+        await self.context.answers.aclose(self._close_answers(), grace=grace)
+
+    async def _close_answers(self) -> None:
         await self.context.aclose()
         if self.owns_registry:
             await self.registry.aclose()
@@ -223,7 +252,8 @@ def main(
                 describe(bot, "Socket Mode", "connecting with SLACK_APP_TOKEN (no public URL needed)"), file=sys.stderr
             )
         return asyncio.run(bot.run_socket_mode(probes))
-    drain = Drain(on_drain=[bot.registry.start_draining])
+    # A stop waits for the answers in flight too (they run after their ack, on the answer worker).
+    drain = Drain(on_drain=[bot.start_draining], pending=[lambda: bot.answers_pending])
     app = bot.asgi(drain)
     announce_start(registry, "slack", "http", f"http://{host}:{port}{EVENTS_PATH}")
     if log_format() == "text":

@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
 
-from slack_bolt.context.respond.async_respond import AsyncRespond
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
+from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from flexus_ops.core.errors import Refused
 from flexus_ops.core.plans import ActionView
@@ -31,6 +31,7 @@ from ..chat.answers import title_of
 from ..chat.follow import Follower
 from .blocks import ApprovalView, Message, esc, progress_message, user, when
 from .settings import SlackSettings, slack_settings
+from .worker import AnswerWorker, shared_http
 
 log = logging.getLogger("flexus_ops.bots")
 
@@ -109,6 +110,7 @@ def identify(ctx: BotContext, body: dict[str, Any], kind: Kind, channel_id: str 
     return Who(caller=caller, person=registry.person(caller), user_id=user_id, channel_id=channel)
 
 
+BUSY = "flexus-ops has too many answers under way right now; nothing was started. Try again in a moment."
 INTERNAL_ERROR = (
     "something failed on our side (it is logged). Check `/flexus approvals` or the audit log before trying again."
 )
@@ -176,7 +178,8 @@ class ResponseUrl:
             return False
         self.used += 1
         try:
-            answer = await AsyncRespond(response_url=self.url)(
+            # On the answer worker, its one session (connections reused); elsewhere a session for this post.
+            answer = await AsyncWebhookClient(url=self.url, session=shared_http()).send(
                 text=message.text,
                 blocks=message.blocks,
                 response_type="in_channel" if self.shared else "ephemeral",
@@ -232,6 +235,8 @@ class BotContext:
     client: AsyncWebClient
     progress_interval: float = 1.0
     watch_interval: float = 30.0  # how often a posted approval request is checked against the store
+    # Where everything after an ack runs (its own loop and thread): the registry, the cloud, the answers.
+    answers: AnswerWorker = field(default_factory=AnswerWorker)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
     deciding: Counter[str] = field(default_factory=Counter)  # approval requests clicks here are deciding now
     # Approval messages this process posted (action id -> channel, ts), to edit them when the request
@@ -275,11 +280,14 @@ class BotContext:
                 del self.deciding[action_id]
 
     def spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """A task that outlives its answer (following a rollout, watching an approval request), on the
+        answers' loop, where it is called from."""
         task = asyncio.get_running_loop().create_task(work)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
     async def aclose(self) -> None:
+        """On the answers' loop, where the tasks run."""
         for task in list(self.tasks):
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)

@@ -1,7 +1,8 @@
 """Button clicks (block_actions): Confirm, Cancel, Approve, Reject, Reveal.
 
-Each listener acks at once, finds out who clicked (``context.identify``), and hands the click to the
-registry with the gate's action id from the button's value. The gate decides everything: only the
+Each listener acks at once and hands the click to the answer worker's loop (``worker.py``); there the
+flow finds out who clicked (``context.identify``) and hands the click to the registry with the gate's
+action id from the button's value. The gate decides everything: only the
 requester confirms their preview, exactly once (double clicks, retries and other replicas lose the
 compare-and-set), approvers are not the requester, expired requests stay expired. The bot turns the
 gate's answer into messages: a refusal goes privately to whoever clicked, and the message that held
@@ -10,6 +11,7 @@ the buttons is replaced only by the click that decided it.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from typing import Any
@@ -48,6 +50,7 @@ from ..blocks import (
     when,
 )
 from ..context import (
+    BUSY,
     INTERNAL_ERROR,
     BotContext,
     ChannelMessage,
@@ -431,11 +434,24 @@ def register(app: AsyncApp, ctx: BotContext) -> None:
 def _listener(ctx: BotContext, flow: Any) -> Any:
     async def listener(ack: AsyncAck, body: dict[str, Any]) -> None:
         await ack()  # first, always: the rest may wait on the cloud
-        try:
+        url = body.get("response_url")
+
+        async def work() -> None:
             await flow(ctx, body)
-        except Exception as exc:
+
+        async def failed(exc: BaseException) -> None:
             log.error("slack %s failed: %s", flow.__name__, type(exc).__name__, exc_info=traceback_only(exc))
-            await tell(body.get("response_url"), refusal_message("Internal error", INTERNAL_ERROR))
+            await tell(url, refusal_message("Internal error", INTERNAL_ERROR))
+
+        # The click is handled on the answer worker's loop; this (the server's) loop goes back to acking.
+        if not ctx.answers.submit(work, failed, name=flow.__name__):
+            # Full: nothing was started, so the same click later is safe. Said privately, off the ack's path.
+            notice = asyncio.get_running_loop().create_task(tell(url, refusal_message("Busy", BUSY)))
+            _notices.add(notice)
+            notice.add_done_callback(_notices.discard)
 
     listener.__name__ = f"{flow.__name__}_listener"
     return listener
+
+
+_notices: set[asyncio.Task[None]] = set()  # "busy" notices in flight (a task needs a reference to finish)

@@ -3,7 +3,8 @@ answer, rendered as Block Kit.
 
 Acks first. The ack itself carries what needs no I/O (a refusal, the help, a parser's problem) and
 otherwise is an empty 200 within Slack's 3 seconds; the answer then follows through the
-``response_url`` while the registry works (bolt runs it as a background task).
+``response_url`` while the registry works, on the answer worker's loop (``worker.py``), so no ack
+waits behind another command's answer.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from flexus_ops.registry.outputs import JobOutput, ListServersOutput, ShowServer
 from flexus_ops.registry.render import render
 
 from ...chat.answers import Answer, Approvals, Previewed, Read, answer_for
-from ...chat.parse import FormRequest, Help, Problem, ReadRequest, parse
+from ...chat.parse import ApprovalsRequest, ChangeRequest, FormRequest, Help, Problem, ReadRequest, parse
 from ...chat.verbs import help_text
 from ..blocks import (
     Message,
@@ -31,12 +32,27 @@ from ..blocks import (
     refusal_message,
     server_message,
 )
-from ..context import INTERNAL_ERROR, BotContext, Kind, ResponseUrl, Who, identify, log, mention, traceback_only
+from ..context import (
+    BUSY,
+    INTERNAL_ERROR,
+    BotContext,
+    Kind,
+    ResponseUrl,
+    Who,
+    identify,
+    log,
+    mention,
+    tell,
+    traceback_only,
+)
 from ..settings import COMMAND
+from ..worker import Work
 from . import views
 
 
 async def on_command(ctx: BotContext, ack: AsyncAck, body: dict[str, Any]) -> None:
+    """Runs on the server's loop and only acks: who asks, what the text asks for, and anything the ack
+    itself can say. What needs the registry or Slack's Web API is handed to the answer worker."""
     try:
         who = identify(ctx, body, Kind.COMMAND)
     except Refused as exc:
@@ -55,6 +71,7 @@ async def on_command(ctx: BotContext, ack: AsyncAck, body: dict[str, Any]) -> No
             shown = problem_message(request.message)
         await ack(text=shown.text, blocks=shown.blocks, response_type="ephemeral")
         return
+    work: Work
     if isinstance(request, FormRequest):
         try:
             registry.spec(request.tool)  # disabled by policy or read-only mode: say so before the form
@@ -63,11 +80,35 @@ async def on_command(ctx: BotContext, ack: AsyncAck, body: dict[str, Any]) -> No
             refused = refusal_message("Not possible", str(exc))
             await ack(text=refused.text, blocks=refused.blocks, response_type="ephemeral")
             return
-        await ack()
-        await views.open_form(ctx, body, request, who)
-        return
+        form = request
 
-    await ack()  # an empty 200 within Slack's 3 seconds; the answer follows through the response_url
+        async def work() -> None:
+            await views.open_form(ctx, body, form, who)
+
+    else:
+        chat = request
+
+        async def work() -> None:
+            await answer_command(ctx, body, who, chat)
+
+    ticket = ctx.answers.admit()
+    if ticket is None:  # full: still an ack within Slack's 3 seconds, and nothing was started
+        busy = refusal_message("Busy", BUSY)
+        await ack(text=busy.text, blocks=busy.blocks, response_type="ephemeral")
+        return
+    try:
+        await ack()  # an empty 200 within Slack's 3 seconds; the answer follows through the response_url
+    except BaseException:
+        ticket.release()
+        raise
+    ticket.start(work, lambda exc: command_failed(body, exc), name="command")
+
+
+async def answer_command(
+    ctx: BotContext, body: dict[str, Any], who: Who, request: ReadRequest | ChangeRequest | ApprovalsRequest
+) -> None:
+    """On the answer worker's loop: the registry's answer, through the command's response_url."""
+    registry = ctx.registry
     registry.start_housekeeping()  # settling and expiry in the background, after the first request
     shared = isinstance(request, ReadRequest) and request.share
     answer = ResponseUrl(body.get("response_url"), replace=False, shared=shared)
@@ -77,6 +118,13 @@ async def on_command(ctx: BotContext, ack: AsyncAck, body: dict[str, Any]) -> No
         shown = refusal_message("Not done", str(exc))
         answer.shared = False  # errors stay private
     await answer.show(shown, final=True)
+
+
+async def command_failed(body: dict[str, Any], exc: BaseException) -> None:
+    log.error("slack /flexus failed: %s", type(exc).__name__, exc_info=traceback_only(exc))
+    await ResponseUrl(body.get("response_url"), replace=False).show(
+        refusal_message("Internal error", INTERNAL_ERROR), final=True
+    )
 
 
 def answer_message(ctx: BotContext, who: Who, answer: Answer) -> Message:
@@ -109,6 +157,4 @@ def register(app: AsyncApp, ctx: BotContext) -> None:
             if not ack.response:  # bolt's AsyncAck remembers whether it answered
                 await ack(text=f"Internal error: {INTERNAL_ERROR}", response_type="ephemeral")
             else:
-                await ResponseUrl(body.get("response_url"), replace=False).show(
-                    refusal_message("Internal error", INTERNAL_ERROR), final=True
-                )
+                await tell(body.get("response_url"), refusal_message("Internal error", INTERNAL_ERROR))

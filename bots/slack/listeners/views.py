@@ -36,7 +36,7 @@ from ..blocks import (
     refusal_message,
     reset_modal,
 )
-from ..context import INTERNAL_ERROR, BotContext, Kind, ResponseUrl, Who, identify, log, traceback_only
+from ..context import BUSY, INTERNAL_ERROR, BotContext, Kind, ResponseUrl, Who, identify, log, traceback_only
 
 TOOL = "flexus_reset_servers_password"
 METADATA_CHARS = 3000  # Slack's limit on private_metadata
@@ -165,8 +165,29 @@ async def on_submit(ctx: BotContext, ack: AsyncAck, body: dict[str, Any], view: 
         arguments.clear()
         await ack(response_action="errors", errors=errors)
         return
-    await ack()  # closes the modal; the dry run below may take a while
+    ticket = ctx.answers.admit()
+    if ticket is None:  # full: the form stays open with its values, nothing was started
+        arguments.clear()
+        await ack(response_action="errors", errors={"reason": clip(BUSY, ERROR_CHARS)})
+        return
+    try:
+        await ack()  # closes the modal; the dry run runs on the answer worker's loop and may take a while
+    except BaseException:
+        arguments.clear()
+        ticket.release()
+        raise
 
+    async def work() -> None:
+        await preview_reset(ctx, who, meta, reason, arguments)
+
+    async def failed(exc: BaseException) -> None:
+        arguments.clear()
+        await submit_failed(meta, exc)
+
+    ticket.start(work, failed, name="reset preview")
+
+
+async def preview_reset(ctx: BotContext, who: Who, meta: Metadata, reason: str, arguments: dict[str, Any]) -> None:
     answer = ResponseUrl(meta.response_url, replace=False)
     try:
         output = await ctx.registry.preview(who.caller, TOOL, arguments)
@@ -186,6 +207,14 @@ async def on_submit(ctx: BotContext, ack: AsyncAck, body: dict[str, Any], view: 
     await _tell(ctx, who, answer, shown)
 
 
+async def submit_failed(meta: Metadata | None, exc: BaseException) -> None:
+    log.error("slack reset submission failed: %s", type(exc).__name__, exc_info=traceback_only(exc))
+    if meta is not None:
+        await ResponseUrl(meta.response_url, replace=False).show(
+            refusal_message("Internal error", INTERNAL_ERROR), final=True
+        )
+
+
 async def _tell(ctx: BotContext, who: Who, answer: ResponseUrl, shown: Message) -> None:
     """Through the command's response_url; if Slack refuses it, in the requester's DM instead."""
     if not await answer.show(shown, final=True):
@@ -198,11 +227,6 @@ def register(app: AsyncApp, ctx: BotContext) -> None:
         try:
             await on_submit(ctx, ack, body, view)
         except Exception as exc:
-            log.error("slack reset submission failed: %s", type(exc).__name__, exc_info=traceback_only(exc))
-            meta = Metadata.load(view.get("private_metadata", ""))
-            if meta is not None:
-                await ResponseUrl(meta.response_url, replace=False).show(
-                    refusal_message("Internal error", INTERNAL_ERROR), final=True
-                )
+            await submit_failed(Metadata.load(view.get("private_metadata", "")), exc)
             if not ack.response:  # bolt's AsyncAck remembers whether it answered
                 await ack(response_action="errors", errors={"reason": clip(INTERNAL_ERROR, ERROR_CHARS)})
