@@ -289,6 +289,13 @@ class AnswerWorker:
         finally:
             if self._http is not None:
                 await self._http.close()
+            # Whatever else still runs here (a registry's housekeeping whose cancel was only scheduled) ends
+            # now: a task left pending on a closed loop is destroyed later by the garbage collector, anywhere.
+            current = asyncio.current_task()
+            leftover = [task for task in asyncio.all_tasks() if task is not current]
+            for task in leftover:
+                task.cancel()
+            await asyncio.gather(*leftover, return_exceptions=True)
 
 
 CURRENT: contextvars.ContextVar[AnswerWorker] = contextvars.ContextVar("flexus_slack_answer_worker")
