@@ -387,3 +387,17 @@ def test_a_signal_during_the_fast_start_ends_it_as_it_ends_a_start(
             process.wait()
     assert process.returncode == code
     assert "Traceback" not in stderr and stderr.strip().splitlines()[-1] == f"flexus-ops: {word}"
+
+
+@pytest.mark.slow
+def test_a_client_that_stops_reading_gets_one_line_not_a_traceback(tmp_path: Path) -> None:
+    process = subprocess.Popen(
+        [COMMAND, "mcp"], env=fast_env(tmp_path), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert process.stdin is not None and process.stdout is not None
+    process.stdout.close()  # nobody will read the answer
+    _, stderr = process.communicate(initialize("2025-11-25"), timeout=120)
+    assert process.returncode == 141, stderr
+    assert b"Traceback" not in stderr and stderr.decode().strip().splitlines()[-1].startswith(
+        "flexus-ops: output closed"
+    )

@@ -121,20 +121,26 @@ def _fast_start(arguments: list[str], config: Any) -> NoReturn:
     threading.Thread(target=build, name="flexus-mcp-start", daemon=True).start()
 
     buffer = b""
-    while True:
-        end = buffer.find(b"\n")
-        if end < 0:
-            chunk = os.read(stdin_fd, 1 << 16)
-            if not chunk:
-                break  # the client closed stdin: the SDK sees the handshake, then the end, and ends as ever
-            buffer += chunk
-            continue
-        reply = handshake.answer(buffer[:end])
-        if reply is None:
-            break  # the SDK's from here on, this line included
-        buffer = buffer[end + 1 :]
-        if reply:
-            _write_all(stdout_fd, reply)
+    try:
+        while True:
+            end = buffer.find(b"\n")
+            if end < 0:
+                chunk = os.read(stdin_fd, 1 << 16)
+                if not chunk:
+                    break  # the client closed stdin: the SDK sees the handshake, then the end, and ends as ever
+                buffer += chunk
+                continue
+            reply = handshake.answer(buffer[:end])
+            if reply is None:
+                break  # the SDK's from here on, this line included
+            buffer = buffer[end + 1 :]
+            if reply:
+                _write_all(stdout_fd, reply)
+    except Exception as exc:  # a client that went away mid-write, say: one line and the code the CLI gives
+        from .cli import failure
+
+        code, line = failure(exc)
+        _say_and_exit(line, code)
 
     ready.wait()
     registry, server = built
@@ -145,6 +151,6 @@ def _fast_start(arguments: list[str], config: Any) -> NoReturn:
     import logging  # loaded by the start already
 
     logging.getLogger("flexus_ops.mcp").debug(
-        "fast start: %d message(s) answered from the exported catalog before the server was built", handshake.answered
+        "fast start: %d message(s) answered from the exported catalog, then handed to the SDK", handshake.answered
     )
     serve_handed_over(registry, server, lambda: serve(server, handover))
