@@ -244,15 +244,19 @@ async def test_the_handed_over_session_knows_the_handshake_and_hides_its_replay(
 
     stdin_read, stdin_write = os.pipe()
     stdout_read, stdout_write = os.pipe()
-    os.write(stdin_write, b"".join(rest[1:]))  # the first unanswered line is in the handed-over bytes
+    # The first unanswered line is in the handed-over bytes; the rest follow on the pipe, each request once
+    # the one before it is answered, as a client sends them.
     handover = Handover(b"".join(handshake.replay) + rest[0], set(handshake.replay_ids), stdin_read, stdout_write)
     got: list[dict[str, Any]] = []
     reader = os.fdopen(stdout_read, "rb")
     async with anyio.create_task_group() as group:
         group.start_soon(serve_handed_over, server, handover)
         with anyio.fail_after(60):
-            while len(got) < len(expected) - 1:  # the SDK's answer to initialize is not repeated
-                got.append(json.loads(await anyio.to_thread.run_sync(reader.readline)))
+            got.append(json.loads(await anyio.to_thread.run_sync(reader.readline)))
+            for raw in rest[1:]:
+                os.write(stdin_write, raw)
+                if raw.startswith(b'{"jsonrpc"'):
+                    got.append(json.loads(await anyio.to_thread.run_sync(reader.readline)))
         os.close(stdin_write)  # the client goes away: the server ends
     reader.close()
     for fd in (stdin_read, stdout_write):
@@ -287,19 +291,23 @@ async def test_a_client_over_stdio_lists_calls_and_confirms_by_elicitation(tmp_p
     assert len(person.questions) == 1 and target in person.questions[0]
 
 
-def converse(env: dict[str, str], lines: list[bytes], answers: int) -> tuple[list[dict[str, Any]], str]:
-    """Raw JSON-RPC: send ``lines`` at once, read ``answers`` answers, close stdin; (answers, stderr)."""
+def converse(env: dict[str, str], lines: list[bytes]) -> tuple[list[dict[str, Any]], str]:
+    """Raw JSON-RPC as a client speaks it: each line sent, each request's answer awaited before the next line
+    is sent (the fast path answers at once, so a tools/call right after the handshake still comes before the
+    server is built); then stdin closes."""
     process = subprocess.Popen(
         [COMMAND, "mcp"], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
     assert process.stdin is not None and process.stdout is not None and process.stderr is not None
-    got = []
+    got: list[dict[str, Any]] = []
     try:
-        process.stdin.write(b"".join(lines))
-        process.stdin.flush()
-        for _ in range(answers):
-            assert select.select([process.stdout], [], [], 120)[0], "no answer"
-            got.append(json.loads(process.stdout.readline()))
+        for raw in lines:
+            process.stdin.write(raw)
+            process.stdin.flush()
+            wanted = json.loads(raw).get("id") if raw.startswith(b'{"jsonrpc"') else None
+            while wanted is not None and wanted not in [answer.get("id") for answer in got]:
+                assert select.select([process.stdout], [], [], 120)[0], f"no answer to {raw[:80]!r}"
+                got.append(json.loads(process.stdout.readline()))
         process.stdin.close()
         process.wait(timeout=60)
     finally:
@@ -321,8 +329,8 @@ def test_early_requests_get_the_answers_the_sdk_gives(tmp_path: Path) -> None:
         request(3, "tools/call", {"name": "flexus_show_server", "arguments": {"server": "no-such-server"}}),
     ]
     later = [request(4, "no/such/method"), b"{not json\n", request(5, "ping")]
-    fast, said = converse(fast_env(tmp_path / "fast", FLEXUS_LOG_LEVEL="debug"), lines + later, 5)
-    normal, _ = converse(fast_env(tmp_path / "normal", FLEXUS_MCP_FAST_START="0"), lines + later, 5)
+    fast, said = converse(fast_env(tmp_path / "fast", FLEXUS_LOG_LEVEL="debug"), lines + later)
+    normal, _ = converse(fast_env(tmp_path / "normal", FLEXUS_MCP_FAST_START="0"), lines + later)
     assert "fast start: 3 message(s) answered" in said  # initialize, initialized, tools/list
     assert fast == normal
     assert [answer["id"] for answer in fast] == [1, 2, 3, 4, 5]
