@@ -13,4 +13,7 @@ setup(
         name for root, folder in ROOTS.items() for name in (root, *(f"{root}.{p}" for p in find_packages(folder)))
     ],
     package_dir=ROOTS,
+    # The exported tool catalog (manifests/tools.json's twin): `flexus-ops mcp` answers tools/list from it
+    # while the SDK loads (mcp_fast.py).
+    package_data={"flexus_ops": ["mcp_catalog.json"]},
 )

@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 
-from .cold_start import probe_target, targets
+from .cold_start import NORMAL_START, probe_target, targets
 from .harness import Case, CaseResult, RunContext, fmt_bytes, fmt_ratio, ratio
 from .sim import AK, PID, SK, Sim, running_sim
 
@@ -109,7 +109,7 @@ def _catalog(ctx: RunContext, result: CaseResult, state_dir: str) -> None:
     unavailable: dict[str, str] = dict(ctx.shared.get("wire_unavailable", {}))
     source = "the last timed cold_start run of each server" if wire else "one spawn each, in this case"
     for target in targets(ctx, state_dir):
-        if target.name in wire or target.name in unavailable:
+        if target.name in wire or target.name in unavailable or target.name == NORMAL_START:
             continue
         if target.unavailable:
             unavailable[target.name] = target.unavailable

@@ -1,5 +1,7 @@
 """A raw JSON-RPC driver for MCP over stdio: spawn, ``initialize``, ``notifications/initialized``,
-``tools/list``; timed from just before the spawn to the last ``tools/list`` answer.
+``tools/list``; timed from just before the spawn to the last ``tools/list`` answer. Optionally one
+``tools/call`` after that, timed from the same spawn to its answer (a server that answers the catalog
+before it can run a tool must not look faster than it is).
 
 It is written against the wire, not with ``mcp.Client``, so the client's own import and start-up
 cost is not in the figure, servers built on either SDK generation are measured the same way, and the
@@ -37,6 +39,8 @@ class Probe:
     initialize_result_bytes: int = 0
     tools_list_result_bytes: int = 0
     """The ``result`` objects alone, re-serialised compactly (what a client keeps)."""
+    seconds_first_call: float | None = None
+    """Spawn to the answer of the first ``tools/call``, when one was asked for."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -49,6 +53,7 @@ class Probe:
             "tools": self.tools,
             "protocol_version": self.protocol_version,
             "server_info": self.server_info,
+            "seconds_first_call": self.seconds_first_call,
         }
 
 
@@ -106,7 +111,15 @@ def _send(process: subprocess.Popen[bytes], message: dict[str, Any]) -> None:
     process.stdin.flush()
 
 
-def probe(command: list[str], env: dict[str, str], *, timeout: float = 120.0, cwd: str | None = None) -> Probe:
+def probe(
+    command: list[str],
+    env: dict[str, str],
+    *,
+    timeout: float = 120.0,
+    cwd: str | None = None,
+    call: tuple[str, dict[str, Any]] | None = None,
+) -> Probe:
+    """``call``: a tool and its arguments to call once the catalog is listed (its time is reported apart)."""
     with tempfile.TemporaryFile() as stderr:
         started = time.perf_counter()
         process = subprocess.Popen(
@@ -143,6 +156,23 @@ def probe(command: list[str], env: dict[str, str], *, timeout: float = 120.0, cw
                     break
                 request_id += 1
             finished = time.perf_counter()
+            called: float | None = None
+            if call is not None:
+                request_id += 1
+                name, arguments = call
+                _send(
+                    process,
+                    {
+                        "jsonrpc": "2.0",
+                        "id": request_id,
+                        "method": "tools/call",
+                        "params": {"name": name, "arguments": arguments},
+                    },
+                )
+                _, answered = lines.answer(request_id)
+                if answered["result"].get("isError"):
+                    raise ProbeError(f"tools/call {name} failed: {json.dumps(answered['result'])[:300]}")
+                called = time.perf_counter() - started
         except ProbeError as error:
             stderr.seek(0)
             tail = stderr.read()[-1500:].decode("utf-8", "replace")
@@ -160,6 +190,7 @@ def probe(command: list[str], env: dict[str, str], *, timeout: float = 120.0, cw
         server_info=result.get("serverInfo", {}),
         initialize_result_bytes=_compact(result),
         tools_list_result_bytes=list_result_bytes,
+        seconds_first_call=called,
     )
 
 

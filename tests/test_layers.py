@@ -34,7 +34,9 @@ PARTS = {
     "mcp_schema": "mcp",
     "mcp_resources": "mcp",
     "mcp_prompts": "mcp",
+    "mcp_fast": "mcp",
     "demo": "cli",
+    "launch": "cli",
     "observability": "serving",
 }
 

@@ -21,7 +21,7 @@ import threading
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from . import __version__
 
@@ -323,17 +323,14 @@ class ProgressBar:
 
 
 def cmd_mcp(args: argparse.Namespace) -> int:
+    if args.transport == "stdio":
+        return _serve_stdio(*_prepare_stdio(args))
     _serve_logging(args)
     from .core.telemetry import log_format
-    from .mcp_server import banner, build_server
+    from .mcp_server import banner
     from .serving import announce_start
 
     registry = _registry(args.read_only)
-    if args.transport == "stdio":
-        announce_start(registry, "mcp", "stdio", "stdin/stdout")
-        if log_format() == "text":
-            banner(registry, "stdio", "stdin/stdout")
-        return _serve_stdio(registry, build_server(registry))
     import uvicorn
 
     from .core.errors import ConfigurationError, InvalidInput
@@ -386,6 +383,36 @@ def cmd_mcp(args: argparse.Namespace) -> int:
     return server.exit_code
 
 
+def _prepare_stdio(args: argparse.Namespace) -> tuple[Registry, Any]:
+    """Everything ``flexus-ops mcp`` does over stdio before it serves: the log, the registry, the start-up
+    line, the banner on a terminal, the server."""
+    _serve_logging(args)
+    from .core.telemetry import log_format
+    from .mcp_server import banner, build_server
+    from .serving import announce_start
+
+    registry = _registry(args.read_only)
+    announce_start(registry, "mcp", "stdio", "stdin/stdout")
+    if log_format() == "text":
+        banner(registry, "stdio", "stdin/stdout")
+    return registry, build_server(registry)
+
+
+def prepare_stdio_mcp(arguments: list[str]) -> tuple[Registry, Any]:
+    """``_prepare_stdio`` for the command line ``arguments`` (the launcher's fast path runs this on a thread
+    while it answers the handshake; it took that path only for arguments that parse)."""
+    args = build_parser().parse_args(arguments)
+    region: str | None = getattr(args, "region", None)
+    if region is not None:
+        os.environ["FLEXUS_REGION"] = region  # --region for the whole process, as _region_override does for a command
+    return _prepare_stdio(args)
+
+
+def serve_handed_over(registry: Registry, server: Any, serve: Callable[[], Awaitable[None]]) -> NoReturn:
+    """The fast path's end: serve the stream it handed over, then exit as ``flexus-ops mcp`` exits."""
+    _finish(_guarded(lambda: _serve_stdio(registry, server, transport=serve)))
+
+
 def _exit_now(code: int) -> None:
     """End the process at once, skipping the interpreter's wait for threads: the stdio transport reads
     stdin in a worker thread that no cancellation can wake, and waiting for it is why Ctrl-C needed Enter."""
@@ -402,7 +429,7 @@ def _exit_later(code: int, seconds: float) -> None:
     timer.start()
 
 
-def _serve_stdio(registry: Registry, server: Any) -> int:
+def _serve_stdio(registry: Registry, server: Any, transport: Callable[[], Awaitable[None]] | None = None) -> int:
     """MCP on stdin/stdout until the client closes stdin (exit 0), SIGINT (130) or SIGTERM (143).
 
     On a signal the registry is closed with a short bound and the process ends: a call still in flight
@@ -417,7 +444,7 @@ def _serve_stdio(registry: Registry, server: Any) -> int:
         stopped: asyncio.Future[int] = loop.create_future()
         for signum, code in ((signal.SIGINT, EXIT_SIGINT), (signal.SIGTERM, EXIT_SIGTERM)):
             loop.add_signal_handler(signum, stop, stopped, code)
-        serving = asyncio.ensure_future(server.run_stdio_async())
+        serving = asyncio.ensure_future((transport or server.run_stdio_async)())
         await asyncio.wait([serving, stopped], return_when=asyncio.FIRST_COMPLETED)
         if serving.done() and not stopped.done():
             error = serving.exception()
@@ -1236,12 +1263,17 @@ def _on_sigterm(_signum: int, _frame: Any) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Every command runs through here, so every failure ends the same way: one line, one exit code."""
     arguments = list(sys.argv[1:] if argv is None else argv)
+    return _guarded(lambda: _dispatch(arguments))
+
+
+def _guarded(body: Callable[[], int]) -> int:
+    """Run a command's ``body``: every failure ends the same way, one line and one exit code."""
     previous: Any = None
     if threading.current_thread() is threading.main_thread():
         # Servers install their own handlers on top; everything else unwinds on SIGTERM like on Ctrl-C.
         previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
-        code = _dispatch(arguments)
+        code = body()
         sys.stdout.flush()  # a reader that went away (`| head`) shows here, not at interpreter exit
         return code
     except BrokenPipeError:
@@ -1269,7 +1301,10 @@ def run() -> None:
     by its caller (the store's own timeouts), but the thread it runs on cannot be interrupted; the
     interpreter would wait for it forever at exit. So once the command has said its one line, the
     process ends with its exit code instead of waiting for such a thread."""
-    code = main()
+    _finish(main())
+
+
+def _finish(code: int) -> NoReturn:
     stuck = [t for t in threading.enumerate() if t.name.startswith("flexus-store") and t.is_alive()]
     for thread in stuck:
         thread.join(timeout=0.5)

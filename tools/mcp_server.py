@@ -36,13 +36,12 @@ from .core.errors import FlexusError, Refused, bounded
 from .core.plans import ChangeOutput
 from .core.tools import Caller, ToolSpec
 from .gate.policy import os_principal
+from .mcp_fast import SERVER_NAME, SERVER_TITLE, instructions
 from .mcp_prompts import add_prompts
 from .mcp_resources import add_completions, add_resources
 from .mcp_schema import compact_schema
 from .registry.registry import Registry
 from .registry.render import render
-
-SERVER_NAME = "flexus-ops"
 
 
 class Confirm(BaseModel):
@@ -254,18 +253,11 @@ def build_server(
     auth: AuthSettings | None = None,
     token_verifier: TokenVerifier | None = None,
 ) -> MCPServer:
-    target = registry.describe_target()
-    mode = " Read-only mode: only read tools are offered." if registry.is_read_only else ""
     server = MCPServer(
         SERVER_NAME,
-        title="Flexus L operations",
+        title=SERVER_TITLE,
         version=__version__,
-        instructions=(
-            f"Operate Huawei Cloud Flexus L servers. Target: {target}.{mode} Changes are previewed first and "
-            "run only after the user confirms; password resets also need a second person's approval. "
-            "For many servers, pass `select` filters (as flexus_list_servers takes) instead of listing names; "
-            "name single servers by id or exact name."
-        ),
+        instructions=instructions(registry.describe_target(), registry.is_read_only),
         request_state_security=RequestStateSecurity(keys=[registry.keys.mcp_state]),
         auth=auth,
         token_verifier=token_verifier,

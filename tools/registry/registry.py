@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import json
 import logging
 import time
@@ -479,6 +480,9 @@ class Registry:
             self._housekeeping = loop.create_task(self._keep_house())
 
     async def _keep_house(self) -> None:
+        # The store's modules (SQLAlchemy among them: a tenth of a second or more) load on a worker thread,
+        # not on the loop: the answer that started housekeeping may still be on its way to the client.
+        await asyncio.to_thread(importlib.import_module, "..gate.store", __package__)
         while True:
             try:
                 await self.settle()
