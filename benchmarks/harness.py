@@ -6,12 +6,15 @@ import logging
 import math
 import os
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+
+import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_DIR = ROOT / "benchmarks"
@@ -244,3 +247,27 @@ def env_without_secrets() -> dict[str, str]:
     """The environment for child processes, minus anything that would point them at a real cloud."""
     blocked = ("HUAWEICLOUD_", "HUAWEI_", "FLEXUS_")
     return {key: value for key, value in os.environ.items() if not key.startswith(blocked)}
+
+
+def wait_answering(
+    process: subprocess.Popen[bytes],
+    log: Path,
+    what: str,
+    answers: Callable[[], bool],
+    *,
+    timeout: float = 60.0,
+) -> None:
+    """Until ``answers()`` is true (a connection refused counts as not yet), or the process dies or
+    ``timeout`` passes; either failure names ``what`` and ends with the tail of its log."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"{what} exited with {process.returncode}: {log.read_text()[-2000:]}")
+        try:
+            if answers():
+                return
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what} did not answer within {timeout:g} s: {log.read_text()[-2000:]}")
+        time.sleep(0.05)

@@ -48,6 +48,7 @@ from .harness import (
     fmt_seconds,
     ratio,
     summary,
+    wait_answering,
 )
 from .sim import free_port, running_sim
 from .store import _postgres_schema, postgres_url
@@ -98,23 +99,6 @@ class Replicas:
         return [process.pid for process in self.processes]
 
 
-def _wait_answering(url: str, process: subprocess.Popen[bytes], log: Path, what: str) -> None:
-    """Until ``url`` answers at all (any status: the floor has no health route), or the process dies. A POST,
-    since a GET of an MCP endpoint opens an event stream that never ends."""
-    deadline = time.monotonic() + 90
-    while True:
-        if process.poll() is not None:
-            raise RuntimeError(f"{what} exited with {process.returncode}: {log.read_text()[-2000:]}")
-        try:
-            httpx.post(url, json={}, timeout=2)
-            return
-        except httpx.TransportError:
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{what} did not answer on {url}: {log.read_text()[-2000:]}")
-        time.sleep(0.1)
-
-
 @contextmanager
 def _replicas(
     commands: list[list[str]], envs: list[dict[str, str]], ready_path: str, tmp: Path, what: str
@@ -133,7 +117,16 @@ def _replicas(
                 )
         # Started together, waited for in turn: the start-ups overlap.
         for index, port in enumerate(ports):
-            _wait_answering(f"http://127.0.0.1:{port}{ready_path}", processes[index], logs[index], f"{what} {index}")
+            # Any status: the floor has no health route. A POST, since a GET of an MCP endpoint opens an event
+            # stream that never ends.
+            url = f"http://127.0.0.1:{port}{ready_path}"
+            wait_answering(
+                processes[index],
+                logs[index],
+                f"{what} {index}",
+                lambda url=url: httpx.post(url, json={}, timeout=2).status_code > 0,
+                timeout=90,
+            )
             urls.append(f"http://127.0.0.1:{port}/mcp")
         yield Replicas(urls, processes, logs)
     finally:

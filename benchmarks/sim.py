@@ -13,7 +13,6 @@ import os
 import socket
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from .harness import RunContext, env_without_secrets
+from .harness import RunContext, env_without_secrets, wait_answering
 
 if TYPE_CHECKING:
     from huaweicloudsdkecs.v2 import EcsClient
@@ -149,7 +148,14 @@ def running_sim(
         with log_path.open("wb") as log:
             process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=log, env=env_without_secrets())
             try:
-                _wait_healthy(process, url, log_path)
+                # A 10,000-server fleet takes a few seconds to generate.
+                wait_answering(
+                    process,
+                    log_path,
+                    f"flexus-ops sim on {url}",
+                    lambda: httpx.get(f"{url}/_sandbox/health", timeout=2).status_code == 200,
+                    timeout=120,
+                )
                 yield Sim(url, servers, job_seconds, latency_ms, rate_limit, process)
             finally:
                 process.terminate()
@@ -158,18 +164,3 @@ def running_sim(
                 except subprocess.TimeoutExpired:
                     process.kill()
                     process.wait(timeout=10)
-
-
-def _wait_healthy(process: subprocess.Popen[bytes], url: str, log_path: Path) -> None:
-    deadline = time.monotonic() + 120  # a 10,000-server fleet takes a few seconds to generate
-    while True:
-        if process.poll() is not None:
-            raise RuntimeError(f"flexus-ops sim exited with {process.returncode}: {log_path.read_text()[-2000:]}")
-        try:
-            if httpx.get(f"{url}/_sandbox/health", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"flexus-ops sim did not answer on {url}: {log_path.read_text()[-2000:]}")
-        time.sleep(0.05)

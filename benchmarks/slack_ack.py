@@ -50,6 +50,7 @@ from .harness import (
     fmt_seconds,
     ratio,
     summary,
+    wait_answering,
 )
 from .sim import Sim, free_port, running_sim
 
@@ -197,27 +198,12 @@ async def drive(url: str, bodies: dict[str, bytes], concurrency: int) -> dict[st
     return timings
 
 
-def _wait_http(url: str, process: subprocess.Popen[bytes], log: Path, what: str) -> None:
-    deadline = time.monotonic() + 60
-    while True:
-        if process.poll() is not None:
-            raise RuntimeError(f"{what} exited with {process.returncode}: {log.read_text()[-1500:]}")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{what} did not answer on {url}: {log.read_text()[-1500:]}")
-        time.sleep(0.05)
-
-
 @contextmanager
 def _process(args: list[str], env: dict[str, str], log: Path, health: str, what: str) -> Iterator[None]:
     with log.open("wb") as sink:
         process = subprocess.Popen(args, stdout=sink, stderr=sink, env=env)
         try:
-            _wait_http(health, process, log, what)
+            wait_answering(process, log, what, lambda: httpx.get(health, timeout=2).status_code == 200)
             yield
         finally:
             process.terminate()
