@@ -208,8 +208,11 @@ class Handshake:
         if b"\r" in line or not line.strip():
             return None  # line ends and blank lines: exactly as the SDK's reader splits them, left to it
         try:
-            message = json.loads(line)
-        except ValueError:
+            # Strict UTF-8 text, as the SDK reads it: a BOM or invalid bytes are left to the SDK (json.loads of
+            # bytes would guess an encoding and strip a BOM). Nesting too deep for json is left to it too.
+            message = json.loads(line.decode("utf-8"))
+            _dumps(message)  # a lone surrogate ("\\ud800") parses but cannot be written back as UTF-8
+        except (ValueError, RecursionError):
             return None
         if not isinstance(message, dict) or message.get("jsonrpc") != "2.0":
             return None
