@@ -205,6 +205,23 @@ async def test_a_token_is_used_once_whoever_sends_it(team_registry: Registry) ->
     with pytest.raises(Refused, match="another person"):
         await registry.call(DAVE, "flexus_stop_servers", args)
     assert len(writes(registry)) == 1
+    refused = [r for r in registry.store.audit_records() if r.event == "confirm_refused"]
+    assert [(r.person, r.action_id) for r in refused] == [("dave", preview.preview.action_id)]  # type: ignore[attr-defined]
+
+
+async def test_confirming_someone_elses_open_preview_is_refused_and_audited(team_registry: Registry) -> None:
+    registry = team_registry
+    targets = [servers_with(registry, "ACTIVE")[0]["id"]]
+    preview = await registry.call(ALICE, "flexus_stop_servers", {"servers": targets})
+    action_id = preview.preview.action_id  # type: ignore[attr-defined]
+    token = preview.preview.confirmation_token  # type: ignore[attr-defined]
+    with pytest.raises(Refused, match="another person"):
+        await registry.confirm_action(DAVE, action_id)  # a click on Alice's buttons
+    with pytest.raises(Refused, match="another person"):
+        await registry.call(DAVE, "flexus_stop_servers", {"servers": targets, "confirmation_token": token})
+    assert writes(registry) == []
+    refused = [r for r in registry.store.audit_records() if r.event == "confirm_refused"]
+    assert [(r.person, r.action_id) for r in refused] == [("dave", action_id)] * 2
 
 
 async def test_ten_racing_button_clicks_run_once(team_registry: Registry) -> None:
@@ -218,6 +235,10 @@ async def test_ten_racing_button_clicks_run_once(team_registry: Registry) -> Non
     ran = [c for c in clicks if not isinstance(c, Exception) and not c.replay]
     assert len(ran) == 1 and len(writes(registry)) == 1
     assert all("already" in str(c) for c in clicks if isinstance(c, Exception))
+    # Every click is in the audit log: the one that ran, and each that lost or came after as a replay.
+    events = [r.event for r in registry.store.audit_records() if r.action_id == action_id]
+    assert events.count("confirmed") == 1
+    assert events.count("replay_refused") + events.count("replayed") == 9
     late = await registry.confirm_action(ALICE_SLACK, action_id)
     assert late.replay is True and late.status == ran[0].status
 

@@ -356,11 +356,19 @@ class Gate:
             return f"cancelled: {action['decision_note'] or 'no reason given'}; preview again"
         return f"not open (state {state})"
 
-    async def _lost(self, action: dict[str, Any]) -> Refused:
-        """The refusal for a compare-and-set that lost: it says who won."""
-        return Refused(self._explain_closed(await self.store.get_action(action["id"]) or action))
+    async def _lost(
+        self, action: dict[str, Any], attempt: str, person: str, surface: str, via: str | None = None
+    ) -> Refused:
+        """The refusal for a compare-and-set that lost (a double click, two approvers at once): it says who
+        won, and the losing attempt is audited as a refused second use (``replay_refused`` for a confirmation,
+        ``approve_refused`` / ``reject_refused`` for a decision)."""
+        now = await self.store.get_action(action["id"]) or action
+        event = "replay_refused" if attempt == "confirm" else f"{attempt}_refused"
+        await self.audit(event, now, person=person, surface=surface, via=via, state=now["state"])
+        return Refused(self._explain_closed(now))
 
-    async def _check_token(self, spec: ToolSpec, person: str, args_hash: str, token: str) -> dict[str, Any]:
+    async def _check_token(self, spec: ToolSpec, ctx: ToolContext, args_hash: str, token: str) -> dict[str, Any]:
+        person = ctx.person
         if self.policy.settings.confirmation_fallback == "deny":
             raise Refused(
                 "confirmation_token: confirmation by token is disabled by policy (confirmation_fallback = "
@@ -375,6 +383,8 @@ class Gate:
         if action["tool"] != spec.name:
             raise Refused(f"confirmation_token: it confirms {action['tool']}, not {spec.name}")
         if action["person"] != person:
+            # A genuine token in the wrong hands is worth the security lead's attention.
+            await self.audit("confirm_refused", action, person=person, surface=ctx.surface, via="token")
             raise Refused("confirmation_token: it was issued to another person; only they can confirm it")
         if action["args_hash"] != args_hash:
             raise Refused(
@@ -404,12 +414,13 @@ class Gate:
         await self.expire_due()
         _shown, args_hash, _secret = self.bind_arguments(spec, args)
         if token is not None:
-            action = await self._check_token(spec, ctx.person, args_hash, token)
+            action = await self._check_token(spec, ctx, args_hash, token)
         elif action_id is not None:
             by_id = await self.store.get_action(action_id)
             if by_id is None or by_id["tool"] != spec.name:
                 raise Refused("no such preview")
             if by_id["person"] != ctx.person:
+                await self.audit("confirm_refused", by_id, person=ctx.person, surface=ctx.surface, via=via)
                 raise Refused("this preview belongs to another person; only they can confirm it")
             if by_id["args_hash"] != args_hash:
                 raise Refused("the arguments differ from the previewed ones; preview again")
@@ -447,7 +458,7 @@ class Gate:
                     f"the servers changed since the preview, so it no longer holds: {difference}. Preview again."
                 )
             # Someone else confirmed it meanwhile: the change we see is theirs, say so.
-            raise await self._lost(action)
+            raise await self._lost(action, "confirm", ctx.person, ctx.surface, via)
 
         if action["needs_approval"] or self.policy.needs_approval(spec.name, len(current.acting)):
             if not [p for p in self.policy.approvers if p.id != ctx.person]:
@@ -472,7 +483,7 @@ class Gate:
                 audit_entry=entry,
                 **consumed,
             ):
-                raise await self._lost(action)
+                raise await self._lost(action, "confirm", ctx.person, ctx.surface, via)
             approvers = ", ".join(p.id for p in self.policy.approvers if p.id != ctx.person)
             return ActionResult(
                 status="awaiting_approval",
@@ -492,7 +503,7 @@ class Gate:
             **self._lease(),
             **consumed,
         ):
-            raise await self._lost(action)
+            raise await self._lost(action, "confirm", ctx.person, ctx.surface, via)
         secret = self.keys.decrypt(action["secret"], context=action["id"]) if action["secret"] else None
         return await self._execute(ctx, spec, args, action, current, secret, wait=wait, wait_seconds=wait_seconds)
 
@@ -564,7 +575,7 @@ class Gate:
             decision_note=note,
             audit_entry=entry,
         ):
-            raise await self._lost(action)
+            raise await self._lost(action, "approve", ctx.person, ctx.surface)
         args = self.with_generated_secret(spec, action, self.rebuild_arguments(spec, action))
         requester_ctx = ToolContext(
             client=ctx.client,
@@ -593,7 +604,7 @@ class Gate:
         if not await self.store.transition(
             action_id, [ActionState.APPROVED], ActionState.EXECUTING, executed_by=ctx.person, **self._lease()
         ):
-            raise await self._lost(action)
+            raise await self._lost(action, "approve", ctx.person, ctx.surface)
         secret = self.keys.decrypt(action["secret"], context=action_id) if action["secret"] else None
         return await self._execute(
             requester_ctx, spec, args, action, current, secret, wait=wait, wait_seconds=wait_seconds
@@ -628,7 +639,7 @@ class Gate:
                 "rejected", action, person=person, surface=surface, requester=action["person"], note=note
             ),
         ):
-            raise await self._lost(action)
+            raise await self._lost(action, "reject", person, surface)
 
     async def reveal(self, person: str, surface: str, action_id: str) -> str:
         blob = await self.store.take_reveal_secret(action_id, person)
