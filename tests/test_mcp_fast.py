@@ -22,7 +22,7 @@ from flexus_ops import __version__, mcp_fast
 from flexus_ops.config import REGION_PATTERN, Settings, secret_variables
 from flexus_ops.core.telemetry import LOG_FORMATS, LOG_LEVELS
 from flexus_ops.launch import stdio_mcp_read_only
-from flexus_ops.mcp_fast import FastConfig, Handover, Handshake, fast_config, serve_handed_over
+from flexus_ops.mcp_fast import FastConfig, Handover, Handshake, fast_config, serve_stream
 from flexus_ops.mcp_server import build_server, tool_catalog
 from flexus_ops.registry.registry import Registry
 from tests.test_mcp import Elicitor, structured, text_of
@@ -257,7 +257,7 @@ async def test_the_handed_over_session_knows_the_handshake_and_hides_its_replay(
     got: list[dict[str, Any]] = []
     reader = os.fdopen(stdout_read, "rb")
     async with anyio.create_task_group() as group:
-        group.start_soon(serve_handed_over, server, handover)
+        group.start_soon(serve_stream, server, handover)
         with anyio.fail_after(60):
             got.append(json.loads(await anyio.to_thread.run_sync(reader.readline)))
             for raw in rest[1:]:

@@ -146,7 +146,7 @@ def _fast_start(arguments: list[str], config: Any) -> NoReturn:
     ready.wait()
     registry, server = built
     from .cli import serve_handed_over
-    from .mcp_fast import serve_handed_over as serve
+    from .mcp_fast import serve_stream
 
     handover = Handover(b"".join(handshake.replay) + buffer, handshake.replay_ids, stdin_fd, stdout_fd)
     import logging  # loaded by the start already
@@ -154,4 +154,4 @@ def _fast_start(arguments: list[str], config: Any) -> NoReturn:
     logging.getLogger("flexus_ops.mcp").debug(
         "fast start: %d message(s) answered from the exported catalog, then handed to the SDK", handshake.answered
     )
-    serve_handed_over(registry, server, lambda: serve(server, handover))
+    serve_handed_over(registry, server, lambda: serve_stream(server, handover))

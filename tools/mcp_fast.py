@@ -312,7 +312,7 @@ class _DropReplayAnswers:
         await self._out.flush()
 
 
-async def serve_handed_over(server: MCPServer, handover: Handover) -> None:
+async def serve_stream(server: MCPServer, handover: Handover) -> None:
     """``server.run_stdio_async()``, reading the handed-over bytes first. The descriptors were claimed by
     the fast path already (fd 0 on /dev/null, fd 1 on stderr, the wire on private duplicates), as the SDK's
     own transport claims them."""
