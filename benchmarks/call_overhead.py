@@ -106,12 +106,22 @@ async def _stdio(ctx: RunContext, n: int, state_dir: str) -> dict[str, list[floa
         floor_params = StdioServerParameters(
             command=ctx.python, args=[str(BENCH_DIR / "floor_server.py")], env=env_without_secrets()
         )
+        relay_env = {**env_without_secrets(), **sim.env()}
+        relay_params = StdioServerParameters(
+            command=ctx.python, args=[str(BENCH_DIR / "floor_relay_server.py")], env=relay_env
+        )
         async with sim.client() as direct:
             server_id = (await direct.list_servers(limit=1)).servers[0].id
-            async with Client(params) as client, Client(floor_params) as floor:
+            async with Client(params) as client, Client(floor_params) as floor, Client(relay_params) as relay:
 
                 async def mcp() -> Any:
                     return _checked(await client.call_tool("flexus_show_server", {"server": server_id}))
+
+                async def relayed() -> Any:
+                    answer = await relay.call_tool("fetch", {"server_id": server_id})
+                    if answer.is_error:
+                        raise RuntimeError(f"the relay floor's request failed: {answer.content}")
+                    return answer
 
                 return await _interleaved(
                     {
@@ -119,6 +129,7 @@ async def _stdio(ctx: RunContext, n: int, state_dir: str) -> dict[str, list[floa
                         "direct_list_by_id": lambda: direct.list_servers(server_id=[server_id], limit=1000),
                         "mcp": mcp,
                         "sdk_floor_noop_tool": lambda: floor.call_tool("ping", {"x": 1}),
+                        "sdk_floor_relay_tool": relayed,
                     },
                     n,
                 )
@@ -174,6 +185,17 @@ def run(ctx: RunContext, result: CaseResult) -> None:
             f"{label}: overhead p50 / p99",
             f"{fmt_seconds(p50)} / {fmt_seconds(p99)} (p50 vs the tool's own request: {fmt_seconds(p50_vs_list)})",
         )
+        if relay := stats.get("sdk_floor_relay_tool"):
+            # What any server pays that makes the tool's request through the SDK over stdio (see
+            # floor_relay_server.py): its overhead over the same direct call, against the no-op's.
+            relay_overhead = relay["median"] - stats["direct"]["median"]
+            result.data[label]["relay_floor_overhead_over_noop_p50"] = ratio(relay_overhead, noop["median"])
+            result.data[label]["mcp_over_relay_floor_p50"] = ratio(stats["mcp"]["median"], relay["median"])
+            result.figure(
+                f"{label}: floor, a bare MCPServer making the tool's request, p50 (its overhead / no-op; ours / it)",
+                f"{fmt_seconds(relay['median'])} ({fmt_ratio(ratio(relay_overhead, noop['median']))}; "
+                f"{fmt_ratio(ratio(stats['mcp']['median'], relay['median']))})",
+            )
         where = "in memory" if label == "in_memory" else "over stdio"
         # The goal (#15) is relative to the SDK's own per-call cost, measured in the same run.
         against = ratio(p50, noop["median"])

@@ -67,7 +67,9 @@ class AkSkAuth(httpx.Auth):
             body=request.content or None,
             now=self._clock(),
         )
-        request.url = request.url.copy_with(query=signed.query.encode("ascii") or None)
+        query = signed.query.encode("ascii")
+        if query != request.url.query:  # the client already sends the canonical query: no second URL parse
+            request.url = request.url.copy_with(query=query or None)
         for name, value in signed.headers.items():
             request.headers[name] = value
 

@@ -16,6 +16,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import unquote, urlsplit
 
 import httpx
 from pydantic import BaseModel, SecretStr, ValidationError
@@ -218,7 +219,7 @@ class FlexusClient:
         headers = {"Content-Type": GET_CONTENT_TYPE if is_read else WRITE_CONTENT_TYPE}
         if query:
             url = f"{url}?{canonical_query(query)}"
-        path = httpx.URL(url).path
+        path = unquote(urlsplit(url).path)  # urlsplit is cached; httpx.URL would parse the whole URL once more
         operation = operation_name(method, path, body)
         attempts = self.settings.retry_attempts
         # A read has one deadline for all its tries, so a hung cloud fails in bounded time, saying why.
