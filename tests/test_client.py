@@ -179,6 +179,24 @@ async def test_list_all_summaries_is_the_full_listing_with_only_the_index_fields
         assert tagged.id in {s.id for s in filtered} and all(tagged.tags[0] in (s.tags or []) for s in filtered)
 
 
+async def test_server_rows_are_the_page_with_only_the_listing_fields_in_the_same_order() -> None:
+    from flexus_ops.cloud.models import ListServersQuery
+    from flexus_ops.registry.outputs import project
+
+    with serve(servers=300) as live:
+        async with FlexusClient(live.settings()) as client:
+            page = ListServersQuery(limit=50, offset=2)
+            full, rows = await client.list_servers(page), await client.list_server_rows(page)
+            ids = [s.id for s in (await client.list_servers(limit=1000)).servers][::-1][:150]
+            by_ids = await client.list_server_rows(ListServersQuery(server_id=ids, limit=1000))  # two queries
+        assert rows.count == full.count == 300 and len(rows.servers) == 50
+        assert [project(s, False) for s in rows.servers] == [project(s, False) for s in full.servers]
+        assert not hasattr(rows.servers[0], "image")  # the rest of each server is skipped, never built
+        assert [s.id for s in by_ids.servers] == ids
+        with pytest.raises(TypeError, match="whole record"):
+            project(rows.servers[0], True)
+
+
 async def test_batch_of_2500_is_three_concurrent_requests_with_every_job_id() -> None:
     with serve(servers=2500, job_seconds=0.1) as live:
         targets = list(live.sandbox.backend.servers)

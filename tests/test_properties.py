@@ -274,3 +274,7 @@ def test_a_projected_server_is_its_summary_models_dump(raw: dict[str, Any]) -> N
     projected = project(server, False)
     assert projected == expected
     assert list(projected) == list(expected)  # the same key order, so the same JSON text
+    # A listing reads only these fields (ServerRow): it must project to the very same summary.
+    from flexus_ops.cloud.models import ServerRow
+
+    assert project(ServerRow.model_validate(raw), False) == projected

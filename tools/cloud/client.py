@@ -49,6 +49,7 @@ from .models import (
     ResetPasswordResult,
     SecurityOptions,
     ServerDetail,
+    ServerRows,
     ServerSummaries,
     ServerSummary,
     SubmittedJob,
@@ -71,7 +72,7 @@ comes back "Server disconnected without sending a response" (a read is retried a
 outcome is unknown). Gateways keep idle connections far longer; ``flexus-ops sim`` does too."""
 
 M = TypeVar("M", bound=BaseModel)
-Page = TypeVar("Page", ListServersResponse, ServerSummaries)  # what one listing page parses into
+Page = TypeVar("Page", ListServersResponse, ServerRows, ServerSummaries)  # what one listing page parses into
 ProgressCallback = Callable[[JobPoll], Awaitable[None] | None]
 log = logging.getLogger("flexus_ops.cloud")
 
@@ -313,22 +314,27 @@ class FlexusClient:
             query = validated(ListServersQuery, **filters)
         elif filters:
             raise TypeError("pass either a ListServersQuery or keyword filters, not both")
+        return await self._page(query, ListServersResponse)
+
+    async def list_server_rows(self, query: ListServersQuery) -> ServerRows:
+        """One page as a listing shows it (``ServerRow``: the compact summary's fields); the rest of each
+        server is skipped while parsing, half the CPU of full models."""
+        return await self._page(query, ServerRows)
+
+    async def _page(self, query: ListServersQuery, model: type[Page]) -> Page:
+        """One page parsed into ``model``. Many ids: at most 100 per query (the reference's advice; a longer
+        URI is refused by gateways), the queries concurrent within the client's limit (``_send`` holds the
+        semaphore), the answers joined in the order the ids were asked for."""
         if query.server_id and len(query.server_id) > rules.MAX_IDS_PER_QUERY:
-            return await self._list_by_ids(query, query.server_id)
+            chunks = _chunks(query.server_id, rules.MAX_IDS_PER_QUERY)
+            pages = await asyncio.gather(
+                *(self._page(query.model_copy(update={"server_id": chunk}), model) for chunk in chunks)
+            )
+            servers = [server for page in pages for server in page.servers]
+            return model(count=sum(page.count for page in pages), servers=servers)
         response = await self._send("GET", await self._url("/cloudservers/detail"), query=query.to_query())
         # Parsed straight from bytes by pydantic-core: a third faster than json.loads then validate.
-        return ListServersResponse.model_validate_json(response.content)
-
-    async def _list_by_ids(self, query: ListServersQuery, server_ids: list[str]) -> ListServersResponse:
-        """Many ids: at most 100 per query (the reference's advice; a longer URI is refused by gateways),
-        the queries concurrent within the client's limit (``_send`` holds the semaphore), the answers
-        joined in the order the ids were asked for."""
-        chunks = _chunks(server_ids, rules.MAX_IDS_PER_QUERY)
-        pages = await asyncio.gather(
-            *(self.list_servers(query.model_copy(update={"server_id": chunk})) for chunk in chunks)
-        )
-        servers = [server for page in pages for server in page.servers]
-        return ListServersResponse(count=sum(page.count for page in pages), servers=servers)
+        return model.model_validate_json(response.content)
 
     async def list_all_servers(self, page_size: int = rules.MAX_PAGE_SIZE, **filters: Any) -> list[ServerDetail]:
         """Every match: the first page tells the count, the other pages are read concurrently."""
@@ -351,8 +357,7 @@ class FlexusClient:
         return await self._other_pages(base, first, self._summaries)
 
     async def _summaries(self, query: ListServersQuery) -> ServerSummaries:
-        response = await self._send("GET", await self._url("/cloudservers/detail"), query=query.to_query())
-        return ServerSummaries.model_validate_json(response.content)
+        return await self._page(query, ServerSummaries)
 
     async def _other_pages(
         self,

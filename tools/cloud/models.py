@@ -10,7 +10,8 @@ API never breaks parsing.
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any, Literal
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import (
     AliasChoices,
@@ -98,7 +99,39 @@ BILLING_MODES: dict[str, BillingMode] = {"0": "on-demand", "1": "prepaid", "2": 
 """metadata ``charging_mode``: "0" pay-per-use, "1" yearly/monthly (prepaid), "2" spot."""
 
 
-class ServerDetail(WireModel):
+class ServerFacts:
+    """What a server's raw fields mean to an operator: the same for the full record and the lean row."""
+
+    if TYPE_CHECKING:  # the fields each model declares; no annotations at run time, so pydantic adds none
+        addresses: Mapping[str, Sequence[ServerAddress | RowAddress]] | None
+        metadata: dict[str, str] | None
+
+    def ips(self, ip_type: str) -> list[str]:
+        """Addresses of one kind: ``fixed`` (private) or ``floating`` (EIP)."""
+        return [
+            a.addr for entries in (self.addresses or {}).values() for a in entries if a.addr and a.ip_type == ip_type
+        ]
+
+    @property
+    def private_ips(self) -> list[str]:
+        return self.ips("fixed")
+
+    @property
+    def public_ips(self) -> list[str]:
+        return self.ips("floating")
+
+    @property
+    def billing(self) -> BillingMode | None:
+        """How the server is paid for, from metadata ``charging_mode`` (None when the API does not say)."""
+        return BILLING_MODES.get((self.metadata or {}).get("charging_mode", ""))
+
+    @property
+    def frozen(self) -> bool:
+        """Frozen by the cloud (metadata ``EcmResStatus`` = freeze, e.g. for arrears): it refuses actions."""
+        return (self.metadata or {}).get("EcmResStatus") == "freeze"
+
+
+class ServerDetail(WireModel, ServerFacts):
     id: str
     name: str | None = None
     description: str | None = None
@@ -159,34 +192,51 @@ class ServerDetail(WireModel):
         # UpdateServer-style responses carry the image id as a bare string.
         return {"id": value} if isinstance(value, str) else value
 
-    def ips(self, ip_type: str) -> list[str]:
-        """Addresses of one kind: ``fixed`` (private) or ``floating`` (EIP)."""
-        return [
-            a.addr for entries in (self.addresses or {}).values() for a in entries if a.addr and a.ip_type == ip_type
-        ]
-
-    @property
-    def private_ips(self) -> list[str]:
-        return self.ips("fixed")
-
-    @property
-    def billing(self) -> BillingMode | None:
-        """How the server is paid for, from metadata ``charging_mode`` (None when the API does not say)."""
-        return BILLING_MODES.get((self.metadata or {}).get("charging_mode", ""))
-
-    @property
-    def frozen(self) -> bool:
-        """Frozen by the cloud (metadata ``EcmResStatus`` = freeze, e.g. for arrears): it refuses actions."""
-        return (self.metadata or {}).get("EcmResStatus") == "freeze"
-
-    @property
-    def public_ips(self) -> list[str]:
-        return self.ips("floating")
-
 
 class ListServersResponse(WireModel):
     count: int = 0
     servers: list[ServerDetail] = Field(default_factory=list)
+
+
+class RowAddress(BaseModel):
+    model_config = ConfigDict(populate_by_name=True, extra="ignore", defer_build=True)
+
+    addr: str | None = None
+    ip_type: str | None = Field(None, alias="OS-EXT-IPS:type")
+
+
+class RowFlavor(BaseModel):
+    model_config = ConfigDict(extra="ignore", defer_build=True)
+
+    id: str | None = None
+    vcpus: LooseStr | None = None
+    ram: LooseStr | None = None
+
+
+class ServerRow(BaseModel, ServerFacts):
+    """A server as a listing shows it (the compact summary's fields): the other forty-odd fields of the
+    answer are skipped while parsing, never built, which halves the CPU of a page (``full=true`` reads
+    ``ServerDetail``)."""
+
+    model_config = ConfigDict(populate_by_name=True, extra="ignore", defer_build=True)
+
+    id: str
+    name: str | None = None
+    status: str | None = None
+    task_state: str | None = Field(None, alias="OS-EXT-STS:task_state")
+    flavor: RowFlavor | None = None
+    addresses: dict[str, list[RowAddress]] | None = None
+    availability_zone: str | None = Field(None, alias="OS-EXT-AZ:availability_zone")
+    locked: bool | None = None
+    tags: list[str] | None = None
+    metadata: dict[str, str] | None = None
+
+
+class ServerRows(BaseModel):
+    model_config = ConfigDict(extra="ignore", defer_build=True)
+
+    count: int = 0
+    servers: list[ServerRow] = Field(default_factory=list)
 
 
 class ServerSummary(BaseModel):

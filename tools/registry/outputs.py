@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import Field
 
-from ..cloud.models import JobResult, ServerDetail
+from ..cloud.models import JobResult, ServerDetail, ServerRow
 from ..core.plans import Compact
 
 
@@ -30,11 +30,11 @@ class ServerSummary(Compact):
     frozen: bool = Field(False, description="frozen by the cloud: it refuses actions")
 
     @classmethod
-    def of(cls, server: ServerDetail) -> ServerSummary:
+    def of(cls, server: ServerDetail | ServerRow) -> ServerSummary:
         return cls(**_summary_values(server))
 
 
-def _summary_values(server: ServerDetail) -> dict[str, Any]:
+def _summary_values(server: ServerDetail | ServerRow) -> dict[str, Any]:
     """Every field of a ServerSummary, in its field order, from a server as the API describes it."""
     flavor = None
     if server.flavor is not None:
@@ -64,8 +64,10 @@ _SUMMARY_DEFAULTS = {
 }
 
 
-def project(server: ServerDetail, full: bool) -> dict[str, Any]:
+def project(server: ServerDetail | ServerRow, full: bool) -> dict[str, Any]:
     if full:
+        if not isinstance(server, ServerDetail):
+            raise TypeError("full=true needs the whole record (ServerDetail), not a listing's row")
         return server.model_dump(by_alias=True, exclude_none=True)
     # What ServerSummary.of(server).model_dump(exclude_none=True, exclude_defaults=True) gives (a test holds
     # them equal), without building and dumping a model per server: a listing projects every server it shows.

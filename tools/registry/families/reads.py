@@ -43,7 +43,8 @@ async def list_servers(ctx: ToolContext, args: ListServersInput) -> ListServersO
         limit=args.limit,
         offset=args.page,
     )
-    page = await ctx.client.list_servers(query)
+    # The compact form needs a dozen fields of each server: read only those unless every field is asked for.
+    page = await (ctx.client.list_servers(query) if args.full else ctx.client.list_server_rows(query))
     has_more = args.server_ids is None and args.page * args.limit < page.count
     return ListServersOutput(
         count=page.count,
