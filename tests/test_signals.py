@@ -13,6 +13,7 @@ import pty
 import select
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -221,6 +222,30 @@ INITIALIZE = {
     "method": "initialize",
     "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "test", "version": "0"}},
 }
+
+
+# Ctrl-C while the CLI is still being imported (the first half second of any command but the stdio fast
+# path), made deterministic: the import of flexus_ops.cli itself is what gets interrupted.
+INTERRUPTED_IMPORT = """
+import sys
+class Interrupt:
+    def find_spec(self, name, path=None, target=None):
+        if name == "flexus_ops.cli":
+            raise KeyboardInterrupt
+sys.meta_path.insert(0, Interrupt())
+sys.argv = ["flexus-ops", *sys.argv[1:]]
+from flexus_ops.launch import run
+run()
+"""
+
+
+@pytest.mark.parametrize("command", [["sim"], ["call", "flexus_list_servers"], ["mcp", "--transport", "http"]])
+def test_ctrl_c_while_the_cli_loads_is_one_line_and_130(env: dict[str, str], command: list[str]) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", INTERRUPTED_IMPORT, *command], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 130, result.stderr
+    assert_one_line(result, "interrupted")
 
 
 @pytest.mark.slow

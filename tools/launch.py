@@ -27,8 +27,10 @@ def run() -> None:
         config = fast_config(os.environ, read_only=read_only)
         if config is not None:
             _fast_start(arguments, config)
-    from .cli import run as cli_run
-
+    try:
+        from .cli import run as cli_run
+    except KeyboardInterrupt:  # Ctrl-C while the CLI loads: what the CLI says for one after
+        _say_and_exit("interrupted", 130)
     cli_run()
 
 
