@@ -61,6 +61,9 @@ class Draining:
             await self.app(scope, receive, send)
             return
         if self.drain.draining:
+            # Read the request first: a reply that closes the connection with the body still unread reaches
+            # the client as a reset, not as this 503, and it would not know to retry.
+            await _read_body(receive)
             # Stateless transport: the client's retry lands on another replica and carries on there.
             body = b'{"error": "draining", "error_description": "this server is stopping; retry"}'
             headers = [
@@ -77,6 +80,18 @@ class Draining:
             await self.app(scope, receive, send)
         finally:
             self.drain.in_flight -= 1
+
+
+async def _read_body(receive: Any, limit: int = 1 << 20) -> None:
+    """Read (and drop) a request's body, up to ``limit`` bytes: an MCP request is far smaller."""
+    seen = 0
+    while seen <= limit:
+        message = await receive()
+        if message["type"] != "http.request":  # the client went away
+            return
+        seen += len(message.get("body", b""))
+        if not message.get("more_body", False):
+            return
 
 
 class DrainingServer(uvicorn.Server):
