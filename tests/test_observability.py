@@ -254,6 +254,30 @@ def test_mcp_http_readiness_turns_503_while_draining(tmp_path: Path) -> None:
     assert scraped.status_code == 200  # a draining replica is still scraped
 
 
+async def test_a_request_turned_away_while_draining_is_read_before_the_503() -> None:
+    # Closing the connection with the body unread makes the client see a reset, not the 503 and its
+    # Retry-After; so the body is read first (this test saw resets on a kept-alive connection).
+    from flexus_ops.serving import Draining
+
+    async def never_called(*_: Any) -> None:
+        raise AssertionError("a draining server must not pass a request on")
+
+    chunks = [{"type": "http.request", "body": b"x" * 1000, "more_body": True}] * 3
+    chunks.append({"type": "http.request", "body": b"}", "more_body": False})
+    events: list[str] = []
+
+    async def receive() -> dict[str, Any]:
+        events.append("read")
+        return chunks[len([e for e in events if e == "read"]) - 1]
+
+    async def send(message: dict[str, Any]) -> None:
+        events.append(message["type"])
+
+    scope = {"type": "http", "method": "POST", "path": "/mcp"}
+    await Draining(never_called, Drain(draining=True))(scope, receive, send)
+    assert events == ["read"] * 4 + ["http.response.start", "http.response.body"]
+
+
 # -- structured logs: one JSON object per line, an event per transition and per retry --------------
 
 
@@ -384,6 +408,59 @@ def test_mcp_http_without_a_terminal_logs_where_it_listens(tmp_path: Path) -> No
     assert started["listen"] == f"http://127.0.0.1:{port}/mcp" and started["mode"] == "http"
     assert started["target"] == "sandbox" and started["store"] == "sqlite" and started["surface"] == "mcp"
     assert str(store) not in printed
+
+
+@pytest.mark.slow
+async def test_mcp_http_on_port_0_announces_and_serves_the_port_the_system_gave(tmp_path: Path) -> None:
+    token_file = tmp_path / "session.token"
+    env = clean_env(tmp_path, FLEXUS_LOG_FORMAT="json")
+    command = [FLEXUS_OPS, "mcp", "--transport", "http", "--port", "0", "--token-file", str(token_file)]
+    process = subprocess.Popen(
+        command, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    try:
+        assert process.stderr is not None
+        records = []
+        for line in process.stderr:  # JSON mode: one object a line; the start-up line, then the token's file
+            records.append(json.loads(line))
+            if records[-1].get("token_file"):
+                break
+        listen = next(record for record in records if record.get("event") == "started")["listen"]
+        port = int(re.fullmatch(r"http://127\.0\.0\.1:(\d+)/mcp", listen)[1])  # type: ignore[index]
+        assert port != 0
+        # The Host allow-list names that port too: a call through it is served, not refused as rebinding.
+        headers = {"Authorization": f"Bearer {token_file.read_text().strip()}"}
+        transport = streamable_http_client(listen, http_client=httpx2.AsyncClient(headers=headers))
+        async with Client(transport) as client:
+            listed = await client.call_tool("flexus_list_servers", {})
+        assert not listed.is_error and listed.structured_content and listed.structured_content["servers"]
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.mark.slow
+def test_a_port_in_use_is_one_line_naming_it(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [FLEXUS_OPS, "mcp", "--transport", "http", "--port", str(port)],
+            env=clean_env(tmp_path),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 4, result.stderr  # a configuration problem
+    assert "Traceback" not in result.stderr
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr.strip().splitlines()[-1]
 
 
 @pytest.mark.slow
