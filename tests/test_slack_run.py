@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -154,9 +155,15 @@ def test_flexus_ops_slack_serves_http_mode(tmp_path: Path) -> None:
     fake = FakeSlack()
     with serve(fake.app()) as fake_url:
         fake.url = fake_url
-        port = free_port()
-        args = ("--port", str(port))
-        with flexus_ops_slack(tmp_path, fake, *args, SLACK_SIGNING_SECRET=SIGNING_SECRET) as process:
+        # Port 0: the system picks one, and the start-up line names it (bound before it is announced).
+        with flexus_ops_slack(tmp_path, fake, "--port", "0", SLACK_SIGNING_SECRET=SIGNING_SECRET) as process:
+            assert process.stderr is not None
+            started = ""
+            while "listening on" not in started and process.poll() is None:
+                started += process.stderr.readline()
+            found = re.search(r"listening on http://127\.0\.0\.1:(\d+)/", started)
+            assert found and found[1] != "0", started + output_of(process)
+            port = int(found[1])
             base = f"http://127.0.0.1:{port}"
             wait_until(lambda: _healthy(base) or process.poll() is not None, what="the bot to listen")
             assert process.poll() is None, output_of(process)
@@ -167,7 +174,7 @@ def test_flexus_ops_slack_serves_http_mode(tmp_path: Path) -> None:
             body, _ = driver.command_body(ALICE, "list")
             assert driver.post(body, secret="forged").status_code == 401
             driver.http.close()
-        printed = output_of(process)
+        printed = started + output_of(process)
     assert f"http://127.0.0.1:{port}{EVENTS_PATH}" in printed and "SANDBOX" in printed
     assert SIGNING_SECRET not in printed and BOT_TOKEN not in printed
 

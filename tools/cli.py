@@ -334,16 +334,19 @@ def cmd_mcp(args: argparse.Namespace) -> int:
     import uvicorn
 
     from .core.errors import ConfigurationError, InvalidInput
+    from .core.sockets import listening_socket
     from .mcp_http import MCP_PATH, http_app, needs_session_token, new_session_token, public_base_url
     from .serving import Drain, DrainingServer
 
     session_token = new_session_token() if needs_session_token(registry) else None
     drain = Drain(on_drain=[registry.start_draining])
+    sock = listening_socket(args.host, args.port)
+    port = sock.getsockname()[1]  # the one the system gave, with --port 0
     try:
         app = http_app(
             registry,
             args.host,
-            args.port,
+            port,
             args.allowed_origin or None,
             session_token=session_token,
             drain=drain,
@@ -351,10 +354,12 @@ def cmd_mcp(args: argparse.Namespace) -> int:
             allowed_hosts=args.allowed_host,
         )
     except ConfigurationError as exc:  # --public-url or --allowed-host of the wrong shape
+        sock.close()
         raise InvalidInput(str(exc).split(":", 1)[0], str(exc).split(": ", 1)[-1]) from None
     except ValueError as exc:
+        sock.close()
         raise InvalidInput("--host", str(exc)) from None
-    url = public_base_url(registry, args.host, args.port, args.public_url) + MCP_PATH
+    url = public_base_url(registry, args.host, port, args.public_url) + MCP_PATH
     announce_start(registry, "mcp", "http", url)
     if log_format() == "text":
         banner(registry, "streamable HTTP", url)
@@ -362,17 +367,17 @@ def cmd_mcp(args: argparse.Namespace) -> int:
     if session_token is not None:
         token_path = _hand_over_session_token(session_token, url, args.token_file, registry.settings.state_dir)
     # log_config=None: uvicorn's records go through this process's handler (text or JSON), not its own.
-    config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning", log_config=None)
+    config = uvicorn.Config(app, host=args.host, port=port, log_level="warning", log_config=None)
     server = DrainingServer(config, drain, args.grace_seconds)
 
     async def serve() -> None:
         try:
-            await server.serve()
+            await server.serve(sockets=[sock])
         except SystemExit:
             if server.started:
                 raise
-            # uvicorn has logged why (the address is in use, or not ours to take) and exits 3; say it our way.
-            raise ConfigurationError(f"cannot listen on {args.host}:{args.port}; choose another --port") from None
+            # uvicorn has logged why and exits 3; say it our way.
+            raise ConfigurationError(f"cannot serve on {args.host}:{port}; choose another --port") from None
         finally:
             if token_path is not None:
                 token_path.unlink(missing_ok=True)  # the session token dies with this server

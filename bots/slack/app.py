@@ -236,6 +236,7 @@ def main(
     import uvicorn
 
     from flexus_ops.config import Settings
+    from flexus_ops.core.sockets import listening_socket
     from flexus_ops.serving import Drain, DrainingServer
 
     settings = SlackBotSettings()
@@ -255,11 +256,13 @@ def main(
     # A stop waits for the answers in flight too (they run after their ack, on the answer worker).
     drain = Drain(on_drain=[bot.start_draining], pending=[lambda: bot.answers_pending])
     app = bot.asgi(drain)
+    sock = listening_socket(host, port)
+    port = sock.getsockname()[1]  # the one the system gave, with --port 0
     announce_start(registry, "slack", "http", f"http://{host}:{port}{EVENTS_PATH}")
     if log_format() == "text":
         print(describe(bot, "HTTP", f"http://{host}:{port}{EVENTS_PATH}"), file=sys.stderr)
     # log_config=None: uvicorn's records go through the process's handler (text or JSON), not its own.
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", log_config=None)
     server = DrainingServer(config, drain, grace_seconds)
-    asyncio.run(server.serve())
+    asyncio.run(server.serve(sockets=[sock]))
     return server.exit_code

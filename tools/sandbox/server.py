@@ -101,12 +101,14 @@ def run(args: argparse.Namespace) -> int:
     configure_logging(args.log_level or settings.log_level, args.log_format or settings.log_format)
     import uvicorn  # lazily: importing the sandbox package must stay light
 
+    from ..core.sockets import listening_socket
     from .responses import Sandbox
 
     sandbox = Sandbox(options)
     for name, value in knobs.model_dump().items():
         setattr(sandbox.knobs, name, value)
-    url = _url(args.host, args.port)
+    sock = listening_socket(args.host.strip("[]"), args.port)
+    url = _url(args.host, sock.getsockname()[1])  # the port the system gave, with --port 0
     # The published defaults are printed, as the quickest way in; a key or password someone chose
     # is theirs, and a log is no place for it.
     shown_sk = args.sk if args.sk == DEFAULT_SECRET_KEY else "<as given with --sk>"
@@ -149,8 +151,8 @@ def run(args: argparse.Namespace) -> int:
         timeout_keep_alive=KEEP_ALIVE_SECONDS,
     )
     server = uvicorn.Server(config)
-    server.run()
-    # uvicorn returns normally on Ctrl-C; it sets ``started`` only when the socket was bound.
+    server.run(sockets=[sock])
+    # uvicorn returns normally on Ctrl-C; it sets ``started`` only once it serves.
     return 0 if server.started else 1
 
 
