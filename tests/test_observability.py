@@ -31,7 +31,7 @@ from flexus_ops.registry.registry import Registry
 from flexus_ops.serving import Drain
 from tests.gatekit import make_registry, sandbox_of, servers_with
 from tests.live import AK, PID, SK, LiveSandbox
-from tests.procs import FLEXUS_OPS, clean_env, free_port, serve_app
+from tests.procs import FLEXUS_OPS, clean_env, free_port, serve_app, wait_http
 
 TOKEN = "fxt_observability-token-0123456789abcd"
 OPERATOR = "opsperson-k7q"  # distinctive: a person's id must not turn up in probes or metrics
@@ -441,6 +441,30 @@ async def test_mcp_http_on_port_0_announces_and_serves_the_port_the_system_gave(
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@pytest.mark.slow
+def test_mcp_http_keeps_an_idle_connection_past_a_load_balancers_reuse(tmp_path: Path) -> None:
+    # A balancer reuses an idle connection for up to 60 s; a server that closed it after uvicorn's 5 s
+    # makes the balancer's next request fail (a 502). A request 6 s after the last, on the same connection:
+    import socket
+    import time
+
+    port = free_port()
+    command = [FLEXUS_OPS, "mcp", "--transport", "http", "--port", str(port)]
+    process = subprocess.Popen(command, env=clean_env(tmp_path), stdin=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/healthz", process)
+        request = f"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode()
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+            conn.sendall(request)
+            assert conn.recv(65536).startswith(b"HTTP/1.1 200")
+            time.sleep(6)
+            conn.sendall(request)
+            assert conn.recv(65536).startswith(b"HTTP/1.1 200")  # b"" had the server closed it
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=20)
 
 
 @pytest.mark.slow

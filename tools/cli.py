@@ -334,7 +334,7 @@ def cmd_mcp(args: argparse.Namespace) -> int:
     import uvicorn
 
     from .core.errors import ConfigurationError, InvalidInput
-    from .core.sockets import listening_socket
+    from .core.sockets import IDLE_KEEP_ALIVE_SECONDS, listening_socket
     from .mcp_http import MCP_PATH, http_app, needs_session_token, new_session_token, public_base_url
     from .serving import Drain, DrainingServer
 
@@ -367,7 +367,9 @@ def cmd_mcp(args: argparse.Namespace) -> int:
     if session_token is not None:
         token_path = _hand_over_session_token(session_token, url, args.token_file, registry.settings.state_dir)
     # log_config=None: uvicorn's records go through this process's handler (text or JSON), not its own.
-    config = uvicorn.Config(app, host=args.host, port=port, log_level="warning", log_config=None)
+    config = uvicorn.Config(
+        app, host=args.host, port=port, log_level="warning", log_config=None, timeout_keep_alive=IDLE_KEEP_ALIVE_SECONDS
+    )
     server = DrainingServer(config, drain, args.grace_seconds)
 
     async def serve() -> None:

@@ -236,7 +236,7 @@ def main(
     import uvicorn
 
     from flexus_ops.config import Settings
-    from flexus_ops.core.sockets import listening_socket
+    from flexus_ops.core.sockets import IDLE_KEEP_ALIVE_SECONDS, listening_socket
     from flexus_ops.serving import Drain, DrainingServer
 
     settings = SlackBotSettings()
@@ -262,7 +262,9 @@ def main(
     if log_format() == "text":
         print(describe(bot, "HTTP", f"http://{host}:{port}{EVENTS_PATH}"), file=sys.stderr)
     # log_config=None: uvicorn's records go through the process's handler (text or JSON), not its own.
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", log_config=None)
+    config = uvicorn.Config(
+        app, host=host, port=port, log_level="warning", log_config=None, timeout_keep_alive=IDLE_KEEP_ALIVE_SECONDS
+    )
     server = DrainingServer(config, drain, grace_seconds)
     asyncio.run(server.serve(sockets=[sock]))
     return server.exit_code

@@ -6,6 +6,13 @@ import socket
 
 from .errors import ConfigurationError
 
+IDLE_KEEP_ALIVE_SECONDS = 75
+"""How long the HTTP servers keep an idle connection open: nginx's default, and past the 60 s idle timeout
+of the usual load balancers, so that a balancer never sends a request down a connection the server is
+closing (a 502 to the client). uvicorn's own 5 s is below every one of them; for the sim, it equalled the
+client pool's expiry (``cloud.client.KEEPALIVE_EXPIRY_SECONDS``) and a pooled request met a closing
+connection under load (seen by the ``mcp_http`` benchmark)."""
+
 
 def listening_socket(host: str, port: int) -> socket.socket:
     """The server's socket, bound before anything announces the address (as uvicorn would bind it), so that

@@ -24,11 +24,6 @@ from .backend import (
     SandboxOptions,
 )
 
-KEEP_ALIVE_SECONDS = 75
-"""How long the sim keeps an idle HTTP connection open: nginx's default, as a gateway does, and well past
-the client's pool expiry (``cloud.client.KEEPALIVE_EXPIRY_SECONDS``). uvicorn's own 5 s equalled that
-expiry, and under load a pooled request met a connection the sim was closing (seen by ``mcp_http``)."""
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="bind address (loopback unless --allow-remote)")
@@ -101,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
     configure_logging(args.log_level or settings.log_level, args.log_format or settings.log_format)
     import uvicorn  # lazily: importing the sandbox package must stay light
 
-    from ..core.sockets import listening_socket
+    from ..core.sockets import IDLE_KEEP_ALIVE_SECONDS, listening_socket
     from .responses import Sandbox
 
     sandbox = Sandbox(options)
@@ -148,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
         log_config=None,  # uvicorn's records go through the handler above (text or JSON)
         access_log=False,
         lifespan="off",
-        timeout_keep_alive=KEEP_ALIVE_SECONDS,
+        timeout_keep_alive=IDLE_KEEP_ALIVE_SECONDS,
     )
     server = uvicorn.Server(config)
     server.run(sockets=[sock])
