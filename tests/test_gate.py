@@ -340,7 +340,8 @@ async def test_password_reset_needs_a_second_person(registry: Registry) -> None:
     real = [w for w in writes(registry) if w.operation == "BatchResetServersPassword"]
     assert len(real) == 1 and sorted(real[0].server_ids) == sorted(targets)
     events = [r.event for r in registry.store.audit_records()]
-    assert events == ["preview", "approval_requested", "approved", "executed"]
+    # Dave's and Alice's attempts are on record too, between the request and Bob's approval.
+    assert events == ["preview", "approval_requested", "refused", "refused", "approved", "executed"]
     assert PASSWORD not in everything_written(registry)
     row = registry.store.get_action(action_id)
     assert row is not None and row["secret"] is None, "the encrypted password is erased after use"

@@ -132,7 +132,15 @@ async def test_a_viewer_acts_as_the_viewer_and_cannot_stop(registry: Registry, u
         stop = await viewer.call_tool("flexus_stop_servers", {"servers": [target["id"]]})
     assert not listing.is_error
     assert stop.is_error and "viewer may not use flexus_stop_servers" in stop.content[0].text  # type: ignore[union-attr]
-    assert writes(registry) == [] and registry.store.audit_records() == []
+    assert writes(registry) == []
+    # The refused attempt is on record as the viewer's, over HTTP; nothing else is.
+    [refused] = registry.store.audit_records()
+    assert (refused.event, refused.person, refused.surface, refused.tool) == (
+        "refused",
+        "viewer",
+        "mcp-http",
+        "flexus_stop_servers",
+    )
 
 
 async def test_the_audit_names_exactly_the_verified_person(registry: Registry, url: str) -> None:

@@ -221,6 +221,16 @@ class Gate:
         """A record with no state change of its own (a replay, a reveal)."""
         await self.store.append_audit(self.entry(event, action, **fields))
 
+    async def refused(
+        self, refusal: Refused, action: dict[str, Any] | None, *, person: str, surface: str, tool: str | None = None
+    ) -> Refused:
+        """``refusal``, audited first (``refused``): an attempt at a change or a decision by someone the policy
+        does not allow (no role, not an approver, the requester approving, not a person at all: then
+        ``person`` is the principal the caller proved). Who, where, which tool and why; the arguments only
+        as an action records them (never a secret)."""
+        await self.audit("refused", action, person=person, surface=surface, tool=tool, reason=str(refusal))
+        return refusal
+
     # -- expiry -----------------------------------------------------------------------------
 
     async def expire_due(self, *, force: bool = False) -> None:
@@ -535,14 +545,18 @@ class Gate:
 
     # -- approval ---------------------------------------------------------------------------
 
-    async def _approver_check(self, person: str, action: dict[str, Any] | None, verb: str) -> dict[str, Any]:
+    async def _approver_check(
+        self, person: str, surface: str, action: dict[str, Any] | None, verb: str
+    ) -> dict[str, Any]:
         who = self.policy.person(person)
         if who is None or not who.has(Role.APPROVER):
-            raise Refused(f"{person} is not an approver; only approvers named in the policy can {verb}")
+            refusal = Refused(f"{person} is not an approver; only approvers named in the policy can {verb}")
+            raise await self.refused(refusal, action, person=person, surface=surface)
         if action is None:
             raise Refused("no such approval request")
         if action["person"] == person:
-            raise Refused(f"you requested this; a different person must {verb} it (separation of duties)")
+            refusal = Refused(f"you requested this; a different person must {verb} it (separation of duties)")
+            raise await self.refused(refusal, action, person=person, surface=surface)
         if action["state"] != ActionState.AWAITING_APPROVAL:
             raise Refused(self._explain_closed(action))
         if action["expires_at"] <= self.clock():
@@ -561,7 +575,7 @@ class Gate:
         wait_seconds: float | None = None,
     ) -> ActionResult:
         await self.expire_due()
-        action = await self._approver_check(ctx.person, await self.store.get_action(action_id), "approve")
+        action = await self._approver_check(ctx.person, ctx.surface, await self.store.get_action(action_id), "approve")
         entry = self.entry(
             "approved", action, person=ctx.person, surface=ctx.surface, requester=action["person"], note=note
         )
@@ -626,7 +640,7 @@ class Gate:
             audit_entry=self.entry("cancelled", action, person=person, surface=surface, note=note),
         ):
             return
-        action = await self._approver_check(person, action, "reject")
+        action = await self._approver_check(person, surface, action, "reject")
         if not await self.store.transition(
             action_id,
             [ActionState.AWAITING_APPROVAL],

@@ -261,6 +261,15 @@ class Registry:
             )
         return person
 
+    async def _refused(
+        self, caller: Caller, refusal: Refused, *, tool: str | None = None, action: dict[str, Any] | None = None
+    ) -> Refused:
+        """A refused change or decision, audited: who is the person the policy names for the caller, else
+        the principal the caller proved."""
+        known = self.policy.person_for(caller.principal)
+        who = known.id if known is not None else caller.principal
+        return await self.gate.refused(refusal, action, person=who, surface=caller.surface, tool=tool)
+
     def _authorize(self, person: Person, spec: ToolSpec) -> None:
         needed = Role.VIEWER if spec.safety is Safety.READ else Role.OPERATOR
         allowed = person.has(needed) or (
@@ -313,8 +322,13 @@ class Registry:
         that asks a person itself confirms the preview they saw by its id (``confirm_action``).
         ``wait_seconds``: how long a confirmed rollout with ``wait`` may be waited for (see confirm_action)."""
         spec = self.spec(name)
-        person = self.person(caller)
-        self._authorize(person, spec)
+        try:
+            person = self.person(caller)
+            self._authorize(person, spec)
+        except Refused as refusal:
+            if spec.safety is Safety.READ:
+                raise
+            raise await self._refused(caller, refusal, tool=spec.name) from None
         args = self.validate(spec, arguments)
         ctx = self.context(person, caller, progress)
         if not spec.gated:
@@ -354,12 +368,18 @@ class Registry:
         gate consumes it with the action, so a replay of that answer gets the recorded outcome. ``wait``:
         a rollout in waves answers at its end, not once its first wave is sent; ``wait_seconds`` bounds that
         (default FLEXUS_JOB_WAIT_SECONDS; infinity for a process that owns the rollout to its end, the CLI)."""
-        person = self.person(caller)
+        try:
+            person = self.person(caller)
+        except Refused as refusal:
+            raise await self._refused(caller, refusal) from None
         action = await self.records.get_action(action_id)
         if action is None:
             raise Refused("no such preview")
         spec = self.spec(action["tool"])
-        self._authorize(person, spec)
+        try:
+            self._authorize(person, spec)
+        except Refused as refusal:
+            raise await self._refused(caller, refusal, action=action) from None
         args = self.gate.rebuild_arguments(spec, action)
         ctx = self.context(person, caller, progress)
         return await self.gate.confirm(
@@ -525,9 +545,13 @@ class Registry:
         wait: bool | None = None,
         wait_seconds: float | None = None,
     ) -> ActionResult:
-        person = self.person(caller)
+        try:
+            person = self.person(caller)
+        except Refused as refusal:
+            raise await self._refused(caller, refusal) from None
         if not person.has(Role.APPROVER):  # before looking the id up: the answer must not tell ids apart
-            raise Refused(f"{person.id} is not an approver; only approvers named in the policy can approve")
+            refusal = Refused(f"{person.id} is not an approver; only approvers named in the policy can approve")
+            raise await self._refused(caller, refusal, action=await self.records.get_action(action_id))
         action = await self.records.get_action(action_id)
         if action is None:
             raise Refused("no such approval request")
@@ -536,7 +560,10 @@ class Registry:
         return await self.gate.approve(ctx, spec, action_id, note, wait=wait, wait_seconds=wait_seconds)
 
     async def reject(self, caller: Caller, action_id: str, note: str | None = None) -> None:
-        person = self.person(caller)
+        try:
+            person = self.person(caller)
+        except Refused as refusal:
+            raise await self._refused(caller, refusal) from None
         await self.gate.reject(person.id, caller.surface, action_id, note)
 
     async def reveal(self, caller: Caller, action_id: str) -> str:
