@@ -627,19 +627,21 @@ class Gate:
     async def reject(self, person: str, surface: str, action_id: str, note: str | None) -> None:
         await self.expire_due()
         action = await self.store.get_action(action_id)
-        own_open = action is not None and action["person"] == person and action["state"] in OPEN_STATES
-        # A requester may withdraw their own request.
-        if own_open and await self.store.transition(
-            action_id,
-            OPEN_STATES,
-            ActionState.CANCELLED,
-            secret=None,
-            decided_by=person,
-            decided_at=self.clock(),
-            decision_note=note or "withdrawn by the requester",
-            audit_entry=self.entry("cancelled", action, person=person, surface=surface, note=note),
-        ):
-            return
+        if action is not None and action["person"] == person:
+            # A requester may withdraw their own request while it is open; once closed (by them a moment
+            # ago, say), the answer says how it closed: their own request is theirs to ask about.
+            if action["state"] in OPEN_STATES and await self.store.transition(
+                action_id,
+                OPEN_STATES,
+                ActionState.CANCELLED,
+                secret=None,
+                decided_by=person,
+                decided_at=self.clock(),
+                decision_note=note or "withdrawn by the requester",
+                audit_entry=self.entry("cancelled", action, person=person, surface=surface, note=note),
+            ):
+                return
+            raise Refused(self._explain_closed(await self.store.get_action(action_id) or action))
         action = await self._approver_check(person, surface, action, "reject")
         if not await self.store.transition(
             action_id,
