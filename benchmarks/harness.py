@@ -243,6 +243,16 @@ class Skip(Exception):
     """Raised by a case that cannot measure here; the reason goes into the table."""
 
 
+def proc_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far, from /proc; NaN when it cannot be read."""
+    try:
+        # Fields 14 and 15 of stat (utime, stime), counted after the ")" that ends the command name.
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return math.nan
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def env_without_secrets() -> dict[str, str]:
     """The environment for child processes, minus anything that would point them at a real cloud."""
     blocked = ("HUAWEICLOUD_", "HUAWEI_", "FLEXUS_")

@@ -46,6 +46,7 @@ from .harness import (
     env_without_secrets,
     fmt_ratio,
     fmt_seconds,
+    proc_cpu_seconds,
     ratio,
     summary,
     wait_answering,
@@ -67,15 +68,6 @@ MIX = ("list", "show", "list", "show", "preview_reboot", "preview_stop")
 
 
 # -- processes ------------------------------------------------------------------------------------
-
-
-def proc_cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process so far, from /proc; NaN when it cannot be read."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return math.nan
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def proc_rss_bytes(pid: int) -> float:

@@ -8,8 +8,6 @@ both clients pay the same server cost over real HTTP.
 
 from __future__ import annotations
 
-import math
-import os
 import socket
 import subprocess
 import tempfile
@@ -21,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from .harness import RunContext, env_without_secrets, wait_answering
+from .harness import RunContext, env_without_secrets, proc_cpu_seconds, wait_answering
 
 if TYPE_CHECKING:
     from huaweicloudsdkecs.v2 import EcsClient
@@ -81,12 +79,7 @@ class Sim:
 
     def cpu_seconds(self) -> float:
         """CPU time the sim process has used so far (user + system), from /proc; NaN elsewhere."""
-        try:
-            fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            return math.nan
-        # Fields 14 and 15 of stat (utime, stime), counted after the ")" that ends the command name.
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return proc_cpu_seconds(self.process.pid)
 
     def requests(self) -> list[dict[str, Any]]:
         return httpx.get(f"{self.url}/_sandbox/requests", timeout=30).json()

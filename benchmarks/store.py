@@ -25,7 +25,16 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from .harness import Case, CaseResult, RunContext, env_without_secrets, fmt_seconds, fmt_spread, summary
+from .harness import (
+    Case,
+    CaseResult,
+    RunContext,
+    env_without_secrets,
+    fmt_seconds,
+    fmt_spread,
+    proc_cpu_seconds,
+    summary,
+)
 
 WORKERS = 4
 TRANSITIONS_PER_CYCLE = 3  # preview, confirm, execute
@@ -448,13 +457,25 @@ def pgbench_ceiling(url: str, seconds: int) -> dict[str, Any] | str:
             parsed.username or "postgres",
         ]
         command += [parsed.database or "postgres"]
-        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=seconds + 60)
+        # PostgreSQL's own CPU for these statements: its backends serving pgbench, read from /proc over a
+        # window inside the run (they exist only while pgbench is connected).
+        process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        backend_cpu = _backend_cpu_window(admin, process, seconds)
+        stdout, stderr = process.communicate(timeout=seconds + 60)
+        done = subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
         if done.returncode != 0:
             return f"pgbench failed: {done.stderr.strip().splitlines()[-1] if done.stderr.strip() else done.returncode}"
         tps = [line for line in done.stdout.splitlines() if line.startswith("tps")]
         cycles = float(tps[0].split("=")[1].split()[0]) if tps else float("nan")  # one pgbench transaction: a cycle
         latency = [line for line in done.stdout.splitlines() if line.startswith("latency average")]
+        backend_ms = (
+            backend_cpu["cpu_seconds"] / (cycles * backend_cpu["seconds"] * TRANSITIONS_PER_CYCLE) * 1000
+            if backend_cpu is not None and cycles == cycles and cycles > 0
+            else None
+        )
         return {
+            "backend_cpu_ms_per_transition": backend_ms,
+            "backend_cpu_window": backend_cpu,
             "cycles_per_second": cycles,
             # Each of a cycle's three commits waits for the WAL flush while it holds the audit head's lock,
             # so the chain takes one commit at a time: the flush time bounds the rate.
@@ -469,6 +490,25 @@ def pgbench_ceiling(url: str, seconds: int) -> dict[str, Any] | str:
             db.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
         admin.dispose()
         shutil.rmtree(state_dir, ignore_errors=True)
+
+
+def _backend_cpu_window(admin: Any, process: Any, seconds: int) -> dict[str, float] | None:
+    """CPU seconds the PostgreSQL backends serving pgbench used over a window from 1 s into the run to 1 s
+    before its end, and that window's length; None where /proc or pg_stat_activity cannot tell."""
+    from sqlalchemy import text
+
+    if seconds < 3:
+        return None
+    time.sleep(1)
+    with admin.connect() as db:
+        rows = db.execute(text("SELECT pid FROM pg_stat_activity WHERE application_name = 'pgbench'"))
+        pids = [int(row[0]) for row in rows]
+    if not pids or process.poll() is not None:
+        return None
+    started, before = time.monotonic(), sum(proc_cpu_seconds(pid) for pid in pids)
+    time.sleep(seconds - 2)
+    used, window = sum(proc_cpu_seconds(pid) for pid in pids) - before, time.monotonic() - started
+    return {"cpu_seconds": used, "seconds": window, "backends": len(pids)} if used == used else None
 
 
 def postgres_url() -> str:
@@ -531,6 +571,19 @@ def run(ctx: RunContext, result: CaseResult) -> None:
             if isinstance(ceiling, dict)
             else ceiling,
         )
+        if isinstance(ceiling, dict) and ceiling.get("backend_cpu_ms_per_transition") and postgres is not None:
+            # The floor for the goal: PostgreSQL's own CPU for these statements, at the goal's rate, leaves the
+            # rest of the machine's cores to the workers; divided by the rate, the CPU a transition may cost them.
+            pg_ms = ceiling["backend_cpu_ms_per_transition"]
+            cores = postgres["cpus"] or 1
+            budget_ms = (cores * 1000 - GOAL_PER_SECOND * pg_ms) / GOAL_PER_SECOND
+            ours_ms = postgres["cpu_seconds_per_cycle"] / TRANSITIONS_PER_CYCLE * 1000
+            result.data["worker_cpu_budget_ms_at_goal"] = budget_ms
+            result.figure(
+                f"PostgreSQL's own CPU per transition (its backends under pgbench) and what {GOAL_PER_SECOND}/s "
+                f"leaves the workers on {cores} cores",
+                f"{pg_ms:.2f} ms; {budget_ms:.2f} ms of worker CPU per transition (ours: {ours_ms:.2f} ms)",
+            )
     result.data["backends"] = backends
     for name, data in (("SQLite", sqlite), ("PostgreSQL", postgres)):
         if data is None:
