@@ -72,14 +72,17 @@ async def test_a_non_approver_and_a_requester_deciding_are_refused_and_audited(r
     with pytest.raises(Refused, match="separation of duties"):
         await registry.approve(BOB, action_id)  # an approver, but the one who asked
     found = refusals(registry)
+    # A non-approver's record is tied to no action (a real id must not read differently from a made-up one,
+    # even in their own records); the requester's own attempt is tied to their request.
     assert [(person, tool) for person, _, tool, _ in found] == [
-        ("dave", "flexus_reset_servers_password"),
-        ("alice", "flexus_reset_servers_password"),
+        ("dave", None),
+        ("alice", None),
         ("bob", "flexus_reset_servers_password"),
     ]
     assert "separation of duties" in found[2][3]
     records = [r for r in registry.store.audit_records() if r.event == "refused"]
-    assert all(r.action_id == action_id for r in records)
+    assert [r.action_id for r in records] == [None, None, action_id]
+    assert [set(r.detail) for r in records[:2]] == [{"reason"}, {"reason"}]
     assert PASSWORD not in everything_written(registry)
 
 
@@ -89,3 +92,12 @@ async def test_an_unknown_action_id_is_audited_without_telling_ids_apart(registr
         await registry.approve(DAVE, "0" * 32)
     [record] = [r for r in registry.store.audit_records() if r.event == "refused"]
     assert (record.person, record.action_id, record.tool) == ("dave", None, None)
+
+
+async def test_a_click_on_someone_elses_preview_without_the_role_is_audited_by_tool_only(registry: Registry) -> None:
+    target = servers_with(registry, "ACTIVE")[0]["id"]
+    preview = await registry.call(ALICE, "flexus_stop_servers", {"servers": [target]})
+    with pytest.raises(Refused, match="operator role"):
+        await registry.confirm_action(CAROL, preview.preview.action_id)  # type: ignore[attr-defined]
+    [record] = [r for r in registry.store.audit_records() if r.event == "refused"]
+    assert (record.person, record.tool, record.action_id) == ("carol", "flexus_stop_servers", None)

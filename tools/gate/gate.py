@@ -226,8 +226,8 @@ class Gate:
     ) -> Refused:
         """``refusal``, audited first (``refused``): an attempt at a change or a decision by someone the policy
         does not allow (no role, not an approver, the requester approving, not a person at all: then
-        ``person`` is the principal the caller proved). Who, where, which tool and why; the arguments only
-        as an action records them (never a secret)."""
+        ``person`` is the principal the caller proved). Who, where, which tool and why; tied to an action
+        (and its recorded arguments, never a secret) only when it is the person's own request."""
         await self.audit("refused", action, person=person, surface=surface, tool=tool, reason=str(refusal))
         return refusal
 
@@ -550,8 +550,10 @@ class Gate:
     ) -> dict[str, Any]:
         who = self.policy.person(person)
         if who is None or not who.has(Role.APPROVER):
+            # Recorded without the action: the refusal must not tell a real id from a made-up one, even to a
+            # reader of their own records.
             refusal = Refused(f"{person} is not an approver; only approvers named in the policy can {verb}")
-            raise await self.refused(refusal, action, person=person, surface=surface)
+            raise await self.refused(refusal, None, person=person, surface=surface)
         if action is None:
             raise Refused("no such approval request")
         if action["person"] == person:

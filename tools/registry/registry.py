@@ -261,14 +261,12 @@ class Registry:
             )
         return person
 
-    async def _refused(
-        self, caller: Caller, refusal: Refused, *, tool: str | None = None, action: dict[str, Any] | None = None
-    ) -> Refused:
+    async def _refused(self, caller: Caller, refusal: Refused, *, tool: str | None = None) -> Refused:
         """A refused change or decision, audited: who is the person the policy names for the caller, else
         the principal the caller proved."""
         known = self.policy.person_for(caller.principal)
         who = known.id if known is not None else caller.principal
-        return await self.gate.refused(refusal, action, person=who, surface=caller.surface, tool=tool)
+        return await self.gate.refused(refusal, None, person=who, surface=caller.surface, tool=tool)
 
     def _authorize(self, person: Person, spec: ToolSpec) -> None:
         needed = Role.VIEWER if spec.safety is Safety.READ else Role.OPERATOR
@@ -378,8 +376,8 @@ class Registry:
         spec = self.spec(action["tool"])
         try:
             self._authorize(person, spec)
-        except Refused as refusal:
-            raise await self._refused(caller, refusal, action=action) from None
+        except Refused as refusal:  # someone else's preview, most likely: the record names the tool only
+            raise await self._refused(caller, refusal, tool=spec.name) from None
         args = self.gate.rebuild_arguments(spec, action)
         ctx = self.context(person, caller, progress)
         return await self.gate.confirm(
@@ -551,7 +549,7 @@ class Registry:
             raise await self._refused(caller, refusal) from None
         if not person.has(Role.APPROVER):  # before looking the id up: the answer must not tell ids apart
             refusal = Refused(f"{person.id} is not an approver; only approvers named in the policy can approve")
-            raise await self._refused(caller, refusal, action=await self.records.get_action(action_id))
+            raise await self._refused(caller, refusal)
         action = await self.records.get_action(action_id)
         if action is None:
             raise Refused("no such approval request")
