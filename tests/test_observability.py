@@ -412,6 +412,8 @@ def test_mcp_http_without_a_terminal_logs_where_it_listens(tmp_path: Path) -> No
 
 @pytest.mark.slow
 async def test_mcp_http_on_port_0_announces_and_serves_the_port_the_system_gave(tmp_path: Path) -> None:
+    import socket
+
     token_file = tmp_path / "session.token"
     env = clean_env(tmp_path, FLEXUS_LOG_FORMAT="json")
     command = [FLEXUS_OPS, "mcp", "--transport", "http", "--port", "0", "--token-file", str(token_file)]
@@ -423,10 +425,13 @@ async def test_mcp_http_on_port_0_announces_and_serves_the_port_the_system_gave(
         records = []
         for line in process.stderr:  # JSON mode: one object a line; the start-up line, then the token's file
             records.append(json.loads(line))
+            if records[-1].get("event") == "started":
+                # A client may connect the moment the line names the port: it must not be refused.
+                port = int(re.fullmatch(r"http://127\.0\.0\.1:(\d+)/mcp", records[-1]["listen"])[1])  # type: ignore[index]
+                socket.create_connection(("127.0.0.1", port), timeout=10).close()
             if records[-1].get("token_file"):
                 break
         listen = next(record for record in records if record.get("event") == "started")["listen"]
-        port = int(re.fullmatch(r"http://127\.0\.0\.1:(\d+)/mcp", listen)[1])  # type: ignore[index]
         assert port != 0
         # The Host allow-list names that port too: a call through it is served, not refused as rebinding.
         headers = {"Authorization": f"Bearer {token_file.read_text().strip()}"}

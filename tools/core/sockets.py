@@ -15,7 +15,7 @@ connection under load (seen by the ``mcp_http`` benchmark)."""
 
 
 def listening_socket(host: str, port: int) -> socket.socket:
-    """The server's socket, bound before anything announces the address (as uvicorn would bind it), so that
+    """The server's socket, bound and listening before anything announces the address, so that
     with ``--port 0`` the start-up line, the URLs handed out and the Host allow-list all name the port the
     system gave. A port that cannot be taken is a ``ConfigurationError`` naming it."""
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
@@ -27,4 +27,7 @@ def listening_socket(host: str, port: int) -> socket.socket:
         why = exc.strerror or type(exc).__name__
         raise ConfigurationError(f"cannot listen on {host}:{port} ({why}); choose another --port") from None
     sock.set_inheritable(True)
+    # Listening now, not when the server starts: a client that connects as soon as the start-up line names
+    # the port waits in the backlog instead of being refused.
+    sock.listen(2048)
     return sock
