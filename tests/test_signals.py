@@ -224,25 +224,34 @@ INITIALIZE = {
 }
 
 
-# Ctrl-C while the CLI is still being imported (the first half second of any command but the stdio fast
-# path), made deterministic: the import of flexus_ops.cli itself is what gets interrupted.
+# Ctrl-C while the command is still loading (the first half second of any command), made deterministic: a
+# real SIGINT arrives as the named module is imported (the launcher's own import of the fast path's
+# constants, or the CLI).
 INTERRUPTED_IMPORT = """
-import sys
+import os, signal, sys
+module = sys.argv[1]
 class Interrupt:
     def find_spec(self, name, path=None, target=None):
-        if name == "flexus_ops.cli":
-            raise KeyboardInterrupt
+        if name == module:
+            os.kill(os.getpid(), signal.SIGINT)
 sys.meta_path.insert(0, Interrupt())
-sys.argv = ["flexus-ops", *sys.argv[1:]]
+sys.argv = ["flexus-ops", *sys.argv[2:]]
 from flexus_ops.launch import run
 run()
 """
 
 
+@pytest.mark.parametrize("module", ["flexus_ops.mcp_fast", "flexus_ops.cli"])
 @pytest.mark.parametrize("command", [["sim"], ["call", "flexus_list_servers"], ["mcp", "--transport", "http"]])
-def test_ctrl_c_while_the_cli_loads_is_one_line_and_130(env: dict[str, str], command: list[str]) -> None:
+def test_ctrl_c_while_the_command_loads_is_one_line_and_130(
+    env: dict[str, str], module: str, command: list[str]
+) -> None:
     result = subprocess.run(
-        [sys.executable, "-c", INTERRUPTED_IMPORT, *command], env=env, capture_output=True, text=True, timeout=60
+        [sys.executable, "-c", INTERRUPTED_IMPORT, module, *command],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 130, result.stderr
     assert_one_line(result, "interrupted")

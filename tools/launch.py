@@ -15,7 +15,19 @@ import sys
 import threading
 from typing import Any, NoReturn
 
-from .mcp_fast import LOG_FORMATS, LOG_LEVELS, REGION_PATTERN
+
+def _say_and_exit(line: str, code: int) -> NoReturn:
+    # os.write, not print: this may run in a signal handler while another thread holds sys.stderr's lock.
+    with contextlib.suppress(OSError):
+        os.write(2, f"flexus-ops: {line}\n".encode())
+    os._exit(code)
+
+
+# Until the CLI (or the fast path) takes the signals over, Ctrl-C says what the CLI says for one: loading
+# takes half a second, and an interrupt in it must not end in a traceback.
+signal.signal(signal.SIGINT, lambda _n, _f: _say_and_exit("interrupted", 130))
+
+from .mcp_fast import LOG_FORMATS, LOG_LEVELS, REGION_PATTERN  # noqa: E402 - inside the handler's window
 
 
 def run() -> None:
@@ -27,10 +39,9 @@ def run() -> None:
         config = fast_config(os.environ, read_only=read_only)
         if config is not None:
             _fast_start(arguments, config)
-    try:
-        from .cli import run as cli_run
-    except KeyboardInterrupt:  # Ctrl-C while the CLI loads: what the CLI says for one after
-        _say_and_exit("interrupted", 130)
+    from .cli import run as cli_run
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # the CLI's: Ctrl-C unwinds as KeyboardInterrupt
     cli_run()
 
 
@@ -60,13 +71,6 @@ def stdio_mcp_read_only(arguments: list[str]) -> bool | None:
         ):
             return None
     return read_only if command else None
-
-
-def _say_and_exit(line: str, code: int) -> NoReturn:
-    # os.write, not print: this may run in a signal handler while another thread holds sys.stderr's lock.
-    with contextlib.suppress(OSError):
-        os.write(2, f"flexus-ops: {line}\n".encode())
-    os._exit(code)
 
 
 def _claim_stdio() -> tuple[int, int]:
