@@ -183,7 +183,9 @@ def test_approvals_audit_and_separation_of_duties(env: dict[str, str], tmp_path:
         f'[[people]]\nid = "me"\nroles = ["operator", "approver"]\nprincipals = ["os:{user}"]\n'
         '[[people]]\nid = "lead"\nroles = ["approver"]\nprincipals = ["slack:ULEAD"]\n'
     )
-    args = json.dumps({"servers": ["web-01"], "reason": "rotate", "new_password": PASSWORD})
+    # A reason that tries to clear the approver's screen and forge a line of the table.
+    reason = "rotate\x1b[2J\x1b[31m\nAPPROVED-BY-CISO\x07"
+    args = json.dumps({"servers": ["web-01"], "reason": reason, "new_password": PASSWORD})
     preview = json.loads(run(env, "call", "flexus_reset_servers_password", "--args", args).stdout)["preview"]
     confirmed = run(
         env, "call", "flexus_reset_servers_password", "--args", args, "--confirm", preview["confirmation_token"]
@@ -194,6 +196,8 @@ def test_approvals_audit_and_separation_of_duties(env: dict[str, str], tmp_path:
     assert waiting["action_id"] == preview["action_id"] and waiting["yours"] is True
     table = run(env, "approvals", "list", "--output", "table")
     assert preview["action_id"] in table.stdout and "(yours)" in table.stdout
+    assert "\x1b" not in table.stdout and "\x07" not in table.stdout
+    assert "    reason: rotate\\x1b[2J\\x1b[31m\\nAPPROVED-BY-CISO\\x07\n" in table.stdout  # one line, escaped
     own = run(env, "approvals", "approve", preview["action_id"])
     assert own.returncode == 1 and "separation of duties" in own.stderr
     rejected = run(env, "approvals", "reject", preview["action_id"], "--note", "changed my mind")

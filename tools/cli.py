@@ -698,6 +698,15 @@ def cmd_call(args: argparse.Namespace) -> int:
 # -- approvals ------------------------------------------------------------------------------------
 
 
+def _printable(value: object) -> str:
+    """A value for a table on a terminal: control characters (escape sequences, newlines, bells) shown as
+    escapes, so text someone else typed (a request's reason) cannot clear, recolour or forge lines of it."""
+    text = str(value)
+    if text.isprintable():
+        return text
+    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
+
+
 def _when(epoch: float | None) -> str:
     if epoch is None:
         return "-"
@@ -720,8 +729,10 @@ def cmd_approvals(args: argparse.Namespace) -> int:
                 for row in pending:
                     mine = " (yours)" if row["yours"] else ""
                     until = _when(row["expires_at"])
-                    lines.append(f"{row['action_id']}  {row['tool']}  by {row['requested_by']}{mine}  until {until}")
-                    lines.append(f"    reason: {row['reason']}\n    arguments: {row['arguments']}")
+                    by = _printable(row["requested_by"])
+                    lines.append(f"{row['action_id']}  {row['tool']}  by {by}{mine}  until {until}")
+                    lines.append(f"    reason: {_printable(row['reason'])}")
+                    lines.append(f"    arguments: {_printable(row['arguments'])}")
                 return "\n".join(lines)
 
             _emit(args, pending, table)
@@ -816,8 +827,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
                 )
                 jobs = f" jobs={','.join(detail['job_ids'])}" if detail.get("job_ids") else ""
                 lines.append(
-                    f"{record.seq:5} {_when(record.at)} {record.event:18} {record.person or '-':12} "
-                    f"{record.surface or '-':9} {record.tool or '-':30} {summary}{jobs}"
+                    f"{record.seq:5} {_when(record.at)} {record.event:18} {_printable(record.person or '-'):12} "
+                    f"{record.surface or '-':9} {record.tool or '-':30} {_printable(summary)}{jobs}"
                 )
             return "\n".join(lines) if lines else "the audit log is empty"
 
