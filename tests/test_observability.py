@@ -603,3 +603,22 @@ def test_a_bad_log_setting_names_the_variable_and_the_choices(
     monkeypatch.setenv(variable, {"FLEXUS_LOG_LEVEL": "WARNING", "FLEXUS_LOG_FORMAT": "JSON"}[variable])
     settings = Settings.load()
     assert (settings.log_level, settings.log_format) in (("warning", "text"), ("info", "json"))
+
+
+def test_the_terminal_banner_names_the_store_without_a_password_in_its_query(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flexus_ops.mcp_server import banner
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    registry = make_registry(tmp_path, policy())
+    url = "postgresql://flexus@db.internal:5432/flexus?password=PgQuerySecret77&sslmode=require"
+    monkeypatch.setattr(type(registry.settings), "resolved_store_url", property(lambda _self: url))
+    shown = Terminal()
+    monkeypatch.setattr("sys.stderr", shown)
+    banner(registry, "stdio", "stdin/stdout")
+    assert "PostgreSQL store db.internal:5432/flexus" in shown.getvalue()
+    assert "PgQuerySecret77" not in shown.getvalue()

@@ -306,10 +306,10 @@ def banner(registry: Registry, transport: str, where: str) -> None:
     """Shown only on a terminal: stdout belongs to the protocol."""
     if not sys.stderr.isatty():
         return
-    from sqlalchemy.engine import make_url
+    from .gate.store import describe_store
 
     names = ", ".join(spec.name for spec in registry.tools())
-    store = make_url(registry.settings.resolved_store_url).render_as_string(hide_password=True)
+    store = describe_store(registry.settings.resolved_store_url)  # never its password, in the URL or its query
     print(
         f"flexus-ops MCP server {__version__} ({transport}) on {where}\n"
         f"  cloud: {registry.describe_target()}\n"
