@@ -622,3 +622,20 @@ def test_the_terminal_banner_names_the_store_without_a_password_in_its_query(
     banner(registry, "stdio", "stdin/stdout")
     assert "PostgreSQL store db.internal:5432/flexus" in shown.getvalue()
     assert "PgQuerySecret77" not in shown.getvalue()
+
+
+def test_connections_to_our_http_servers_get_tcp_nodelay() -> None:
+    # asyncio disables Nagle only on connections whose socket says IPPROTO_TCP; a listening socket made with
+    # protocol 0 gave accepted connections Nagle, and every small answer waited 40 ms for a delayed ACK.
+    import socket
+
+    from flexus_ops.core.sockets import listening_socket
+
+    server = listening_socket("127.0.0.1", 0)
+    try:
+        with socket.create_connection(server.getsockname()[:2], timeout=5):
+            accepted, _ = server.accept()
+            with accepted:
+                assert accepted.proto == socket.IPPROTO_TCP
+    finally:
+        server.close()
