@@ -31,7 +31,7 @@ from flexus_ops.registry.registry import Registry
 from flexus_ops.serving import Drain
 from tests.gatekit import make_registry, sandbox_of, servers_with
 from tests.live import AK, PID, SK, LiveSandbox
-from tests.procs import FLEXUS_OPS, clean_env, free_port, serve_app, wait_http
+from tests.procs import FLEXUS_OPS, clean_env, free_port, serve_app, stop, wait_http
 
 TOKEN = "fxt_observability-token-0123456789abcd"
 OPERATOR = "opsperson-k7q"  # distinctive: a person's id must not turn up in probes or metrics
@@ -440,12 +440,7 @@ async def test_mcp_http_on_port_0_announces_and_serves_the_port_the_system_gave(
             listed = await client.call_tool("flexus_list_servers", {})
         assert not listed.is_error and listed.structured_content and listed.structured_content["servers"]
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop([process])
 
 
 @pytest.mark.slow
@@ -461,15 +456,29 @@ def test_mcp_http_keeps_an_idle_connection_past_a_load_balancers_reuse(tmp_path:
     try:
         wait_http(f"http://127.0.0.1:{port}/healthz", process)
         request = f"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode()
+
+        def answer(conn: socket.socket) -> bytes:
+            """One whole response's status line and headers (its body read too); b"" if the server closed."""
+            data = b""
+            while b"\r\n\r\n" not in data:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    return b""
+                data += chunk
+            head, _, body = data.partition(b"\r\n\r\n")
+            length = int(re.search(rb"(?im)^content-length: *(\d+)", head)[1])  # type: ignore[index]
+            while len(body) < length:
+                body += conn.recv(65536)
+            return head
+
         with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
             conn.sendall(request)
-            assert conn.recv(65536).startswith(b"HTTP/1.1 200")
+            assert answer(conn).startswith(b"HTTP/1.1 200")
             time.sleep(6)
             conn.sendall(request)
-            assert conn.recv(65536).startswith(b"HTTP/1.1 200")  # b"" had the server closed it
+            assert answer(conn).startswith(b"HTTP/1.1 200")  # b"" had the server closed it
     finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=20)
+        stop([process])
 
 
 @pytest.mark.slow
