@@ -241,6 +241,13 @@ run()
 """
 
 
+def test_importing_the_launcher_leaves_the_importers_signals_alone() -> None:
+    # Only running it takes Ctrl-C over; a test (or any importer) keeps its own KeyboardInterrupt.
+    probe = "import signal, flexus_ops.launch; print(signal.getsignal(signal.SIGINT) is signal.default_int_handler)"
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert result.stdout.strip() == "True", result.stderr
+
+
 @pytest.mark.parametrize("module", ["flexus_ops.mcp_fast", "flexus_ops.cli"])
 @pytest.mark.parametrize("command", [["sim"], ["call", "flexus_list_servers"], ["mcp", "--transport", "http"]])
 def test_ctrl_c_while_the_command_loads_is_one_line_and_130(

@@ -23,14 +23,11 @@ def _say_and_exit(line: str, code: int) -> NoReturn:
     os._exit(code)
 
 
-# Until the CLI (or the fast path) takes the signals over, Ctrl-C says what the CLI says for one: loading
-# takes half a second, and an interrupt in it must not end in a traceback.
-signal.signal(signal.SIGINT, lambda _n, _f: _say_and_exit("interrupted", 130))
-
-from .mcp_fast import LOG_FORMATS, LOG_LEVELS, REGION_PATTERN  # noqa: E402 - inside the handler's window
-
-
 def run() -> None:
+    # Until the CLI (or the fast path) takes the signals over, Ctrl-C says what the CLI says for one: loading
+    # takes half a second, and an interrupt in it must not end in a traceback. Set here, not at import: a
+    # module that only reads the command line (tests do) must leave its importer's signals alone.
+    signal.signal(signal.SIGINT, lambda _n, _f: _say_and_exit("interrupted", 130))
     arguments = sys.argv[1:]
     read_only = stdio_mcp_read_only(arguments)
     if read_only is not None and not os.isatty(0):  # a person at a terminal gains nothing from it
@@ -49,6 +46,8 @@ def stdio_mcp_read_only(arguments: list[str]) -> bool | None:
     """For ``flexus-ops [--region R] mcp [--read-only] [--transport stdio] [--log-level L] [--log-format F]
     [--region R]`` (each value valid, as the parser would take it): whether it is read-only. None for
     anything else, even what the parser would take too (an abbreviation, an HTTP option): the CLI decides."""
+    from .mcp_fast import LOG_FORMATS, LOG_LEVELS, REGION_PATTERN
+
     read_only, command = False, False
     tokens = iter(arguments)
     for token in tokens:
