@@ -28,7 +28,6 @@ def listening_socket(host: str, port: int) -> socket.socket:
         sock.close()
         why = exc.strerror or type(exc).__name__
         raise ConfigurationError(f"cannot listen on {host}:{port} ({why}); choose another --port") from None
-    sock.set_inheritable(True)
     # Listening now, not when the server starts: a client that connects as soon as the start-up line names
     # the port waits in the backlog instead of being refused.
     sock.listen(2048)

@@ -268,6 +268,14 @@ class Registry:
         who = known.id if known is not None else caller.principal
         return await self.gate.refused(refusal, None, person=who, surface=caller.surface, tool=tool)
 
+    async def _person_or_refused(self, caller: Caller) -> Person:
+        """``person``, for a confirmation or a decision: a caller the policy does not know is refused and
+        audited."""
+        try:
+            return self.person(caller)
+        except Refused as refusal:
+            raise await self._refused(caller, refusal) from None
+
     def _authorize(self, person: Person, spec: ToolSpec) -> None:
         needed = Role.VIEWER if spec.safety is Safety.READ else Role.OPERATOR
         allowed = person.has(needed) or (
@@ -366,10 +374,7 @@ class Registry:
         gate consumes it with the action, so a replay of that answer gets the recorded outcome. ``wait``:
         a rollout in waves answers at its end, not once its first wave is sent; ``wait_seconds`` bounds that
         (default FLEXUS_JOB_WAIT_SECONDS; infinity for a process that owns the rollout to its end, the CLI)."""
-        try:
-            person = self.person(caller)
-        except Refused as refusal:
-            raise await self._refused(caller, refusal) from None
+        person = await self._person_or_refused(caller)
         action = await self.records.get_action(action_id)
         if action is None:
             raise Refused("no such preview")
@@ -543,10 +548,7 @@ class Registry:
         wait: bool | None = None,
         wait_seconds: float | None = None,
     ) -> ActionResult:
-        try:
-            person = self.person(caller)
-        except Refused as refusal:
-            raise await self._refused(caller, refusal) from None
+        person = await self._person_or_refused(caller)
         if not person.has(Role.APPROVER):  # before looking the id up: the answer must not tell ids apart
             refusal = Refused(f"{person.id} is not an approver; only approvers named in the policy can approve")
             raise await self._refused(caller, refusal)
@@ -558,10 +560,7 @@ class Registry:
         return await self.gate.approve(ctx, spec, action_id, note, wait=wait, wait_seconds=wait_seconds)
 
     async def reject(self, caller: Caller, action_id: str, note: str | None = None) -> None:
-        try:
-            person = self.person(caller)
-        except Refused as refusal:
-            raise await self._refused(caller, refusal) from None
+        person = await self._person_or_refused(caller)
         await self.gate.reject(person.id, caller.surface, action_id, note)
 
     async def reveal(self, caller: Caller, action_id: str) -> str:
