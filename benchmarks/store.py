@@ -86,6 +86,14 @@ class _Meter:
         def _statement(*_args: Any) -> None:
             self.statements += 1
 
+        run = store._run  # the hot path's statements go to the driver's cursor, past SQLAlchemy's events
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            self.statements += 1
+            return run(*args, **kwargs)
+
+        store._run = counted
+
     def _timed_store_call(self, call: Any) -> Any:
         def timed(*args: Any, **kwargs: Any) -> Any:
             start = time.thread_time()

@@ -167,6 +167,38 @@ def test_a_pooled_connection_the_server_ended_is_replaced_before_use(
         store.engine.dispose()
 
 
+def test_a_hot_statement_that_waits_out_the_lock_timeout_is_a_store_error_and_changes_nothing(
+    store_url: str, tmp_path: Path
+) -> None:
+    """The hot path runs its statements on the driver's cursor, outside SQLAlchemy's error handling: a driver
+    error there must still be the one-line StoreError, with the change and its audit record rolled back."""
+    if not store_url.startswith("postgresql"):
+        pytest.skip("a PostgreSQL row lock held by another session")
+    from sqlalchemy import text
+
+    from flexus_ops.core.entries import AuditEntry
+    from flexus_ops.core.errors import StoreError
+    from flexus_ops.gate.store import make_engine
+
+    store = Store(store_url, audit_keys(tmp_path), statement_timeout=0.5)
+    admin = make_engine(store_url)
+    action_id = pending_action(store)
+    entry = AuditEntry("confirmed", "p", "test", "flexus_stop_servers", action_id, {})
+    try:
+        with admin.begin() as db:  # another session holds the audit head through the whole attempt
+            db.execute(text("SELECT seq FROM flexus_audit_head WHERE id = 1 FOR UPDATE"))
+            with pytest.raises(StoreError, match=r"stayed locked by another process|did not answer within 0\.5 s"):
+                store.transition(action_id, ["pending"], "confirmed", audit_entry=entry)
+        assert store.get_action(action_id)["state"] == "pending"  # type: ignore[index]
+        assert store.audit_records() == []
+        assert store.transition(action_id, ["pending"], "confirmed", audit_entry=entry)
+        assert [record.event for record in store.audit_records()] == ["confirmed"]
+        assert store.verify_audit() == []
+    finally:
+        admin.dispose()
+        store.engine.dispose()
+
+
 def test_audit_chain_stays_linear_under_concurrent_processes(store_url: str, tmp_path: Path) -> None:
     keys = audit_keys(tmp_path)
     Store(store_url, keys).engine.dispose()  # migrate once up front; the workers only append

@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from sqlalchemy import (
     Boolean,
@@ -45,7 +45,7 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import URL, Dialect, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as SQLATimeoutError
 
@@ -143,29 +143,16 @@ audit_head = Table(
     Column("hash", String(64), nullable=False),
 )
 
-# The hot path's statements, built once: SQLAlchemy then reuses their cache keys and compiled forms, where a
-# statement built per call is constructed and keyed again every time (most of the store's CPU per call).
-# Bound parameters in WHERE clauses are prefixed "w_"; an UPDATE's SET clause is the columns its
-# parameters name.
+# The hot path's statements, built once and compiled once per dialect (``_compiled``), then run on the
+# DBAPI cursor inside SQLAlchemy's connection and transaction (``Store._run``): SQLAlchemy's own work per
+# statement (cache key, execution context, result object) was about half of the store's CPU on a preview or
+# a confirmation. Bound parameters in WHERE clauses are prefixed "w_"; an UPDATE's SET clause and an
+# INSERT's columns are the other parameters' names. A list parameter is one parameter per item
+# (``_each``), so each arity is its own statement, compiled once.
 _ACTION_BY_ID = select(actions).where(actions.c.id == bindparam("w_id"))
-_OPEN_ACTION = (
-    select(actions)
-    .where(
-        actions.c.person == bindparam("w_person"),
-        actions.c.tool == bindparam("w_tool"),
-        actions.c.args_hash == bindparam("w_args_hash"),
-        actions.c.state.in_(bindparam("w_states", expanding=True)),
-        actions.c.expires_at > bindparam("w_now"),
-    )
-    .order_by(actions.c.created_at.desc())
-    .limit(1)
-)
 _INSERT_ACTION = insert(actions)
 _LOCK_ACTION = select(actions.c.tool, actions.c.state).where(actions.c.id == bindparam("w_id")).with_for_update()
 _AUDIT_HEAD = select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == 1).with_for_update()
-_AUDIT_ROWS = select(audit.c.seq, audit.c.key_id, audit.c.event).where(
-    audit.c.seq.in_(bindparam("w_seqs", expanding=True))
-)
 _INSERT_AUDIT = insert(audit)
 _MOVE_AUDIT_HEAD = update(audit_head).where(audit_head.c.id == 1)
 # PostgreSQL: the record and the head's move in one statement (one round trip). The head row is already
@@ -176,14 +163,47 @@ _INSERT_AUDIT_MOVE_HEAD = text(
     "(:seq, :at, :event, :person, :surface, :tool, :action_id, :detail_json, :prev_hash, :hash, :key_id)) "
     "UPDATE flexus_audit_head SET seq = :seq, hash = :hash WHERE id = 1"
 )
+_ACTION_COLUMNS = tuple(actions.c.keys())
+_BOOLEAN_COLUMNS = tuple(column.key for column in actions.c if isinstance(column.type, Boolean))
+
+
+def _each(name: str, values: Sequence[Any]) -> dict[str, Any]:
+    """A list as one parameter per item: ``w_states`` of two is ``w_states_0`` and ``w_states_1``."""
+    return {f"{name}_{index}": value for index, value in enumerate(values)}
+
+
+def _items(name: str, count: int) -> list[Any]:
+    return [bindparam(f"{name}_{index}") for index in range(count)]
+
+
+@functools.lru_cache(maxsize=16)
+def _open_action_statement(states: int) -> Any:
+    return (
+        select(actions)
+        .where(
+            actions.c.person == bindparam("w_person"),
+            actions.c.tool == bindparam("w_tool"),
+            actions.c.args_hash == bindparam("w_args_hash"),
+            actions.c.state.in_(_items("w_states", states)),
+            actions.c.expires_at > bindparam("w_now"),
+        )
+        .order_by(actions.c.created_at.desc())
+        .limit(1)
+    )
+
+
+@functools.lru_cache(maxsize=4)
+def _audit_rows_statement(seqs: int) -> Any:
+    return select(audit.c.seq, audit.c.key_id, audit.c.event).where(audit.c.seq.in_(_items("w_seqs", seqs)))
 
 
 @functools.lru_cache(maxsize=64)
-def _transition_statement(unexpired: bool, owned: bool, lease_expired: bool, returning: str) -> Any:
-    """The compare-and-set for one shape of condition; its SET clause is the parameters' columns.
-    ``returning``: "tool" (the moved row's tool), "tool_and_state" (and the state it moved from, read under
-    a row lock in the same statement: PostgreSQL) or "" (nothing: the caller reads the row first)."""
-    conditions = [actions.c.id == bindparam("w_id"), actions.c.state.in_(bindparam("w_states", expanding=True))]
+def _transition_statement(unexpired: bool, owned: bool, lease_expired: bool, returning: str, states: int) -> Any:
+    """The compare-and-set for one shape of condition, from any of ``states`` states; its SET clause is the
+    parameters' columns. ``returning``: "tool" (the moved row's tool), "tool_and_state" (and the state it
+    moved from, read under a row lock in the same statement: PostgreSQL) or "" (nothing: the caller reads
+    the row first)."""
+    conditions = [actions.c.id == bindparam("w_id"), actions.c.state.in_(_items("w_states", states))]
     if unexpired:
         conditions.append(actions.c.expires_at > bindparam("w_now"))
     if owned:
@@ -200,6 +220,51 @@ def _transition_statement(unexpired: bool, owned: bool, lease_expired: bool, ret
         return change.returning(actions.c.tool, was.c.state)
     change = update(actions).where(*conditions)
     return change.returning(actions.c.tool) if returning == "tool" else change
+
+
+class _Compiled(NamedTuple):
+    """A hot statement in one dialect's SQL, for the DBAPI cursor."""
+
+    sql: str
+    order: tuple[str, ...] | None  # a positional paramstyle's parameter names, in order (SQLite's "?")
+    fixed: dict[str, Any]  # parameters whose values are in the statement (WHERE id = 1, a column's default)
+
+    def parameters(self, params: dict[str, Any]) -> Any:
+        values = {**self.fixed, **params} if self.fixed else params
+        return values if self.order is None else [values[name] for name in self.order]
+
+
+@functools.lru_cache(maxsize=512)  # a process has one engine (one dialect) and about 20 hot statements
+def _compile(dialect: Dialect, statement: Any, column_keys: tuple[str, ...]) -> _Compiled:
+    compiled = statement.compile(dialect=dialect, column_keys=list(column_keys) or None)
+    fixed = {
+        name: bind.effective_value
+        for bind, name in compiled.bind_names.items()
+        if not bind.required and bind.effective_value is not None
+    }
+    for column in getattr(compiled, "insert_prefetch", ()):
+        if column.default is not None and column.default.is_scalar:
+            fixed[column.key] = column.default.arg
+    return _Compiled(
+        compiled.string,
+        tuple(compiled.positiontup) if compiled.positional and compiled.positiontup is not None else None,
+        fixed,
+    )
+
+
+class _AuditRow(NamedTuple):
+    seq: int
+    key_id: str | None
+    event: str
+
+
+def _action_row(row: Sequence[Any]) -> dict[str, Any]:
+    """A row of ``select(actions)`` as the dict the gate reads."""
+    found = dict(zip(_ACTION_COLUMNS, row, strict=True))
+    for name in _BOOLEAN_COLUMNS:  # SQLite has no boolean type: it returns 0 and 1
+        if found[name] is not None:
+            found[name] = bool(found[name])
+    return found
 
 
 MIGRATION_LOCK = 0x466C6578  # any constant shared by every replica ("Flex")
@@ -495,6 +560,52 @@ class Store:
         except STORE_FAILURES as exc:
             raise store_error(exc, self.url, self.timeout) from None
 
+    def _run(self, db: Connection, statement: Any, params: dict[str, Any]) -> Any:
+        """Run one of the hot path's statements on ``db``'s DBAPI cursor, in its transaction, and return
+        the cursor with its result; the caller closes it (``_first``, ``_all``, ``_count``). A driver
+        error is raised as SQLAlchemy raises it, and a lost connection is invalidated, as SQLAlchemy
+        would, so callers see the same errors as from ``db.execute``."""
+        # An INSERT's columns and an UPDATE's SET clause are the parameters that are not "w_" ones.
+        columns = tuple(sorted(name for name in params if not name.startswith("w_"))) if statement.is_dml else ()
+        dialect = self.engine.dialect
+        compiled = _compile(dialect, statement, columns)
+        cursor = db.connection.cursor()
+        try:
+            cursor.execute(compiled.sql, compiled.parameters(params))
+        except dialect.loaded_dbapi.Error as exc:
+            lost = dialect.is_disconnect(exc, db.connection.dbapi_connection, cursor)
+            cursor.close()
+            if lost:
+                db.invalidate(exc)
+            # No parameters in the error: they may hold a sealed secret or a person's reason.
+            raise DBAPIError.instance(
+                compiled.sql, None, exc, dialect.loaded_dbapi.Error, connection_invalidated=lost, dialect=dialect
+            ) from exc
+        return cursor
+
+    def _first(self, db: Connection, statement: Any, params: dict[str, Any]) -> Any:
+        """The first row (a tuple), or None."""
+        cursor = self._run(db, statement, params)
+        try:
+            return cursor.fetchone()
+        finally:
+            cursor.close()
+
+    def _all(self, db: Connection, statement: Any, params: dict[str, Any]) -> list[Any]:
+        cursor = self._run(db, statement, params)
+        try:
+            return list(cursor.fetchall())
+        finally:
+            cursor.close()
+
+    def _count(self, db: Connection, statement: Any, params: dict[str, Any]) -> int:
+        """How many rows the statement changed."""
+        cursor = self._run(db, statement, params)
+        try:
+            return int(cursor.rowcount)
+        finally:
+            cursor.close()
+
     def migrate(self, target: int | None = None) -> int:
         """Create or upgrade the schema in place, one numbered step at a time, and return the version.
 
@@ -532,15 +643,15 @@ class Store:
     def create_action(self, row: dict[str, Any], audit_entry: AuditEntry | None = None) -> None:
         """Insert an action and, in the same transaction, its audit record."""
         with self.tx() as db:
-            db.execute(_INSERT_ACTION, row)
+            self._count(db, _INSERT_ACTION, row)
             record = self._append_entry(db, audit_entry)
         self._appended(record)
         _transitioned(row.get("tool"), row.get("id"), None, row.get("state"), audit_entry)
 
     def get_action(self, action_id: str) -> dict[str, Any] | None:
         with self.read() as db:
-            found = db.execute(_ACTION_BY_ID, {"w_id": action_id}).mappings().first()
-        return dict(found) if found else None
+            found = self._first(db, _ACTION_BY_ID, {"w_id": action_id})
+        return _action_row(found) if found is not None else None
 
     def action_by_answer(self, answer_key: str) -> dict[str, Any] | None:
         with self.read() as db:
@@ -549,22 +660,10 @@ class Store:
 
     def find_open_action(self, person: str, tool: str, args_hash: str, states: Sequence[str]) -> dict[str, Any] | None:
         """The newest unexpired action of this person for these exact arguments."""
+        params = {"w_person": person, "w_tool": tool, "w_args_hash": args_hash, "w_now": self.clock()}
         with self.read() as db:
-            found = (
-                db.execute(
-                    _OPEN_ACTION,
-                    {
-                        "w_person": person,
-                        "w_tool": tool,
-                        "w_args_hash": args_hash,
-                        "w_states": list(states),
-                        "w_now": self.clock(),
-                    },
-                )
-                .mappings()
-                .first()
-            )
-        return dict(found) if found else None
+            found = self._first(db, _open_action_statement(len(states)), {**params, **_each("w_states", states)})
+        return _action_row(found) if found is not None else None
 
     def transition(
         self,
@@ -585,7 +684,7 @@ class Store:
         ``lease_expired``, only once nobody holds its lease (settling a dead owner's work)."""
         now = self.clock()
         states = list(from_states)
-        params = {**values, "state": to_state, "updated_at": now, "w_id": action_id, "w_states": states}
+        params = {**values, "state": to_state, "updated_at": now, "w_id": action_id, **_each("w_states", states)}
         if unexpired or lease_expired:
             params["w_now"] = now
         if owned_by is not None:
@@ -596,17 +695,17 @@ class Store:
             if len(states) == 1:
                 # One state it can have moved from: the compare-and-set names it, so the event needs no
                 # read of its own (one round trip fewer on the hot path); RETURNING gives the tool.
-                moved_row = db.execute(_transition_statement(*shape, "tool"), params).first()
-                moved, before = moved_row is not None, (moved_row.tool, states[0]) if moved_row else None
+                moved_row = self._first(db, _transition_statement(*shape, "tool", 1), params)
+                moved, before = moved_row is not None, (moved_row[0], states[0]) if moved_row else None
             elif db.dialect.name == "postgresql":
                 # The event names the state it really moved from: read under the row's lock, in the update.
-                moved_row = db.execute(_transition_statement(*shape, "tool_and_state"), params).first()
+                moved_row = self._first(db, _transition_statement(*shape, "tool_and_state", len(states)), params)
                 moved, before = moved_row is not None, (moved_row[0], moved_row[1]) if moved_row else None
             else:
                 # The row as it was, locked until commit (SQLite's RETURNING names the updated table only).
-                found = db.execute(_LOCK_ACTION, {"w_id": action_id}).first()
-                before = (found.tool, found.state) if found is not None else None
-                moved = db.execute(_transition_statement(*shape, ""), params).rowcount == 1
+                found = self._first(db, _LOCK_ACTION, {"w_id": action_id})
+                before = (found[0], found[1]) if found is not None else None
+                moved = self._count(db, _transition_statement(*shape, "", len(states)), params) == 1
             record = self._append_entry(db, audit_entry) if moved else None
         self._appended(record)
         if moved and before is not None:
@@ -753,13 +852,16 @@ class Store:
 
         The head row is locked first, so concurrent writers queue here and the chain stays linear.
         A legacy chain's marker, or a key rotation record, goes in first when needed."""
-        head_seq, head_hash = db.execute(_AUDIT_HEAD).one()
+        head_seq, head_hash = self._first(db, _AUDIT_HEAD, {})
         mark, damaged = self._keyed_mark()
         # The newest record and, when this state dir saw the log become keyed, the record it became keyed
         # at: one read for both (every append checks them), after the head's lock (a read in the same
         # statement would see the log as it was before the lock was granted).
         wanted = [head_seq] + ([mark.keyed_from] if mark is not None and mark.keyed_from != head_seq else [])
-        rows = {row.seq: row for row in db.execute(_AUDIT_ROWS, {"w_seqs": wanted})}
+        rows = {
+            row.seq: row
+            for row in map(_AuditRow._make, self._all(db, _audit_rows_statement(len(wanted)), _each("w_seqs", wanted)))
+        }
         last = rows.get(head_seq)
         self._refuse_unkeyed(db, head_seq, last, mark, damaged, rows)
         # A head whose record is gone is for verification to report; appends go on under the current key.
@@ -803,12 +905,12 @@ class Store:
                 "key_id": record.key_id,
             }
             if combined and index == len(entries) - 1:
-                db.execute(_INSERT_AUDIT_MOVE_HEAD, row)  # the head moves to this record in the same statement
+                self._count(db, _INSERT_AUDIT_MOVE_HEAD, row)  # the head moves to this record in the same statement
             else:
-                db.execute(_INSERT_AUDIT, row)
+                self._count(db, _INSERT_AUDIT, row)
             seq, prev_hash = record.seq, record.hash
         if not combined:
-            db.execute(_MOVE_AUDIT_HEAD, {"seq": seq, "hash": prev_hash})
+            self._count(db, _MOVE_AUDIT_HEAD, {"seq": seq, "hash": prev_hash})
         return record
 
     def _audit_store_name(self) -> str:
