@@ -437,6 +437,34 @@ async def test_embedded_sandbox_is_the_default_and_says_so() -> None:
         assert [r.operation for r in client.sandbox.request_log] == ["ListServersDetails", "ShowServer"]
 
 
+async def test_a_cookie_the_cloud_sets_is_never_sent_back() -> None:
+    """Every request stands on its own signature: a gateway's Set-Cookie (a WAF session, a balancer's
+    affinity) is not kept, so no later request carries state the caller never chose."""
+    import httpx
+
+    async with make_client(Settings()) as plain:
+        assert plain.sandbox is not None
+        sandbox, app = plain.sandbox, plain.sandbox.app
+    cookies_sent: list[str | None] = []
+
+    async def setting_cookies(scope, receive, send):  # type: ignore[no-untyped-def]
+        headers = dict(scope["headers"])
+        cookies_sent.append(headers.get(b"cookie", b"").decode() or None)
+
+        async def with_cookie(message):  # type: ignore[no-untyped-def]
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message["headers"], (b"set-cookie", b"HWWAFSESID=abc; Path=/")]}
+            await send(message)
+
+        await app(scope, receive, with_cookie)
+
+    transport = httpx.ASGITransport(app=setting_cookies)
+    async with FlexusClient(Settings(), sandbox=sandbox, transport=transport) as client:
+        page = await client.list_servers(limit=1)
+        await client.show_server(page.servers[0].id)
+    assert cookies_sent == [None, None]
+
+
 # -- bounded and visible retries -------------------------------------------------------------------
 
 
