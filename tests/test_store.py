@@ -199,6 +199,48 @@ def test_a_hot_statement_that_waits_out_the_lock_timeout_is_a_store_error_and_ch
         store.engine.dispose()
 
 
+def test_no_state_to_move_from_matches_nothing_and_a_flag_is_stored_as_a_boolean(
+    store_url: str, tmp_path: Path
+) -> None:
+    """Edges of the hot path's statements: an empty list of states matches no action (as SQL's IN () would),
+    rather than sending a statement the database refuses; a truthy flag is stored as the boolean it means."""
+    store = Store(store_url, audit_keys(tmp_path))
+    try:
+        action_id = pending_action(store)
+        assert store.find_open_action("p", "flexus_stop_servers", "h", []) is None
+        assert store.transition(action_id, [], "executing") is False
+        assert store.transition(action_id, [], "executing", unexpired=True, lease_expired=True) is False
+        assert store.get_action(action_id)["state"] == "pending"  # type: ignore[index]
+        assert store.find_open_action("p", "flexus_stop_servers", "h", iter(["pending"])) is not None  # type: ignore[arg-type]
+
+        now = time.time()
+        row = {
+            "id": secrets.token_hex(16), "tool": "flexus_stop_servers", "person": "p", "principal": "os:p",
+            "surface": "test", "args_json": "{}", "args_hash": "h2", "plan_json": "{}", "plan_hash": "h",
+            "state": "pending", "needs_approval": 1, "created_at": now, "expires_at": now + 300, "updated_at": now,
+        }  # fmt: skip
+        store.create_action(row)
+        assert store.get_action(row["id"])["needs_approval"] is True  # type: ignore[index]
+    finally:
+        store.engine.dispose()
+
+
+def test_an_audit_log_without_its_head_row_is_a_store_error_naming_it(store_url: str, tmp_path: Path) -> None:
+    from sqlalchemy import text
+
+    from flexus_ops.core.errors import StoreError
+
+    store = Store(store_url, audit_keys(tmp_path))
+    try:
+        with store.engine.begin() as db:
+            db.execute(text("DELETE FROM flexus_audit_head"))
+        with pytest.raises(StoreError, match="no head row"):
+            store.append_audit("note", person="p", surface="test", tool=None, action_id=None, detail={})
+        assert store.audit_records() == []
+    finally:
+        store.engine.dispose()
+
+
 def test_audit_chain_stays_linear_under_concurrent_processes(store_url: str, tmp_path: Path) -> None:
     keys = audit_keys(tmp_path)
     Store(store_url, keys).engine.dispose()  # migrate once up front; the workers only append

@@ -563,8 +563,9 @@ class Store:
     def _run(self, db: Connection, statement: Any, params: dict[str, Any]) -> Any:
         """Run one of the hot path's statements on ``db``'s DBAPI cursor, in its transaction, and return
         the cursor with its result; the caller closes it (``_first``, ``_all``, ``_count``). A driver
-        error is raised as SQLAlchemy raises it, and a lost connection is invalidated, as SQLAlchemy
-        would, so callers see the same errors as from ``db.execute``."""
+        error is raised as SQLAlchemy raises it, so callers see the same errors as from ``db.execute``.
+        A lost connection is invalidated; the pool's other connections are checked when next taken out
+        (``_check_on_checkout``), where SQLAlchemy would mark them all for replacement."""
         # An INSERT's columns and an UPDATE's SET clause are the parameters that are not "w_" ones.
         columns = tuple(sorted(name for name in params if not name.startswith("w_"))) if statement.is_dml else ()
         dialect = self.engine.dialect
@@ -642,6 +643,8 @@ class Store:
 
     def create_action(self, row: dict[str, Any], audit_entry: AuditEntry | None = None) -> None:
         """Insert an action and, in the same transaction, its audit record."""
+        # The driver takes values as they are: a flag is stored as the boolean it means (PostgreSQL refuses 1).
+        row = {**row, **{name: bool(row[name]) for name in _BOOLEAN_COLUMNS if row.get(name) is not None}}
         with self.tx() as db:
             self._count(db, _INSERT_ACTION, row)
             record = self._append_entry(db, audit_entry)
@@ -660,6 +663,9 @@ class Store:
 
     def find_open_action(self, person: str, tool: str, args_hash: str, states: Sequence[str]) -> dict[str, Any] | None:
         """The newest unexpired action of this person for these exact arguments."""
+        states = list(states)
+        if not states:
+            return None  # in no state: no action (a statement can not name an empty list)
         params = {"w_person": person, "w_tool": tool, "w_args_hash": args_hash, "w_now": self.clock()}
         with self.read() as db:
             found = self._first(db, _open_action_statement(len(states)), {**params, **_each("w_states", states)})
@@ -684,6 +690,8 @@ class Store:
         ``lease_expired``, only once nobody holds its lease (settling a dead owner's work)."""
         now = self.clock()
         states = list(from_states)
+        if not states:
+            return False  # from no state: nothing can move (a statement can not name an empty list)
         params = {**values, "state": to_state, "updated_at": now, "w_id": action_id, **_each("w_states", states)}
         if unexpired or lease_expired:
             params["w_now"] = now
@@ -852,7 +860,14 @@ class Store:
 
         The head row is locked first, so concurrent writers queue here and the chain stays linear.
         A legacy chain's marker, or a key rotation record, goes in first when needed."""
-        head_seq, head_hash = self._first(db, _AUDIT_HEAD, {})
+        head = self._first(db, _AUDIT_HEAD, {})
+        if head is None:
+            raise StoreError(
+                f"the audit log in {describe_store(self.url)} has no head row (flexus_audit_head): it may have been "
+                "tampered with",
+                "run flexus-ops audit verify; nothing was recorded",
+            )
+        head_seq, head_hash = head
         mark, damaged = self._keyed_mark()
         # The newest record and, when this state dir saw the log become keyed, the record it became keyed
         # at: one read for both (every append checks them), after the head's lock (a read in the same
