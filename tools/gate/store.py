@@ -143,7 +143,7 @@ audit_head = Table(
     Column("hash", String(64), nullable=False),
 )
 
-# The hot path's statements, built once and compiled once per dialect (``_compiled``), then run on the
+# The hot path's statements, built once and compiled once per dialect (``_compile``), then run on the
 # DBAPI cursor inside SQLAlchemy's connection and transaction (``Store._run``): SQLAlchemy's own work per
 # statement (cache key, execution context, result object) was about half of the store's CPU on a preview or
 # a confirmation. Bound parameters in WHERE clauses are prefixed "w_"; an UPDATE's SET clause and an
