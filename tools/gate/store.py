@@ -562,7 +562,7 @@ class Store:
 
     def _run(self, db: Connection, statement: Any, params: dict[str, Any]) -> Any:
         """Run one of the hot path's statements on ``db``'s DBAPI cursor, in its transaction, and return
-        the cursor with its result; the caller closes it (``_first``, ``_all``, ``_count``). A driver
+        the cursor with its result; the caller closes it (``_executed``). A driver
         error is raised as SQLAlchemy raises it, so callers see the same errors as from ``db.execute``.
         A lost connection is invalidated; the pool's other connections are checked when next taken out
         (``_check_on_checkout``), where SQLAlchemy would mark them all for replacement."""
@@ -584,28 +584,27 @@ class Store:
             ) from exc
         return cursor
 
-    def _first(self, db: Connection, statement: Any, params: dict[str, Any]) -> Any:
-        """The first row (a tuple), or None."""
+    @contextmanager
+    def _executed(self, db: Connection, statement: Any, params: dict[str, Any]) -> Iterator[Any]:
         cursor = self._run(db, statement, params)
         try:
-            return cursor.fetchone()
+            yield cursor
         finally:
             cursor.close()
 
+    def _first(self, db: Connection, statement: Any, params: dict[str, Any]) -> Any:
+        """The first row (a tuple), or None."""
+        with self._executed(db, statement, params) as cursor:
+            return cursor.fetchone()
+
     def _all(self, db: Connection, statement: Any, params: dict[str, Any]) -> list[Any]:
-        cursor = self._run(db, statement, params)
-        try:
+        with self._executed(db, statement, params) as cursor:
             return list(cursor.fetchall())
-        finally:
-            cursor.close()
 
     def _count(self, db: Connection, statement: Any, params: dict[str, Any]) -> int:
         """How many rows the statement changed."""
-        cursor = self._run(db, statement, params)
-        try:
+        with self._executed(db, statement, params) as cursor:
             return int(cursor.rowcount)
-        finally:
-            cursor.close()
 
     def migrate(self, target: int | None = None) -> int:
         """Create or upgrade the schema in place, one numbered step at a time, and return the version.
