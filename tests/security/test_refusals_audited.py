@@ -101,3 +101,27 @@ async def test_a_click_on_someone_elses_preview_without_the_role_is_audited_by_t
         await registry.confirm_action(CAROL, preview.preview.action_id)  # type: ignore[attr-defined]
     [record] = [r for r in registry.store.audit_records() if r.event == "refused"]
     assert (record.person, record.tool, record.action_id) == ("carol", "flexus_stop_servers", None)
+
+
+async def test_a_stranger_is_not_told_where_the_policy_file_is(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Anyone in the workspace can type /flexus: a refusal must not map the server's files for them. The
+    admin who has to add the principal finds the policy's path in the server's log instead."""
+    from flexus_ops.gate.policy import load_policy
+
+    policy_file = tmp_path / "team-policy.toml"
+    policy_file.write_text(
+        '[[people]]\nid = "alice"\nroles = ["operator"]\nprincipals = ["os:alice"]\n', encoding="utf-8"
+    )
+    policy_file.chmod(0o600)
+    registry = make_registry(tmp_path / "state", load_policy(policy_file, required=True))
+    try:
+        with caplog.at_level("WARNING"), pytest.raises(Refused, match="not a person in the policy") as refused:
+            await registry.call(STRANGER, "flexus_list_servers", {})
+        assert str(policy_file) not in str(refused.value)
+        assert str(policy_file) not in everything_written(registry)
+        logged = [r.getMessage() for r in caplog.records if STRANGER.principal in r.getMessage()]
+        assert logged and str(policy_file) in logged[0]
+    finally:
+        await registry.aclose()

@@ -255,10 +255,10 @@ class Registry:
     def person(self, caller: Caller) -> Person:
         person = self.policy.person_for(caller.principal)
         if person is None:
-            raise Refused(
-                f"{caller.principal} is not a person in the policy ({self.policy.source}); "
-                "ask an admin to add this principal"
-            )
+            # The caller may be anyone who can reach a surface (a whole Slack workspace): the policy's
+            # path is for the admin who adds the principal, in the server's log.
+            log.warning("%s is not a person in the policy (%s)", caller.principal, self.policy.source)
+            raise Refused(f"{caller.principal} is not a person in the policy; ask an admin to add this principal")
         return person
 
     async def _refused(self, caller: Caller, refusal: Refused, *, tool: str | None = None) -> Refused:
