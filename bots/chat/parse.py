@@ -275,7 +275,7 @@ def _tool_request(verb: Verb, spec: ToolSpec, typed: str, rest: list[str], comma
     takes_servers = verb.select is None and bool(verb.args) and verb.args[-1].many
     if takes_servers and any(word.partition("=")[0].lower() in LIST_FILTERS for word in words if "=" in word):
         return Problem(f"`{verb.name}` takes server names or ids, not filters.")  # never echoes the word
-    if spec.secret_fields and (refused := _secret_words(verb, words, command)) is not None:
+    if spec.asks_for_secret and (refused := _secret_words(verb, words, command)) is not None:
         return refused
     rollout = _rollout(verb, words)
     if isinstance(rollout, Problem):
@@ -294,7 +294,7 @@ def _tool_request(verb: Verb, spec: ToolSpec, typed: str, rest: list[str], comma
         arguments[flag.field] = flag.on if flag.name in flags else flag.off
     if not spec.gated:
         return ReadRequest(spec.name, arguments, SHARE in flags)
-    if spec.secret_fields:
+    if spec.asks_for_secret:
         return FormRequest(spec.name, arguments)
     return ChangeRequest(spec.name, arguments, verb.name)
 

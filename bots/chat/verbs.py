@@ -207,7 +207,7 @@ def help_text(
         if verb.tool is not None and spec is None:
             continue  # not in this registry: nothing to offer
         notes = [verb.about] if verb.about else []
-        if spec is not None and spec.secret_fields:
+        if spec is not None and spec.asks_for_secret:
             notes.append("opens a private window")
         if spec is not None and spec.gated and needs_approval(spec.name):
             notes.append("an approver must approve it")

@@ -120,11 +120,20 @@ class ToolSpec:
     execute: ExecuteHandler | None = None
     observe: ObserveHandler | None = None
     secret_fields: frozenset[str] = frozenset()
+    """Arguments the gate keeps sealed (encrypted) between preview and execution and never shows: a
+    password, or user data (a boot script often carries secrets)."""
     secret_generator: Callable[[], str] | None = None
     """Makes the secret when the caller leaves it out: the gate calls it at preview, so the plan (and the
     cloud's dry run) checks the very secret a confirmation will use."""
     shows_actions: bool = False
     """It reports what gated actions came to: outcomes are settled (best effort, briefly) first."""
+
+    @property
+    def asks_for_secret(self) -> bool:
+        """Every action of this tool carries a secret, given privately or generated at preview (a password
+        reset): a chat surface asks for it in a private form and guards its text against pasted secrets. An
+        optional sealed argument that chat never takes (user data) asks for nothing."""
+        return self.secret_generator is not None
 
     def __post_init__(self) -> None:
         if self.gated and (self.plan is None or self.execute is None):

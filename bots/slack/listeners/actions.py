@@ -294,7 +294,7 @@ async def notify_requester(ctx: BotContext, row: ActionView, notice: Message) ->
 def _generated_secret(ctx: BotContext, row: ActionView) -> bool:
     """True when the tool has a secret argument and the requester left it to be generated."""
     spec = ctx.registry.specs.get(row.tool)
-    if spec is None or not spec.secret_fields:
+    if spec is None or not spec.asks_for_secret:
         return False
     given = row.arguments
     return not any(name in given for name in spec.secret_fields)

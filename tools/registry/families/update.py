@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 from typing import TYPE_CHECKING, Any
 
+from pydantic import SecretStr
+
 from ...cloud.models import ServerDetail
 from ...core.errors import CloudError
 from ...core.plans import ActionResult, ChangeOutput, Plan, ServerResult
@@ -36,11 +38,17 @@ def _show(field: str, value: str | None) -> str | None:
     return value
 
 
+def _given(args: UpdateServerInput, field: str) -> str | None:
+    """An argument's value; user data is kept as a secret (``SecretStr``) until it is used."""
+    value = getattr(args, field)
+    return value.get_secret_value() if isinstance(value, SecretStr) else value
+
+
 def _wanted(args: UpdateServerInput, plan: Plan) -> dict[str, str]:
     """The values to set: the arguments', or for an undo the previous values its plan recorded."""
     if args.undo_of is not None:
         return {field: change["to"] for field, change in plan.changes.items()}
-    return {field: getattr(args, field) for field in plan.changes}
+    return {field: value for field in plan.changes if (value := _given(args, field)) is not None}
 
 
 async def _undo_plan(ctx: ToolContext, undo_of: str) -> Plan:
@@ -89,7 +97,7 @@ async def update_plan(ctx: ToolContext, args: UpdateServerInput) -> Plan:
     (server,) = await resolve_servers(ctx.client, [args.server], field="server")
     changes: dict[str, Any] = {}
     for field in UPDATABLE:
-        new = getattr(args, field)
+        new = _given(args, field)
         if new is None:
             continue
         old = _field_value(server, field)
@@ -155,5 +163,6 @@ UPDATE_SERVER = ToolSpec(
     idempotent=True,
     plan=update_plan,
     execute=offering_undo(TOOL, update_execute),
+    secret_fields=frozenset({"user_data"}),
     observe=update_observe,
 )
