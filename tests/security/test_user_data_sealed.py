@@ -74,3 +74,20 @@ def test_sealing_user_data_does_not_make_chat_ask_for_a_secret(registry: Registr
     assert registry.specs["flexus_update_server"].secret_fields == {"user_data"}
     request = parse("rename web-01 Web-Node_07.x", registry.specs)
     assert request == ChangeRequest("flexus_update_server", {"server": "web-01", "name": "Web-Node_07.x"}, "rename")
+
+
+async def test_a_full_record_shows_user_data_as_its_size_and_hash(registry: Registry) -> None:
+    """What the cloud holds is read back by show and list with full=true: a tool result lands in an AI
+    assistant's context, so the script is shown as its size and hash, never as text."""
+    server = servers_with(registry, "ACTIVE")[0]["id"]
+    args = {"server": server, "user_data": USER_DATA}
+    preview = await registry.call(ALICE, "flexus_update_server", args)
+    await registry.call(
+        ALICE, "flexus_update_server", {**args, "confirmation_token": preview.preview.confirmation_token}
+    )
+    shown = await registry.call(ALICE, "flexus_show_server", {"server": server, "full": True})
+    listed = await registry.call(ALICE, "flexus_list_servers", {"full": True, "limit": 1000})
+    for result in (shown, listed):
+        assert_not_kept(result.model_dump_json())
+    hidden = shown.server["OS-EXT-SRV-ATTR:user_data"]
+    assert hidden.startswith(f"hidden: {len(USER_DATA)} base64 characters, sha256 ")

@@ -7,6 +7,7 @@ mode, frozen);
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from pydantic import Field
@@ -64,11 +65,23 @@ _SUMMARY_DEFAULTS = {
 }
 
 
+USER_DATA_FIELD = "OS-EXT-SRV-ATTR:user_data"
+
+
+def user_data_digest(value: str) -> str:
+    """User data as flexus-ops shows it anywhere (a full record, a plan): its size and hash, never its
+    text. A boot script often carries secrets, and a tool result lands in an AI assistant's context."""
+    return f"{len(value)} base64 characters, sha256 {hashlib.sha256(value.encode()).hexdigest()}"
+
+
 def project(server: ServerDetail | ServerRow, full: bool) -> dict[str, Any]:
     if full:
         if not isinstance(server, ServerDetail):
             raise TypeError("full=true needs the whole record (ServerDetail), not a listing's row")
-        return server.model_dump(by_alias=True, exclude_none=True)
+        record = server.model_dump(by_alias=True, exclude_none=True)
+        if user_data := record.get(USER_DATA_FIELD):
+            record[USER_DATA_FIELD] = "hidden: " + user_data_digest(user_data)
+        return record
     # What ServerSummary.of(server).model_dump(exclude_none=True, exclude_defaults=True) gives (a test holds
     # them equal), without building and dumping a model per server: a listing projects every server it shows.
     summary = {

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from typing import TYPE_CHECKING, Any
 
 from pydantic import SecretStr
@@ -12,6 +11,7 @@ from ...core.errors import CloudError
 from ...core.plans import ActionResult, ChangeOutput, Plan, ServerResult
 from ...core.tools import Execution, Safety, ToolContext, ToolSpec
 from ..inputs import UPDATABLE, UpdateServerInput
+from ..outputs import user_data_digest
 from ..targets import resolve_servers
 from ..undo import offering_undo, original, reached_servers
 
@@ -34,7 +34,7 @@ def _show(field: str, value: str | None) -> str | None:
     """A value as the plan keeps it: the previous values are what an undo puts back. User data can hold
     secrets: only its size and hash are kept, never its text (so it cannot be restored)."""
     if field == "user_data":
-        return f"{len(value)} base64 characters, sha256 {hashlib.sha256(value.encode()).hexdigest()}" if value else None
+        return user_data_digest(value) if value else None
     return value
 
 
