@@ -17,7 +17,7 @@ import string
 from collections.abc import Callable
 from typing import Annotated, Any, Literal, get_args
 
-from pydantic import AfterValidator
+from pydantic import AfterValidator, SecretStr
 
 MAX_SERVERS_PER_REQUEST = 1000
 MAX_IDS_PER_QUERY = 100
@@ -218,7 +218,8 @@ def checked(problem_with: Callable[[Any], str | None]) -> AfterValidator:
     """A pydantic validator from a rule above: the model's error then names the field and the rule."""
 
     def validate(value: Any) -> Any:
-        if value is not None and (problem := problem_with(value)):
+        plain = value.get_secret_value() if isinstance(value, SecretStr) else value
+        if plain is not None and (problem := problem_with(plain)):
             raise ValueError(problem)
         return value
 
@@ -230,4 +231,6 @@ ServerName = Annotated[str, checked(problem_with_name)]
 Description = Annotated[str, checked(problem_with_description)]
 Hostname = Annotated[str, checked(problem_with_hostname)]
 UserData = Annotated[str, checked(problem_with_user_data)]
+SealedUserData = Annotated[SecretStr, checked(problem_with_user_data)]
+"""User data as a tool takes it: kept secret until the request that sends it (a boot script carries secrets)."""
 PageSize = Annotated[int, checked(problem_with_limit)]

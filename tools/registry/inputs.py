@@ -219,18 +219,11 @@ class UpdateServerInput(GatedInput):
     )
     description: rules.Description | None = None
     hostname: rules.Hostname | None = Field(None, description="deprecated by the API; takes effect after a reboot")
-    # A boot script often carries secrets: sealed in the store between preview and execution, as a password.
-    user_data: SecretStr | None = Field(
+    # Sealed in the store between preview and execution, as a password is.
+    user_data: rules.SealedUserData | None = Field(
         None, description="base64, at most 32 KB decoded", json_schema_extra={"writeOnly": True}
     )
     undo_of: ActionId | None = Field(None, description="a finished update's action_id")
-
-    @field_validator("user_data")
-    @classmethod
-    def _user_data(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and (problem := rules.problem_with_user_data(value.get_secret_value())):
-            raise ValueError(problem)
-        return value
 
     @model_validator(mode="after")
     def _something_to_change(self) -> UpdateServerInput:
