@@ -22,6 +22,8 @@ import shutil
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -70,10 +72,16 @@ class _Meter:
         self.sandbox = 0.0
         self.store_calls = 0
         self.statements = 0
+        # Per audit append: the wait for the audit head's row lock, and from the lock granted to the end of
+        # the commit (every append takes that one lock, so the appends of all workers queue on it).
+        self.head_waits: list[float] = []
+        self.head_holds: list[float] = []
+        self._head_granted: float | None = None
 
     def reset(self) -> None:
         self.store = self.sandbox = 0.0
         self.store_calls = self.statements = 0
+        self.head_waits, self.head_holds = [], []
 
     def watch_store(self, store: Any) -> None:
         from sqlalchemy import event
@@ -93,6 +101,29 @@ class _Meter:
             return run(*args, **kwargs)
 
         store._run = counted
+
+        from flexus_ops.gate.store import _AUDIT_HEAD
+
+        first, tx = store._first, store.tx
+
+        def timed_first(db: Any, statement: Any, params: Any) -> Any:
+            if statement is not _AUDIT_HEAD:
+                return first(db, statement, params)
+            asked = time.perf_counter()
+            row = first(db, statement, params)
+            self._head_granted = time.perf_counter()
+            self.head_waits.append(self._head_granted - asked)
+            return row
+
+        @contextmanager
+        def timed_tx() -> Iterator[Any]:
+            self._head_granted = None
+            with tx() as db:
+                yield db
+            if self._head_granted is not None:
+                self.head_holds.append(time.perf_counter() - self._head_granted)
+
+        store._first, store.tx = timed_first, timed_tx
 
     def _timed_store_call(self, call: Any) -> Any:
         def timed(*args: Any, **kwargs: Any) -> Any:
@@ -183,6 +214,8 @@ async def _cycles(url: str, state_dir: str, worker: int, count: int, barrier: An
         "sandbox_cpu_seconds": meter.sandbox,
         "store_calls": meter.store_calls,
         "sql_statements": meter.statements,
+        "head_lock_waits": meter.head_waits,
+        "head_lock_holds": meter.head_holds,
         "cycles": count,
         "writes": writes,
         "cycle_seconds": latencies,
@@ -352,6 +385,9 @@ def measure(url: str, cycles: int, race: int) -> dict[str, Any]:
             / total_cycles,
         },
         "sql_statements_per_cycle": sum(r["sql_statements"] for r in runs) / total_cycles,
+        # The audit head's lock: every transition's append holds it until its commit ends, one at a time.
+        "head_lock_wait_seconds": [s for r in runs for s in r["head_lock_waits"]],
+        "head_lock_hold_seconds": [s for r in runs for s in r["head_lock_holds"]],
         "store_calls_per_cycle": sum(r["store_calls"] for r in runs) / total_cycles,
         "cpus": os.cpu_count(),
         "after_cycles": after_cycles,
@@ -621,6 +657,18 @@ def run(ctx: RunContext, result: CaseResult) -> None:
             f"{name}: SQL statements per cycle",
             f"{data['sql_statements_per_cycle']:.1f} in {data['store_calls_per_cycle']:.1f} store calls",
         )
+        holds, waits = data["head_lock_hold_seconds"], data["head_lock_wait_seconds"]
+        if holds and waits:
+            # Appends take the audit head one at a time: mean hold x appends per second is the share of the
+            # time it is held (near 1, the lock and not the cores sets the rate).
+            held = sum(holds) / len(holds) * data["transitions_per_second"]
+            result.data.setdefault("head_lock_held_share", {})[name] = held
+            result.figure(
+                f"{name}: the audit head, per append: wait for it p50 / mean; held (granted to the commit's end) "
+                "p50 / mean; share of the time it is held",
+                f"{fmt_seconds(summary(waits)['median'])} / {fmt_seconds(sum(waits) / len(waits))}; "
+                f"{fmt_seconds(summary(holds)['median'])} / {fmt_seconds(sum(holds) / len(holds))}; {held:.0%}",
+            )
         race_data = data["race"]
         result.figure(
             f"{name}: race of {WORKERS} workers on {race_data['actions']} tokens",
