@@ -199,6 +199,58 @@ def test_a_hot_statement_that_waits_out_the_lock_timeout_is_a_store_error_and_ch
         store.engine.dispose()
 
 
+def test_an_append_reads_the_newest_record_once_the_heads_lock_is_granted(store_url: str, tmp_path: Path) -> None:
+    """The newest record is read once the head's lock is granted, so it is the record that the lock's previous
+    holder committed while this append waited. Read in the lock's own statement (or before it), it would be
+    missed, and the append would then skip a key rotation record."""
+    if not store_url.startswith("postgresql"):
+        pytest.skip("a PostgreSQL row lock held by another session")
+    import threading
+
+    from sqlalchemy import text
+
+    from flexus_ops.gate.store import make_engine
+
+    store = Store(store_url, audit_keys(tmp_path))
+    store.append_audit("note", person="p", surface="test", tool=None, action_id=None, detail={})
+    admin = make_engine(store_url)
+    seen: dict[str, object] = {}
+
+    def appender() -> None:
+        with store.tx() as db:
+            seen["head"], seen["rows"] = store._locked_head(db, None)
+
+    try:
+        with admin.connect() as other:
+            with other.begin():  # another replica's append, committed while ours waits for the lock
+                other.execute(text("SELECT seq FROM flexus_audit_head WHERE id = 1 FOR UPDATE"))
+                other.execute(
+                    text(
+                        "INSERT INTO flexus_audit (seq, at, event, detail_json, prev_hash, hash, key_id) "
+                        "SELECT seq + 1, 0, 'other', '{}', hash, 'h2', 'k-other' FROM flexus_audit_head WHERE id = 1"
+                    )
+                )
+                other.execute(text("UPDATE flexus_audit_head SET seq = seq + 1, hash = 'h2' WHERE id = 1"))
+                waiting = threading.Thread(target=appender)
+                waiting.start()
+                deadline = time.monotonic() + 10
+                while time.monotonic() < deadline:
+                    with admin.connect() as look:
+                        locked = look.execute(
+                            text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
+                        ).scalar()
+                    if locked:
+                        break
+                    time.sleep(0.02)
+            waiting.join(timeout=10)
+        assert seen["head"] == (2, "h2")
+        rows = seen["rows"]
+        assert isinstance(rows, dict) and rows[2].key_id == "k-other" and rows[2].event == "other"
+    finally:
+        admin.dispose()
+        store.engine.dispose()
+
+
 def test_no_state_to_move_from_matches_nothing_and_a_flag_is_stored_as_a_boolean(
     store_url: str, tmp_path: Path
 ) -> None:

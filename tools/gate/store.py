@@ -606,6 +606,19 @@ class Store:
         with self._executed(db, statement, params) as cursor:
             return int(cursor.rowcount)
 
+    def _locked_head(self, db: Connection, keyed_from: int | None) -> tuple[tuple[int, str] | None, dict[int, Any]]:
+        """The audit head (seq, hash), locked until this transaction ends, and the records an append checks:
+        the newest, and the one the log became keyed at (``keyed_from``), in one read after the lock is
+        granted (a read in the lock's statement would see the log as it was before the previous holder
+        committed)."""
+        found = self._first(db, _AUDIT_HEAD, {})
+        if found is None:
+            return None, {}
+        head = (found[0], found[1])
+        wanted = [head[0]] + ([keyed_from] if keyed_from is not None and keyed_from != head[0] else [])
+        rows = self._all(db, _audit_rows_statement(len(wanted)), _each("w_seqs", wanted))
+        return head, {row.seq: row for row in map(_AuditRow._make, rows)}
+
     def migrate(self, target: int | None = None) -> int:
         """Create or upgrade the schema in place, one numbered step at a time, and return the version.
 
@@ -859,7 +872,8 @@ class Store:
 
         The head row is locked first, so concurrent writers queue here and the chain stays linear.
         A legacy chain's marker, or a key rotation record, goes in first when needed."""
-        head = self._first(db, _AUDIT_HEAD, {})
+        mark, damaged = self._keyed_mark()
+        head, rows = self._locked_head(db, mark.keyed_from if mark is not None else None)
         if head is None:
             raise StoreError(
                 f"the audit log in {describe_store(self.url)} has no head row (flexus_audit_head): it may have been "
@@ -867,15 +881,6 @@ class Store:
                 "run flexus-ops audit verify; nothing was recorded",
             )
         head_seq, head_hash = head
-        mark, damaged = self._keyed_mark()
-        # The newest record and, when this state dir saw the log become keyed, the record it became keyed
-        # at: one read for both (every append checks them), after the head's lock (a read in the same
-        # statement would see the log as it was before the lock was granted).
-        wanted = [head_seq] + ([mark.keyed_from] if mark is not None and mark.keyed_from != head_seq else [])
-        rows = {
-            row.seq: row
-            for row in map(_AuditRow._make, self._all(db, _audit_rows_statement(len(wanted)), _each("w_seqs", wanted)))
-        }
         last = rows.get(head_seq)
         self._refuse_unkeyed(db, head_seq, last, mark, damaged, rows)
         # A head whose record is gone is for verification to report; appends go on under the current key.
