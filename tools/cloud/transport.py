@@ -82,8 +82,9 @@ class _Backend(httpcore.AsyncNetworkBackend):
 
 
 def http_transport(limits: httpx.Limits) -> httpx.AsyncHTTPTransport:
-    """httpx's transport, as ``httpx.AsyncClient`` would build it (TLS, proxies from the environment),
-    on the backend above. httpx takes no backend of its own, so it is set on the pool it built."""
+    """httpx's transport, as ``httpx.AsyncClient`` builds its default one (TLS settings from the
+    environment included), on the backend above. httpx takes no backend of its own, so it is set on the
+    pool it built. (Proxies from the environment are the client's own mounts, on httpx's backend.)"""
     transport = httpx.AsyncHTTPTransport(limits=limits)
     pool = transport._pool
     if not isinstance(pool, httpcore.AsyncConnectionPool):  # the proxy pools are subclasses too
