@@ -58,7 +58,7 @@ from .models import (
 )
 from .retries import observe_request, observe_retry, operation_name, parse_retry_after, retry_listener
 from .signer import canonical_query
-from .transport import http_transport
+from .transport import check_liveness_cheaply
 
 if TYPE_CHECKING:
     from ..sandbox import Sandbox
@@ -139,15 +139,16 @@ class FlexusClient:
             base_url = self.settings.ecs_base_url() or SANDBOX_BASE_URL
             self._auth = self._auth_from_settings()
         self.base_url = base_url
-        limits = httpx.Limits(
-            max_connections=100, max_keepalive_connections=50, keepalive_expiry=KEEPALIVE_EXPIRY_SECONDS
-        )
         self._http = _CookielessClient(
             auth=self._auth,
-            transport=transport or http_transport(limits),
+            transport=transport,
             timeout=httpx.Timeout(self.settings.timeout_seconds),
+            limits=httpx.Limits(
+                max_connections=100, max_keepalive_connections=50, keepalive_expiry=KEEPALIVE_EXPIRY_SECONDS
+            ),
             headers={"User-Agent": f"flexus-ops/{__version__}"},
         )
+        check_liveness_cheaply(self._http)
         self._limit = asyncio.Semaphore(self.settings.max_concurrency)
         self._project_lock = asyncio.Lock()
 

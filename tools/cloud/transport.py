@@ -81,13 +81,13 @@ class _Backend(httpcore.AsyncNetworkBackend):
         await self._inner.sleep(seconds)
 
 
-def http_transport(limits: httpx.Limits) -> httpx.AsyncHTTPTransport:
-    """httpx's transport, as ``httpx.AsyncClient`` builds its default one (TLS settings from the
-    environment included), on the backend above. httpx takes no backend of its own, so it is set on the
-    pool it built. (Proxies from the environment are the client's own mounts, on httpx's backend.)"""
-    transport = httpx.AsyncHTTPTransport(limits=limits)
-    pool = transport._pool
-    if not isinstance(pool, httpcore.AsyncConnectionPool):  # the proxy pools are subclasses too
-        raise TypeError(f"httpx built an unexpected pool: {type(pool).__name__}")
-    pool._network_backend = _Backend()
-    return transport
+def check_liveness_cheaply(client: httpx.AsyncClient) -> None:
+    """Put the client's own transports (its default one, and those it mounted for proxies from the
+    environment) on the backend above. httpx takes no backend of its own, and a client given a transport
+    of ours would ignore the environment's proxies, so the backend is set on the pools httpx built."""
+    for transport in (client._transport, *client._mounts.values()):
+        if isinstance(transport, httpx.AsyncHTTPTransport):
+            pool = transport._pool
+            if not isinstance(pool, httpcore.AsyncConnectionPool):  # the proxies' pools are subclasses
+                raise TypeError(f"httpx built an unexpected pool: {type(pool).__name__}")
+            pool._network_backend = _Backend()
