@@ -65,7 +65,7 @@ _SUMMARY_DEFAULTS = {
 }
 
 
-USER_DATA_FIELD = "OS-EXT-SRV-ATTR:user_data"
+USER_DATA_FIELD = ServerDetail.model_fields["user_data"].alias  # as the API names it in a full record
 
 
 def user_data_digest(value: str) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import SecretStr
 
@@ -14,10 +14,6 @@ from ..inputs import UPDATABLE, UpdateServerInput
 from ..outputs import user_data_digest
 from ..targets import resolve_servers
 from ..undo import offering_undo, original, reached_servers
-
-if TYPE_CHECKING:
-    pass
-
 from .shared import GATED_NOTE, nothing_to_do, plan_item
 
 # -- update -----------------------------------------------------------------------------------
