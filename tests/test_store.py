@@ -199,10 +199,14 @@ def test_a_hot_statement_that_waits_out_the_lock_timeout_is_a_store_error_and_ch
         store.engine.dispose()
 
 
-def test_an_append_reads_the_newest_record_once_the_heads_lock_is_granted(store_url: str, tmp_path: Path) -> None:
-    """The newest record is read once the head's lock is granted, so it is the record that the lock's previous
-    holder committed while this append waited. Read in the lock's own statement (or before it), it would be
-    missed, and the append would then skip a key rotation record."""
+@pytest.mark.parametrize("mover", ["older release", "this release"])
+def test_an_append_sees_the_newest_record_once_the_heads_lock_is_granted(
+    store_url: str, tmp_path: Path, mover: str
+) -> None:
+    """The newest record is the one that the lock's previous holder committed while this append waited.
+    An older release moves the head without its key: the record is read once the lock is granted (read in
+    the lock's own statement, it would be missed, and the append would then skip a key rotation record).
+    This release moves the head with the record's key: the head's own newest version carries it."""
     if not store_url.startswith("postgresql"):
         pytest.skip("a PostgreSQL row lock held by another session")
     import threading
@@ -215,10 +219,17 @@ def test_an_append_reads_the_newest_record_once_the_heads_lock_is_granted(store_
     store.append_audit("note", person="p", surface="test", tool=None, action_id=None, detail={})
     admin = make_engine(store_url)
     seen: dict[str, object] = {}
+    current = store.audit_keys.current.id
+    key_id = "k-other" if mover == "older release" else current
+    move = {
+        "older release": "UPDATE flexus_audit_head SET seq = seq + 1, hash = 'h2' WHERE id = 1",
+        "this release": "UPDATE flexus_audit_head SET seq = seq + 1, hash = 'h2', key_id = :key, key_seq = seq + 1 "
+        "WHERE id = 1",
+    }[mover]
 
     def appender() -> None:
         with store.tx() as db:
-            seen["head"], seen["rows"] = store._locked_head(db, None)
+            seen["head"] = store._locked_head(db, None)
 
     try:
         with admin.connect() as other:
@@ -227,10 +238,11 @@ def test_an_append_reads_the_newest_record_once_the_heads_lock_is_granted(store_
                 other.execute(
                     text(
                         "INSERT INTO flexus_audit (seq, at, event, detail_json, prev_hash, hash, key_id) "
-                        "SELECT seq + 1, 0, 'other', '{}', hash, 'h2', 'k-other' FROM flexus_audit_head WHERE id = 1"
-                    )
+                        "SELECT seq + 1, 0, 'other', '{}', hash, 'h2', :key FROM flexus_audit_head WHERE id = 1"
+                    ),
+                    {"key": key_id},
                 )
-                other.execute(text("UPDATE flexus_audit_head SET seq = seq + 1, hash = 'h2' WHERE id = 1"))
+                other.execute(text(move), {"key": key_id})
                 waiting = threading.Thread(target=appender)
                 waiting.start()
                 deadline = time.monotonic() + 10
@@ -243,11 +255,40 @@ def test_an_append_reads_the_newest_record_once_the_heads_lock_is_granted(store_
                         break
                     time.sleep(0.02)
             waiting.join(timeout=10)
-        assert seen["head"] == (2, "h2")
-        rows = seen["rows"]
-        assert isinstance(rows, dict) and rows[2].key_id == "k-other" and rows[2].event == "other"
+        head = seen["head"]
+        assert head is not None and (head.seq, head.hash) == (2, "h2")  # type: ignore[attr-defined]
+        newest = head.newest  # type: ignore[attr-defined]
+        assert newest is not None and (newest.seq, newest.key_id) == (2, key_id)
+        if mover == "older release":
+            assert newest.event == "other", "read from the record itself"
     finally:
         admin.dispose()
+        store.engine.dispose()
+
+
+def test_an_append_under_the_current_key_reads_no_record_while_it_holds_the_heads_lock(
+    store_url: str, tmp_path: Path
+) -> None:
+    """Every writer queues on the head's lock, so what runs while it is held bounds the store's throughput:
+    the head row carries the newest record's key, and an append under the same key reads nothing more.
+    On PostgreSQL: the lock (with the head and the keyed-from record), then the record with the head's
+    move; on SQLite, whose write lock is the transaction's, the move is a statement of its own."""
+    store = Store(store_url, audit_keys(tmp_path))
+    statements: list[str] = []
+    run = store._run
+
+    def counted(db: object, statement: object, params: dict[str, object]) -> object:
+        statements.append(str(statement))
+        return run(db, statement, params)  # type: ignore[arg-type]
+
+    try:
+        store.append_audit("note", person="p", surface="test", tool=None, action_id=None, detail={})
+        store._run = counted  # type: ignore[method-assign]
+        store.append_audit("note", person="p", surface="test", tool=None, action_id=None, detail={})
+        expected = 2 if store_url.startswith("postgresql") else 3
+        assert len(statements) == expected, statements
+        assert store.verify_audit() == []
+    finally:
         store.engine.dispose()
 
 

@@ -141,6 +141,12 @@ audit_head = Table(
     Column("id", Integer, primary_key=True),
     Column("seq", Integer, nullable=False),
     Column("hash", String(64), nullable=False),
+    # The key the record at key_seq is under, written with the record by the append that moves the head
+    # (added by _v7_head_key). While key_seq is seq, an append under that key reads no record under the
+    # lock; a head moved by anything else (an older release, a hand edit) has key_seq behind, and the
+    # newest record is read instead.
+    Column("key_id", String(16)),
+    Column("key_seq", Integer),
 )
 
 # The hot path's statements, built once and compiled once per dialect (``_compile``), then run on the
@@ -152,7 +158,19 @@ audit_head = Table(
 _ACTION_BY_ID = select(actions).where(actions.c.id == bindparam("w_id"))
 _INSERT_ACTION = insert(actions)
 _LOCK_ACTION = select(actions.c.tool, actions.c.state).where(actions.c.id == bindparam("w_id")).with_for_update()
-_AUDIT_HEAD = select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == 1).with_for_update()
+# The head, locked, and the record the log became keyed at (w_keyed_from; 0 for none). That record was
+# committed before this state dir noted it, so the statement's snapshot has it; the head's columns are
+# its newest version once the lock is granted (PostgreSQL re-reads a locked row that changed while it
+# waited), but a joined row would be as of before, hence the newest record is never read by a join here.
+_AUDIT_HEAD = (
+    select(
+        audit_head.c.seq, audit_head.c.hash, audit_head.c.key_id, audit_head.c.key_seq, audit.c.key_id, audit.c.event
+    )
+    .select_from(audit_head.outerjoin(audit, audit.c.seq == bindparam("w_keyed_from")))
+    .where(audit_head.c.id == 1)
+    .with_for_update(of=audit_head)
+)
+_AUDIT_ROW = select(audit.c.seq, audit.c.key_id, audit.c.event).where(audit.c.seq == bindparam("w_seq"))
 _INSERT_AUDIT = insert(audit)
 _MOVE_AUDIT_HEAD = update(audit_head).where(audit_head.c.id == 1)
 # PostgreSQL: the record and the head's move in one statement (one round trip). The head row is already
@@ -161,7 +179,7 @@ _INSERT_AUDIT_MOVE_HEAD = text(
     "WITH appended AS (INSERT INTO flexus_audit "
     "(seq, at, event, person, surface, tool, action_id, detail_json, prev_hash, hash, key_id) VALUES "
     "(:seq, :at, :event, :person, :surface, :tool, :action_id, :detail_json, :prev_hash, :hash, :key_id)) "
-    "UPDATE flexus_audit_head SET seq = :seq, hash = :hash WHERE id = 1"
+    "UPDATE flexus_audit_head SET seq = :seq, hash = :hash, key_id = :key_id, key_seq = :seq WHERE id = 1"
 )
 _ACTION_COLUMNS = tuple(actions.c.keys())
 _BOOLEAN_COLUMNS = tuple(column.key for column in actions.c if isinstance(column.type, Boolean))
@@ -190,11 +208,6 @@ def _open_action_statement(states: int) -> Any:
         .order_by(actions.c.created_at.desc())
         .limit(1)
     )
-
-
-@functools.lru_cache(maxsize=4)
-def _audit_rows_statement(seqs: int) -> Any:
-    return select(audit.c.seq, audit.c.key_id, audit.c.event).where(audit.c.seq.in_(_items("w_seqs", seqs)))
 
 
 @functools.lru_cache(maxsize=64)
@@ -258,6 +271,15 @@ class _AuditRow(NamedTuple):
     event: str
 
 
+class _LockedHead(NamedTuple):
+    """The audit head as an append finds it once it holds the head's lock."""
+
+    seq: int
+    hash: str
+    newest: _AuditRow | None  # the record at seq; None when there is none (an empty log, or it is gone)
+    keyed_from: _AuditRow | None  # the record the log became keyed at, when asked for and there
+
+
 def _action_row(row: Sequence[Any]) -> dict[str, Any]:
     """A row of ``select(actions)`` as the dict the gate reads."""
     found = dict(zip(_ACTION_COLUMNS, row, strict=True))
@@ -312,6 +334,11 @@ def _v6_rollout_progress(db: Connection) -> None:
     _add_missing_columns(db, "flexus_actions", {"wave": "INTEGER", "rollout_json": "TEXT"})
 
 
+def _v7_head_key(db: Connection) -> None:
+    # Left empty: the first append reads the newest record as before, and moves the head with its key.
+    _add_missing_columns(db, "flexus_audit_head", {"key_id": "VARCHAR(16)", "key_seq": "INTEGER"})
+
+
 MIGRATIONS: list[Callable[[Connection], None]] = [
     _v1_tables,
     _v2_open_action_index,
@@ -319,6 +346,7 @@ MIGRATIONS: list[Callable[[Connection], None]] = [
     _v4_keyed_audit,
     _v5_execution_lease,
     _v6_rollout_progress,
+    _v7_head_key,
 ]
 """Append-only: a released step is never edited, a change is a new step."""
 
@@ -606,18 +634,27 @@ class Store:
         with self._executed(db, statement, params) as cursor:
             return int(cursor.rowcount)
 
-    def _locked_head(self, db: Connection, keyed_from: int | None) -> tuple[tuple[int, str] | None, dict[int, Any]]:
-        """The audit head (seq, hash), locked until this transaction ends, and the records an append checks:
-        the newest, and the one the log became keyed at (``keyed_from``), in one read after the lock is
-        granted (a read in the lock's statement would see the log as it was before the previous holder
-        committed)."""
-        found = self._first(db, _AUDIT_HEAD, {})
+    def _locked_head(self, db: Connection, keyed_from: int | None) -> _LockedHead | None:
+        """The audit head, locked until this transaction ends, with the records an append checks: the
+        newest, and the one the log became keyed at (``keyed_from``). The newest record's key comes with
+        the head when an append under the current key moved it there; any other newest record is read
+        once the lock is granted (read in the lock's statement, it would be as it was before the previous
+        holder committed)."""
+        found = self._first(db, _AUDIT_HEAD, {"w_keyed_from": keyed_from or 0})
         if found is None:
-            return None, {}
-        head = (found[0], found[1])
-        wanted = [head[0]] + ([keyed_from] if keyed_from is not None and keyed_from != head[0] else [])
-        rows = self._all(db, _audit_rows_statement(len(wanted)), _each("w_seqs", wanted))
-        return head, {row.seq: row for row in map(_AuditRow._make, rows)}
+            return None
+        seq, head_hash, head_key, key_seq, from_key, from_event = found
+        start = _AuditRow(keyed_from, from_key, from_event) if keyed_from and from_event is not None else None
+        if seq == 0:
+            newest = None
+        elif key_seq == seq and head_key == self.audit_keys.current.id:
+            # Only the current key is taken on the head's word: anything else (a rotation to record, an
+            # unkeyed tail to refuse) is decided on the record itself.
+            newest = _AuditRow(seq, head_key, "")
+        else:
+            row = self._first(db, _AUDIT_ROW, {"w_seq": seq})
+            newest = _AuditRow._make(row) if row is not None else None
+        return _LockedHead(seq, head_hash, newest, start)
 
     def migrate(self, target: int | None = None) -> int:
         """Create or upgrade the schema in place, one numbered step at a time, and return the version.
@@ -873,16 +910,15 @@ class Store:
         The head row is locked first, so concurrent writers queue here and the chain stays linear.
         A legacy chain's marker, or a key rotation record, goes in first when needed."""
         mark, damaged = self._keyed_mark()
-        head, rows = self._locked_head(db, mark.keyed_from if mark is not None else None)
+        head = self._locked_head(db, mark.keyed_from if mark is not None else None)
         if head is None:
             raise StoreError(
                 f"the audit log in {describe_store(self.url)} has no head row (flexus_audit_head): it may have been "
                 "tampered with",
                 "run flexus-ops audit verify; nothing was recorded",
             )
-        head_seq, head_hash = head
-        last = rows.get(head_seq)
-        self._refuse_unkeyed(db, head_seq, last, mark, damaged, rows)
+        head_seq, head_hash, last = head.seq, head.hash, head.newest
+        self._refuse_unkeyed(db, head, mark, damaged)
         # A head whose record is gone is for verification to report; appends go on under the current key.
         last_key_id = last.key_id if last is not None else self.audit_keys.current.id
         key = self.audit_keys.current
@@ -929,7 +965,7 @@ class Store:
                 self._count(db, _INSERT_AUDIT, row)
             seq, prev_hash = record.seq, record.hash
         if not combined:
-            self._count(db, _MOVE_AUDIT_HEAD, {"seq": seq, "hash": prev_hash})
+            self._count(db, _MOVE_AUDIT_HEAD, {"seq": seq, "hash": prev_hash, "key_id": key.id, "key_seq": seq})
         return record
 
     def _audit_store_name(self) -> str:
@@ -952,17 +988,16 @@ class Store:
     def _refuse_unkeyed(
         self,
         db: Connection,
-        head_seq: int,
-        last: Any,
+        head: _LockedHead,
         mark: KeyedMark | None,
         damaged: list[str],
-        rows: dict[int, Any],
     ) -> None:
         """Refuse to append, before anything is written (the caller's state change rolls back with it),
         to a log that has lost the keyed part this state dir saw, or to a keyed log that now ends in
         unkeyed records: continuing either would seal a chain rewritten without the key. A legacy chain
         is continued only when this state dir never saw the store keyed and it has no keyed record."""
         where, next_step = describe_store(self.url), "run flexus-ops audit verify; nothing was recorded"
+        head_seq, last = head.seq, head.newest
         if damaged:
             raise StoreError(
                 f"where the audit log in {where} became keyed is unknown ({damaged[0]})",
@@ -982,7 +1017,7 @@ class Store:
                 next_step,
             )
         start = mark.keyed_from
-        first = rows.get(start)  # read with the newest record, under the head's lock
+        first = head.keyed_from
         if head_seq < start:
             reason = f"the log ends at record {head_seq}"
         elif first is None:
