@@ -14,10 +14,15 @@ from flexus_ops.gate.audit import AuditKeyRing
 from flexus_ops.gate.store import Store
 
 
-def append_legacy_audit(engine: Engine, event: str, detail: dict[str, Any]) -> None:
-    """One record as an unkeyed release wrote it: plain SHA-256 link, no key id (works on old schemas)."""
+def append_legacy_audit(engine: Engine, event: str, detail: dict[str, Any], seq: int | None = None) -> None:
+    """One record as an unkeyed release wrote it: plain SHA-256 link, no key id (works on old schemas).
+    With ``seq``, as record ``seq`` in place of the newest (already deleted), linked to the one before."""
     with engine.begin() as db:
-        seq, prev = db.execute(text("SELECT seq, hash FROM flexus_audit_head WHERE id = 1")).one()
+        if seq is None:
+            seq, prev = db.execute(text("SELECT seq, hash FROM flexus_audit_head WHERE id = 1")).one()
+        else:
+            seq = seq - 1
+            prev = db.execute(text("SELECT hash FROM flexus_audit WHERE seq = :seq"), {"seq": seq}).scalar_one()
         fields = {
             "seq": seq + 1,
             "at": time.time(),

@@ -223,7 +223,7 @@ def test_an_append_sees_the_newest_record_once_the_heads_lock_is_granted(
     key_id = "k-other" if mover == "older release" else current
     move = {
         "older release": "UPDATE flexus_audit_head SET seq = seq + 1, hash = 'h2' WHERE id = 1",
-        "this release": "UPDATE flexus_audit_head SET seq = seq + 1, hash = 'h2', key_id = :key, key_seq = seq + 1 "
+        "this release": "UPDATE flexus_audit_head SET seq = seq + 1, hash = 'h2', key_id = :key, key_hash = 'h2' "
         "WHERE id = 1",
     }[mover]
 

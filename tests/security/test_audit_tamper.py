@@ -596,6 +596,24 @@ def test_an_unkeyed_record_on_a_keyed_log_is_never_resealed(store_url: str, tmp_
         store.engine.dispose()
 
 
+def test_the_newest_record_rewritten_unkeyed_in_place_is_never_continued(
+    open_store: Callable[..., Store],
+) -> None:
+    """The newest record replaced by an unkeyed one under the same number, and the head's hash moved to
+    it (all a tamperer who knows the head's seq and hash does): the head's word on its record's key no
+    longer holds, so the append reads the record itself and refuses, as for an unkeyed record appended."""
+    from flexus_ops.core.errors import StoreError
+
+    store = open_store()
+    append(store, 3)
+    with store.engine.begin() as db:
+        db.execute(text("DELETE FROM flexus_audit WHERE seq = 3"))
+    storework.append_legacy_audit(store.engine, "approved", {"forged": True}, seq=3)
+    with pytest.raises(StoreError, match=r"the newest record, 3, is not keyed"):
+        append(store, 1)
+    assert events(store) == ["test", "test", "approved"], "nothing appended onto the forged record"
+
+
 def test_a_checkpoint_file_of_garbage_is_reported(open_store: Callable[..., Store], tmp_path: Path) -> None:
     """F6: lines in the state dir's own checkpoint file that are not checkpoints are a problem, not skipped."""
     store = open_store()

@@ -141,12 +141,12 @@ audit_head = Table(
     Column("id", Integer, primary_key=True),
     Column("seq", Integer, nullable=False),
     Column("hash", String(64), nullable=False),
-    # The key the record at key_seq is under, written with the record by the append that moves the head
-    # (added by _v7_head_key). While key_seq is seq, an append under that key reads no record under the
-    # lock; a head moved by anything else (an older release, a hand edit) has key_seq behind, and the
-    # newest record is read instead.
+    # The key of the record whose hash is key_hash, written with the record by the append that moves the
+    # head there (added by _v7_head_key). While key_hash is the head's hash, an append under that key reads
+    # no record under the lock; a head moved by anything else (an older release, a hand edit of its seq
+    # and hash) no longer matches, and the newest record is read instead.
     Column("key_id", String(16)),
-    Column("key_seq", Integer),
+    Column("key_hash", String(64)),
 )
 
 # The hot path's statements, built once and compiled once per dialect (``_compile``), then run on the
@@ -164,7 +164,7 @@ _LOCK_ACTION = select(actions.c.tool, actions.c.state).where(actions.c.id == bin
 # waited), but a joined row would be as of before, hence the newest record is never read by a join here.
 _AUDIT_HEAD = (
     select(
-        audit_head.c.seq, audit_head.c.hash, audit_head.c.key_id, audit_head.c.key_seq, audit.c.key_id, audit.c.event
+        audit_head.c.seq, audit_head.c.hash, audit_head.c.key_id, audit_head.c.key_hash, audit.c.key_id, audit.c.event
     )
     .select_from(audit_head.outerjoin(audit, audit.c.seq == bindparam("w_keyed_from")))
     .where(audit_head.c.id == 1)
@@ -179,7 +179,7 @@ _INSERT_AUDIT_MOVE_HEAD = text(
     "WITH appended AS (INSERT INTO flexus_audit "
     "(seq, at, event, person, surface, tool, action_id, detail_json, prev_hash, hash, key_id) VALUES "
     "(:seq, :at, :event, :person, :surface, :tool, :action_id, :detail_json, :prev_hash, :hash, :key_id)) "
-    "UPDATE flexus_audit_head SET seq = :seq, hash = :hash, key_id = :key_id, key_seq = :seq WHERE id = 1"
+    "UPDATE flexus_audit_head SET seq = :seq, hash = :hash, key_id = :key_id, key_hash = :hash WHERE id = 1"
 )
 _ACTION_COLUMNS = tuple(actions.c.keys())
 _BOOLEAN_COLUMNS = tuple(column.key for column in actions.c if isinstance(column.type, Boolean))
@@ -336,7 +336,7 @@ def _v6_rollout_progress(db: Connection) -> None:
 
 def _v7_head_key(db: Connection) -> None:
     # Left empty: the first append reads the newest record as before, and moves the head with its key.
-    _add_missing_columns(db, "flexus_audit_head", {"key_id": "VARCHAR(16)", "key_seq": "INTEGER"})
+    _add_missing_columns(db, "flexus_audit_head", {"key_id": "VARCHAR(16)", "key_hash": "VARCHAR(64)"})
 
 
 MIGRATIONS: list[Callable[[Connection], None]] = [
@@ -643,11 +643,11 @@ class Store:
         found = self._first(db, _AUDIT_HEAD, {"w_keyed_from": keyed_from or 0})
         if found is None:
             return None
-        seq, head_hash, head_key, key_seq, from_key, from_event = found
+        seq, head_hash, head_key, key_hash, from_key, from_event = found
         start = _AuditRow(keyed_from, from_key, from_event) if keyed_from and from_event is not None else None
         if seq == 0:
             newest = None
-        elif key_seq == seq and head_key == self.audit_keys.current.id:
+        elif key_hash == head_hash and head_key == self.audit_keys.current.id:
             # Only the current key is taken on the head's word: anything else (a rotation to record, an
             # unkeyed tail to refuse) is decided on the record itself.
             newest = _AuditRow(seq, head_key, "")
@@ -965,7 +965,7 @@ class Store:
                 self._count(db, _INSERT_AUDIT, row)
             seq, prev_hash = record.seq, record.hash
         if not combined:
-            self._count(db, _MOVE_AUDIT_HEAD, {"seq": seq, "hash": prev_hash, "key_id": key.id, "key_seq": seq})
+            self._count(db, _MOVE_AUDIT_HEAD, {"seq": seq, "hash": prev_hash, "key_id": key.id, "key_hash": prev_hash})
         return record
 
     def _audit_store_name(self) -> str:
