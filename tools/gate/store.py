@@ -276,7 +276,9 @@ class _LockedHead(NamedTuple):
 
     seq: int
     hash: str
-    newest: _AuditRow | None  # the record at seq; None when there is none (an empty log, or it is gone)
+    # The record at seq (its key, on the head's word, when that holds; its event is then not known). None:
+    # an empty log, or a record that was read and is gone.
+    newest: _AuditRow | None
     keyed_from: _AuditRow | None  # the record the log became keyed at, when asked for and there
 
 
