@@ -56,6 +56,7 @@ def make_registry(
     read_only: bool = False,
     store_url: str | None = None,
     clock: Clock | None = None,
+    keys: Keys | None = None,
     **settings: Any,
 ) -> Registry:
     values: dict[str, Any] = {
@@ -66,7 +67,7 @@ def make_registry(
     }
     values.update(settings)
     config = Settings(**values)
-    keys = Keys.load(tmp_path)
+    keys = keys or Keys.load(tmp_path)
     return Registry(
         settings=config,
         client=make_client(config),

@@ -32,7 +32,7 @@ pytestmark = pytest.mark.slow
 AK, SK, PID = "REPLICAAK00000000001", "replica-test-secret-key-0123456789ab", "1f2e3d4c5b6a79880796a5b4c3d2e1f0"
 TOKEN = "fxt_replica-race-token-0123456789"
 PASSWORD = "Race-Reset-pass7"
-KEYS = {"token_key": "t" * 40, "encryption_key": "e" * 40, "mcp_state_key": "m" * 40}
+KEYS = {"token_key": "t" * 40, "encryption_key": "e" * 40, "mcp_state_key": "m" * 40, "audit_key": "a" * 40}
 REPLICAS = RACERS = 4
 ACTIONS = 200
 

@@ -330,6 +330,8 @@ def test_an_audit_log_without_its_head_row_is_a_store_error_naming_it(store_url:
         with pytest.raises(StoreError, match="no head row"):
             store.append_audit("note", person="p", surface="test", tool=None, action_id=None, detail={})
         assert store.audit_records() == []
+        # Verification reports it as what it is, not as a store it cannot reach.
+        assert any("no head row" in problem for problem in store.verify_audit())
     finally:
         store.engine.dispose()
 
@@ -392,13 +394,13 @@ def test_migrations_upgrade_an_existing_store_in_place(store_url: str, tmp_path:
 async def test_two_replicas_share_one_store_and_the_configured_keys(store_url: str, tmp_path: Path) -> None:
     """Preview on one replica, confirm on another: works with the shared token key, and a replica with
     a different key refuses the token as forged."""
-    shared = {"token_key": "k" * 40, "encryption_key": "e" * 40, "mcp_state_key": "m" * 40}
-    first = make_registry(tmp_path / "a", team_policy(), store_url=store_url)
-    second = make_registry(tmp_path / "b", team_policy(), store_url=store_url)
-    stranger = make_registry(tmp_path / "c", team_policy(), store_url=store_url)
-    first.keys = second.keys = Keys.load(tmp_path, **{k: _secret(v) for k, v in shared.items()})
-    stranger.keys = Keys.load(tmp_path / "other-keys")
-    # (the gate is built on first use, with the keys set here)
+    shared = {"token_key": "k" * 40, "encryption_key": "e" * 40, "mcp_state_key": "m" * 40, "audit_key": "a" * 40}
+    keys = Keys.load(tmp_path, **{k: _secret(v) for k, v in shared.items()})
+    first = make_registry(tmp_path / "a", team_policy(), store_url=store_url, keys=keys)
+    second = make_registry(tmp_path / "b", team_policy(), store_url=store_url, keys=keys)
+    # Its own token key, but the audit key every replica of one store shares (without it, it writes nothing).
+    other = Keys.load(tmp_path / "other-keys", audit_key=_secret(shared["audit_key"]))
+    stranger = make_registry(tmp_path / "c", team_policy(), store_url=store_url, keys=other)
     second.client = first.client  # one cloud behind both replicas
     try:
         target = [servers_with(first, "ACTIVE")[0]["id"]]

@@ -341,6 +341,44 @@ def test_rotation_is_recorded_and_verifies_with_the_key_ring(open_store: Callabl
     assert forgetful.verify_audit() != [], "but the log is not reported intact either"
 
 
+def test_a_tail_under_a_key_nobody_gave_is_never_carried_forward(open_store: Callable[..., Store]) -> None:
+    """A database writer without the key appends a rotation to a key it invented, and records under it:
+    verification can only call those unverifiable. The product must not chain its own keyed rotation
+    record and checkpoints onto them, which would vouch for the forgery; it refuses until the key is given."""
+    from flexus_ops.core.errors import StoreError
+
+    store = open_store()
+    append(store, 3)
+    assert store.flush_checkpoint() is not None
+    old_id, invented = store.audit_keys.current.id, "deadbeefdeadbeef"
+    with store.engine.begin() as db:
+        head = db.execute(text("SELECT seq, hash FROM flexus_audit_head WHERE id = 1")).one()
+        forged = [
+            ("audit_key_rotated", {"new_key_id": invented, "old_key_id": old_id}, "b" * 64),
+            ("preview", {"plan": "forged"}, "c" * 64),
+        ]
+        prev = head.hash
+        for offset, (event, detail, digest) in enumerate(forged, start=1):
+            db.execute(
+                text(
+                    "INSERT INTO flexus_audit (seq, at, event, surface, detail_json, prev_hash, hash, key_id) "
+                    "VALUES (:seq, 0, :event, 'audit', :detail, :prev, :hash, :key)"
+                ),
+                {"seq": head.seq + offset, "event": event, "detail": canonical(detail), "prev": prev, "hash": digest,
+                 "key": invented},
+            )  # fmt: skip
+            prev = digest
+        db.execute(
+            text("UPDATE flexus_audit_head SET seq = :seq, hash = :hash, key_id = :key, key_hash = :hash WHERE id = 1"),
+            {"seq": head.seq + 2, "hash": prev, "key": invented},
+        )
+    before = events(store)
+    with pytest.raises(StoreError, match=rf"under key {invented}, which this process does not hold"):
+        append(store, 1)
+    assert events(store) == before, "nothing chained onto the forged records"
+    assert store.flush_checkpoint() is None, "nothing signed over them"
+
+
 def test_a_key_change_without_a_rotation_record_is_reported(open_store: Callable[..., Store]) -> None:
     store = open_store(key=NEW_AUDIT_SECRET, previous=OLD_AUDIT_SECRET)
     append(store, 4)
@@ -612,6 +650,49 @@ def test_the_newest_record_rewritten_unkeyed_in_place_is_never_continued(
     with pytest.raises(StoreError, match=r"the newest record, 3, is not keyed"):
         append(store, 1)
     assert events(store) == ["test", "test", "approved"], "nothing appended onto the forged record"
+
+
+@pytest.mark.parametrize(
+    "stored",
+    [
+        '{"n":"forged","n":1}',  # a first-key-wins reader (SQLite's json_extract, many SIEMs) sees "forged"
+        '{"n": 1}',  # the same value, not the text that was written
+        '{"\\u006e":1}',
+    ],
+)
+def test_a_records_stored_detail_text_is_verified_not_only_its_parsed_value(
+    open_store: Callable[..., Store], stored: str
+) -> None:
+    """The MAC covers the detail's value; a keyed record's detail is stored as its canonical text. Any
+    other text for the same value (a duplicate key first, spacing, escapes) is an edit that other readers
+    of the table may read differently: reported, never called intact."""
+    store = open_store()
+    append(store, 3)
+    assert store.verify_audit() == []
+    with store.engine.begin() as db:
+        db.execute(text("UPDATE flexus_audit SET detail_json = :stored WHERE seq = 2"), {"stored": stored})
+    problems = store.verify_audit()
+    assert any(p.startswith("record 2:") and "detail" in p for p in problems), problems
+
+
+def test_a_record_nobody_can_read_is_reported_with_everything_else(open_store: Callable[..., Store]) -> None:
+    """A detail that is not JSON (or nests beyond any parser, or holds a lone surrogate) is one problem
+    among the others: verification reads on, so it cannot hide a truncation behind a crash."""
+    store = open_store()
+    append(store, 6)
+    assert store.flush_checkpoint() is not None
+    truncate(store.engine, keep=5)
+    unreadable = ["{", "[" * 50_000 + "]" * 50_000, '{"a":"\\ud800"}']
+    with store.engine.begin() as db:
+        for seq, stored in enumerate(unreadable, start=1):
+            db.execute(
+                text("UPDATE flexus_audit SET detail_json = :stored WHERE seq = :seq"), {"stored": stored, "seq": seq}
+            )
+    problems = store.verify_audit()
+    for seq in (1, 2, 3):
+        assert any(p.startswith(f"record {seq}:") and "detail" in p for p in problems), problems
+    assert any("truncated" in p for p in problems), problems  # the truncation the checkpoint saw
+    assert [record.seq for record in store.audit_records()] == [1, 2, 3, 4, 5], "the log still lists"
 
 
 def test_a_checkpoint_file_of_garbage_is_reported(open_store: Callable[..., Store], tmp_path: Path) -> None:

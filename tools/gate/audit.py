@@ -76,6 +76,8 @@ class AuditRecord:
     prev_hash: str
     hash: str
     key_id: str | None = None  # None: a legacy record from before the chain was keyed
+    # Why the stored detail text is not what was written (``read_detail``); not part of what is chained.
+    detail_problem: str | None = None
 
     def chained_fields(self) -> dict[str, Any]:
         """What a legacy (unkeyed) record's SHA-256 covers: unchanged, so old chains still verify."""
@@ -93,6 +95,33 @@ class AuditRecord:
     def mac_fields(self) -> dict[str, Any]:
         """What a keyed record's MAC covers: the key id too, so it cannot be swapped."""
         return {**self.chained_fields(), "key_id": self.key_id}
+
+
+def _no_repeated_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    found = dict(pairs)
+    if len(found) != len(pairs):
+        raise ValueError("a key is repeated")
+    return found
+
+
+def read_detail(stored: str, keyed: bool) -> tuple[dict[str, Any], str | None]:
+    """A record's detail from its stored text, and why that text is not what was written (None: it is).
+
+    A record's MAC or hash covers the detail's value, not its text, so the text is checked here: never a
+    repeated key (readers disagree on which one counts), and a keyed record's text is exactly the
+    canonical form it was written in. Text nobody can read is a problem too, never a crash."""
+    try:
+        detail = json.loads(stored, object_pairs_hook=_no_repeated_keys)
+        written = canonical_json(detail)
+        written.encode("utf-8")  # a lone surrogate parses, but no record was ever written with one
+    except (ValueError, RecursionError) as exc:
+        reason = "repeats a key" if "repeated" in str(exc) else "is not readable JSON"
+        return {}, f"its stored detail {reason} (edited?)"
+    if not isinstance(detail, dict):
+        return {}, "its stored detail is not a JSON object (edited?)"
+    if keyed and written != stored:
+        return detail, "its stored detail is not the text it was written as (edited?)"
+    return detail, None
 
 
 def chain_hash(prev_hash: str, record: dict[str, Any]) -> str:
@@ -574,12 +603,14 @@ class ChainVerifier:
 
     def feed(self, record: AuditRecord) -> None:
         self.report.records += 1
+        if record.detail_problem is not None:
+            self._problem(f"record {record.seq}: {record.detail_problem}")
         if record.seq != self._expected:
             self._problem(f"record {self._expected} is missing (found {record.seq} next)")
             self._expected = record.seq
         if record.prev_hash != self._previous_hash:
             self._problem(f"record {record.seq}: does not follow record {record.seq - 1} (chain broken)")
-        verdict = self._content(record)
+        verdict = self._content(record)  # an unreadable detail is read as {}: its MAC does not match either
         if record.seq in self._wanted:
             self._macs_at[record.seq] = record.hash
         if record.event == EVENT_CHECKPOINT_KEY and verdict != "bad" and record.key_id is not None:
@@ -648,11 +679,16 @@ class ChainVerifier:
             return
         self._signers.setdefault(key_id, _Signer(public, record.seq, verified))
 
-    def finish(self, head_seq: int, head_hash: str) -> AuditReport:
+    def finish(self, head: tuple[int, str] | None) -> AuditReport:
+        """The report, once every record was fed; ``head`` is the head row's (seq, hash), None when it is gone."""
         report = self.report
         report.last_seq = self._last.seq if self._last else 0
-        if head_seq != report.last_seq or head_hash != self._previous_hash:
-            self._problem(f"the chain head says record {head_seq}, the log ends at {report.last_seq} (truncated?)")
+        if head is None:
+            self._problem("the audit log has no head row (flexus_audit_head): it may have been tampered with")
+        elif head[0] != report.last_seq:
+            self._problem(f"the chain head says record {head[0]}, the log ends at {report.last_seq} (truncated?)")
+        elif head[1] != self._previous_hash:
+            self._problem(f"the chain head's hash is not record {report.last_seq}'s, the log's last (altered?)")
         for key_id, seqs in self._unknown.items():
             span = f"record {seqs[0]}" if len(seqs) == 1 else f"records {seqs[0]}..{seqs[-1]}"
             report.unverifiable.append(

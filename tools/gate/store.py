@@ -64,6 +64,7 @@ from .audit import (
     Checkpointer,
     KeyedMark,
     load_checkpoints,
+    read_detail,
     records_to_prepend,
 )
 from .canonical import canonical_json
@@ -421,12 +422,20 @@ def _check_on_checkout(engine: Engine) -> None:
 def parse_store_url(url: str) -> URL:
     """The store's URL, or a configuration error that never repeats it (it may hold a password)."""
     try:
-        return make_url(url)
+        parsed = make_url(url)
     except (ValueError, ArgumentError):
         raise ConfigurationError(
             "FLEXUS_STORE_URL: not a database URL (e.g. postgresql://USER:PASSWORD@HOST:5432/DB or "
             "sqlite:////path/flexus.db)"
         ) from None
+    if parsed.host and "@" in parsed.host:
+        # The password ended at its own '@': the "host" now starts with the rest of it, and every message
+        # naming the host (ours, the driver's) would print that part of the password.
+        raise ConfigurationError(
+            "FLEXUS_STORE_URL: an '@' in its user name or password must be written %40 (the URL's host part "
+            "holds an '@')"
+        )
+    return parsed
 
 
 def make_engine(url: str, *, connect_timeout: float = 10.0, statement_timeout: float = 10.0) -> Engine:
@@ -921,6 +930,15 @@ class Store:
             )
         head_seq, head_hash, last = head.seq, head.hash, head.newest
         self._refuse_unkeyed(db, head, mark, damaged)
+        if last is not None and last.key_id is not None and self.audit_keys.get(last.key_id) is None:
+            # A rotation record from here would vouch for records nobody here can verify: made by a
+            # database writer without the key, they would look like a rotation the operator forgot.
+            raise StoreError(
+                f"the newest record of the audit log in {describe_store(self.url)}, {head_seq}, is under key "
+                f"{last.key_id}, which this process does not hold: it may have been forged",
+                "if that key is yours, add it to FLEXUS_AUDIT_PREVIOUS_KEYS (or make it FLEXUS_AUDIT_KEY); "
+                "run flexus-ops audit verify; nothing was recorded",
+            )
         # A head whose record is gone is for verification to report; appends go on under the current key.
         last_key_id = last.key_id if last is not None else self.audit_keys.current.id
         key = self.audit_keys.current
@@ -1054,7 +1072,7 @@ class Store:
         ).first()
         if marker is None:
             return None
-        detail = json.loads(marker.detail_json)
+        detail, _ = read_detail(marker.detail_json, keyed=True)  # a damaged marker is for verify to report
         legacy_seq, legacy_hash = detail.get("legacy_seq"), detail.get("legacy_hash")
         return KeyedMark(
             name,
@@ -1111,22 +1129,26 @@ class Store:
             query = query.limit(limit)
         with self.tx() as db:
             rows = db.execute(query).mappings().all()
-        return [
-            AuditRecord(
-                seq=row["seq"],
-                at=row["at"],
-                event=row["event"],
-                person=row["person"],
-                surface=row["surface"],
-                tool=row["tool"],
-                action_id=row["action_id"],
-                detail=json.loads(row["detail_json"]),
-                prev_hash=row["prev_hash"],
-                hash=row["hash"],
-                key_id=row["key_id"],
+        records = []
+        for row in rows:
+            detail, problem = read_detail(row["detail_json"], keyed=row["key_id"] is not None)
+            records.append(
+                AuditRecord(
+                    seq=row["seq"],
+                    at=row["at"],
+                    event=row["event"],
+                    person=row["person"],
+                    surface=row["surface"],
+                    tool=row["tool"],
+                    action_id=row["action_id"],
+                    detail=detail,
+                    prev_hash=row["prev_hash"],
+                    hash=row["hash"],
+                    key_id=row["key_id"],
+                    detail_problem=problem,
+                )
             )
-            for row in rows
-        ]
+        return records
 
     def _all_audit_records(self, batch: int = 5000) -> Iterator[AuditRecord]:
         since = 0
@@ -1171,8 +1193,8 @@ class Store:
         for record in self._all_audit_records():
             verifier.feed(record)
         with self.tx() as db:
-            head = db.execute(select(audit_head).where(audit_head.c.id == 1)).mappings().one()
-        return verifier.finish(head["seq"], head["hash"])
+            head = db.execute(select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == 1)).first()
+        return verifier.finish(tuple(head) if head is not None else None)
 
     def verify_audit(self, checkpoint_files: Sequence[Path] | None = None) -> list[str]:
         """Everything that keeps the log from being proven intact: altered records, gaps, forks, a head
