@@ -222,8 +222,8 @@ def test_an_append_sees_the_newest_record_once_the_heads_lock_is_granted(
     current = store.audit_keys.current.id
     key_id = "k-other" if mover == "older release" else current
     move = {
-        "older release": "UPDATE flexus_audit_head SET seq = seq + 1, hash = 'h2' WHERE id = 1",
-        "this release": "UPDATE flexus_audit_head SET seq = seq + 1, hash = 'h2', key_id = :key, key_hash = 'h2' "
+        "older release": "UPDATE flexus_audit_head SET seq = seq + 1, hash = :hash WHERE id = 1",
+        "this release": "UPDATE flexus_audit_head SET seq = seq + 1, hash = :hash, key_id = :key, key_hash = :hash "
         "WHERE id = 1",
     }[mover]
 
@@ -238,11 +238,11 @@ def test_an_append_sees_the_newest_record_once_the_heads_lock_is_granted(
                 other.execute(
                     text(
                         "INSERT INTO flexus_audit (seq, at, event, detail_json, prev_hash, hash, key_id) "
-                        "SELECT seq + 1, 0, 'other', '{}', hash, 'h2', :key FROM flexus_audit_head WHERE id = 1"
+                        "SELECT seq + 1, 0, 'other', '{}', hash, :hash, :key FROM flexus_audit_head WHERE id = 1"
                     ),
-                    {"key": key_id},
+                    {"key": key_id, "hash": "2" * 64},
                 )
-                other.execute(text(move), {"key": key_id})
+                other.execute(text(move), {"key": key_id, "hash": "2" * 64})
                 waiting = threading.Thread(target=appender)
                 waiting.start()
                 deadline = time.monotonic() + 10
@@ -256,7 +256,7 @@ def test_an_append_sees_the_newest_record_once_the_heads_lock_is_granted(
                     time.sleep(0.02)
             waiting.join(timeout=10)
         head = seen["head"]
-        assert head is not None and (head.seq, head.hash) == (2, "h2")  # type: ignore[attr-defined]
+        assert head is not None and (head.seq, head.hash) == (2, "2" * 64)  # type: ignore[attr-defined]
         newest = head.newest  # type: ignore[attr-defined]
         assert newest is not None and (newest.seq, newest.key_id) == (2, key_id)
         if mover == "older release":

@@ -778,9 +778,10 @@ async def _verify_audit(args: argparse.Namespace, registry: Registry) -> int:
 
 
 def _audit_report_text(report: Any) -> str:
+    # Problems quote what the database holds (a key id, a file name): shown with control characters escaped.
     if report.problems:
         lines = [f"audit log TAMPERED ({len(report.problems)} problem(s)):"]
-        lines += [f"  - {problem}" for problem in report.problems + report.unverifiable]
+        lines += [f"  - {_printable(problem)}" for problem in report.problems + report.unverifiable]
         return "\n".join(lines)
     if report.keyed_from is None:
         keyed = "no keyed records yet" if report.records else "empty"
@@ -788,16 +789,16 @@ def _audit_report_text(report: Any) -> str:
         keyed = f"records 1-{report.legacy_records} legacy SHA-256, keyed (HMAC-SHA256) from record {report.keyed_from}"
     else:
         keyed = f"keyed (HMAC-SHA256) from record {report.keyed_from}"
-    keys = f", key(s) {', '.join(report.key_ids)}" if report.key_ids else ""
-    where = ", ".join(report.checkpoint_files) or "no checkpoint file"
+    keys = f", key(s) {_printable(', '.join(report.key_ids))}" if report.key_ids else ""
+    where = _printable(", ".join(report.checkpoint_files)) or "no checkpoint file"
     checked = f"{report.checkpoints_checked} signed checkpoint(s) checked ({where})"
     if report.unverifiable:
         lines = [f"audit log NOT FULLY VERIFIED: {report.records} record(s), {keyed}{keys}; {checked}"]
-        lines += [f"  - {gap}" for gap in report.unverifiable]
+        lines += [f"  - {_printable(gap)}" for gap in report.unverifiable]
         return "\n".join(lines)
     lines = [f"audit log intact: {report.records} record(s), {keyed}{keys}; {checked}"]
     if report.keyed_from is not None and report.keyed_recorded:
-        lines.append(f"  keyed from the record this state dir saw it keyed from ({report.keyed_recorded})")
+        lines.append(f"  keyed from the record this state dir saw it keyed from ({_printable(report.keyed_recorded)})")
     if report.keyed_from is None and report.records:
         # A log rewritten whole into unkeyed records needs no key: only a record of it being keyed tells.
         lines.append(
@@ -811,6 +812,19 @@ def _audit_report_text(report: Any) -> str:
     return "\n".join(lines)
 
 
+def _audit_line(record: Any) -> str:
+    """One record as a table row. Every text comes from the database, where anyone who can write it may
+    have put escape sequences: all of it is shown escaped."""
+    detail = record.detail
+    summary = detail.get("plan") or detail.get("outcome") or detail.get("difference") or detail.get("note") or ""
+    jobs = f" jobs={','.join(map(str, detail['job_ids']))}" if detail.get("job_ids") else ""
+    event, person, surface, tool = (
+        _printable(value or "-") for value in (record.event, record.person, record.surface, record.tool)
+    )
+    shown = _printable(f"{summary}{jobs}")
+    return f"{record.seq:5} {_when(record.at)} {event:18} {person:12} {surface:9} {tool:30} {shown}"
+
+
 def cmd_audit(args: argparse.Namespace) -> int:
     async def body(registry: Registry) -> int:
         if args.action == "verify":
@@ -819,17 +833,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
         records = await registry.audit(_caller(), args.limit)
 
         def table() -> str:
-            lines = []
-            for record in records:
-                detail = record.detail
-                summary = (
-                    detail.get("plan") or detail.get("outcome") or detail.get("difference") or detail.get("note") or ""
-                )
-                jobs = f" jobs={','.join(detail['job_ids'])}" if detail.get("job_ids") else ""
-                lines.append(
-                    f"{record.seq:5} {_when(record.at)} {record.event:18} {_printable(record.person or '-'):12} "
-                    f"{record.surface or '-':9} {record.tool or '-':30} {_printable(summary)}{jobs}"
-                )
+            lines = [_audit_line(record) for record in records]
             return "\n".join(lines) if lines else "the audit log is empty"
 
         _emit(args, [record.__dict__ for record in records], table)

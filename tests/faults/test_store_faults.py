@@ -111,10 +111,15 @@ def test_a_store_url_for_a_database_flexus_ops_cannot_use_is_a_store_error(tmp_p
 def test_a_password_with_an_unescaped_at_sign_is_refused_without_echoing_any_of_it(tmp_path: Path) -> None:
     """An '@' in a password must be written %40; unescaped, the URL's host would start with the rest of the
     password, and a message naming the host (ours or the driver's) would print it."""
-    result = cli(cli_env(tmp_path, FLEXUS_STORE_URL="postgresql://bob:p@ssw0rd-Secret@127.0.0.1:5999/x"), *STOP)
-    assert result.returncode in (2, 4), result.stderr
-    assert "ssw0rd" not in result.stderr + result.stdout and "Secret" not in result.stderr + result.stdout
-    assert "%40" in result.stderr, result.stderr
+    for url in (
+        "postgresql://bob:p@ssw0rd-Secret@127.0.0.1:5999/x",
+        "postgresql://bob:p@ssw0rd/Secret@127.0.0.1:5999/x",  # the rest would be taken as host and database
+        "postgresql://bob:p@ssw0rd?Secret@127.0.0.1:5999/x",
+    ):
+        result = cli(cli_env(tmp_path, FLEXUS_STORE_URL=url), *STOP)
+        assert result.returncode in (2, 4), result.stderr
+        assert "ssw0rd" not in result.stderr + result.stdout and "Secret" not in result.stderr + result.stdout
+        assert "%40" in result.stderr, result.stderr
 
 
 # -- MCP ------------------------------------------------------------------------------------------

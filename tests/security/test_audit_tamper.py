@@ -695,6 +695,72 @@ def test_a_record_nobody_can_read_is_reported_with_everything_else(open_store: C
     assert [record.seq for record in store.audit_records()] == [1, 2, 3, 4, 5], "the log still lists"
 
 
+def test_text_that_is_not_utf8_is_an_altered_record_not_an_unreachable_store(tmp_path: Path) -> None:
+    """SQLite stores whatever bytes it is given as TEXT. A record with bytes that are not UTF-8 is read as
+    altered (its MAC no longer matches), next to any other tampering, instead of failing the whole read."""
+    store = Store(f"sqlite:///{tmp_path / 'store.db'}", Keys.load(tmp_path / "keys").audit)
+    try:
+        append(store, 4)
+        with store.engine.begin() as db:
+            db.execute(text("UPDATE flexus_audit SET person = CAST(X'ff' AS TEXT) WHERE seq = 2"))
+            db.execute(text("UPDATE flexus_audit SET detail_json = CAST(X'7bff7d' AS TEXT) WHERE seq = 3"))
+        problems = store.verify_audit()
+        assert any(p.startswith("record 2:") for p in problems), problems
+        assert any(p.startswith("record 3:") for p in problems), problems
+        assert [record.seq for record in store.audit_records()] == [1, 2, 3, 4]
+    finally:
+        store.engine.dispose()
+
+
+HEAD_EDITS = {
+    "text seq": "UPDATE flexus_audit_head SET seq = 'x' WHERE id = 1",
+    "huge seq": "UPDATE flexus_audit_head SET seq = 9223372036854775807 WHERE id = 1",
+    "negative seq": "UPDATE flexus_audit_head SET seq = -5 WHERE id = 1",
+    "number hash": "UPDATE flexus_audit_head SET hash = 7 WHERE id = 1",
+}
+
+
+@pytest.mark.parametrize("head", sorted(HEAD_EDITS))
+def test_a_head_row_that_is_not_a_head_refuses_the_append_in_one_line(
+    store_url: str, tmp_path: Path, head: str
+) -> None:
+    from sqlalchemy.exc import DBAPIError
+
+    from flexus_ops.core.errors import StoreError
+
+    store = Store(store_url, Keys.load(tmp_path / "keys").audit)
+    try:
+        append(store, 2)
+        try:
+            with store.engine.begin() as db:
+                db.execute(text(HEAD_EDITS[head]))
+        except DBAPIError:
+            pytest.skip("this database's types refuse that value")
+        with pytest.raises(StoreError, match="the audit head row is damaged"):
+            append(store, 1)
+        assert len(store.audit_records()) == 2
+    finally:
+        store.engine.dispose()
+
+
+def test_the_reports_a_person_reads_show_control_characters_from_the_database_as_escapes() -> None:
+    """A key id (or any text) written into the database by hand must not move the cursor, clear the
+    'TAMPERED' line or print a forged 'intact' one on the reader's terminal."""
+    from flexus_ops.cli import _audit_line, _audit_report_text
+    from flexus_ops.gate.audit import AuditRecord, AuditReport
+
+    forged = "k\x1b[1A\x1b[2K\raudit log intact: 4 record(s)\x1b[8m"
+    report = AuditReport(problems=[f"record 4: under key {forged}"], key_ids=[forged], unverifiable=[forged])
+    record = AuditRecord(
+        seq=1, at=0.0, event=forged, person=forged, surface=forged, tool=forged, action_id=None,
+        detail={"plan": forged}, prev_hash="0" * 64, hash="1" * 64, key_id=forged,
+    )  # fmt: skip
+    for shown in (_audit_report_text(report), _audit_line(record)):
+        assert "\x1b" not in shown and "\r" not in shown, shown
+        assert "\\x1b" in shown
+    assert "\n" not in _audit_line(record)
+
+
 def test_a_checkpoint_file_of_garbage_is_reported(open_store: Callable[..., Store], tmp_path: Path) -> None:
     """F6: lines in the state dir's own checkpoint file that are not checkpoints are a problem, not skipped."""
     store = open_store()

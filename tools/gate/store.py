@@ -13,6 +13,7 @@ import asyncio
 import functools
 import json
 import logging
+import re
 import select as select_module
 import threading
 import time
@@ -272,6 +273,14 @@ class _AuditRow(NamedTuple):
     event: str
 
 
+_HASH = re.compile(r"[0-9a-f]{64}")
+_MAX_SEQ = 2**31 - 2  # the seq column is a 32-bit INTEGER on PostgreSQL; the next record needs one more
+
+
+def _is_head(seq: Any, head_hash: Any) -> bool:
+    return type(seq) is int and 0 <= seq <= _MAX_SEQ and isinstance(head_hash, str) and bool(_HASH.fullmatch(head_hash))
+
+
 class _LockedHead(NamedTuple):
     """The audit head as an append finds it once it holds the head's lock."""
 
@@ -358,6 +367,10 @@ SINGLE_READ = "flexus_single_read"
 """The execution option of a connection that runs one read without a transaction of its own (Store.read)."""
 
 
+def _text_of(stored: bytes) -> str:
+    return stored.decode("utf-8", "replace")
+
+
 def _sqlite_engine(url: str, busy_seconds: float) -> Engine:
     engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": busy_seconds})
     busy_ms = int(busy_seconds * 1000)
@@ -367,6 +380,9 @@ def _sqlite_engine(url: str, busy_seconds: float) -> Engine:
         # Let SQLAlchemy's BEGIN below be the only transaction control, and allow readers
         # alongside the single writer. A lock held longer than the statement timeout is an error.
         dbapi_connection.isolation_level = None
+        # SQLite keeps whatever bytes it was given as TEXT: bytes that are not UTF-8 (a hand edit) are read
+        # as U+FFFD, so a record holding them fails its MAC, instead of every read of the table failing.
+        dbapi_connection.text_factory = _text_of
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute(f"PRAGMA busy_timeout={busy_ms}")
@@ -428,12 +444,13 @@ def parse_store_url(url: str) -> URL:
             "FLEXUS_STORE_URL: not a database URL (e.g. postgresql://USER:PASSWORD@HOST:5432/DB or "
             "sqlite:////path/flexus.db)"
         ) from None
-    if parsed.host and "@" in parsed.host:
-        # The password ended at its own '@': the "host" now starts with the rest of it, and every message
-        # naming the host (ours, the driver's) would print that part of the password.
+    if parsed.get_backend_name() != "sqlite" and url.count("@") > 1:
+        # A password (or user name) ended at its own '@': the rest of it would be read as the host, the
+        # database or the query, printed by every message naming them (ours, the driver's) and looked up
+        # as a host name. One '@' separates the credentials; any other must be written %40.
         raise ConfigurationError(
-            "FLEXUS_STORE_URL: an '@' in its user name or password must be written %40 (the URL's host part "
-            "holds an '@')"
+            "FLEXUS_STORE_URL: an '@' in its user name or password must be written %40 (the URL holds more "
+            "than one '@')"
         )
     return parsed
 
@@ -655,6 +672,13 @@ class Store:
         if found is None:
             return None
         seq, head_hash, head_key, key_hash, from_key, from_event = found
+        if not _is_head(seq, head_hash):
+            # What a database writer put there (text, a number past any seq, ...): its values are not echoed.
+            raise StoreError(
+                f"the audit head row is damaged in {describe_store(self.url)} (its seq or hash is not one an "
+                "append writes): it may have been tampered with",
+                "run flexus-ops audit verify; nothing was recorded",
+            )
         start = _AuditRow(keyed_from, from_key, from_event) if keyed_from and from_event is not None else None
         if seq == 0:
             newest = None
