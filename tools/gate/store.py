@@ -653,10 +653,6 @@ class Store:
         with self._executed(db, statement, params) as cursor:
             return cursor.fetchone()
 
-    def _all(self, db: Connection, statement: Any, params: dict[str, Any]) -> list[Any]:
-        with self._executed(db, statement, params) as cursor:
-            return list(cursor.fetchall())
-
     def _count(self, db: Connection, statement: Any, params: dict[str, Any]) -> int:
         """How many rows the statement changed."""
         with self._executed(db, statement, params) as cursor:
